@@ -1,0 +1,56 @@
+"""The family registry: one line per family, mapping its public name to its matrix, fit and layer.
+
+Family names are the strings users pass to ``approximate`` and are written into saved files: never rename one.
+The layer is an import string so that ``import structmat`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from structmat.approximators.dense import fit_dense
+from structmat.approximators.lowrank import fit_lowrank
+from structmat.matrices.dense import Dense
+from structmat.matrices.lowrank import LowRank
+
+__all__ = ["Family", "FAMILIES", "get_family", "structured_family_names"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered family: ``name``, its ``matrix_class``, its ``fit(W, budget, **options)``, the import string
+    of its torch ``layer`` (``"module:Class"``) and the ``nparams`` formula shown by ``structmat families``."""
+
+    name: str
+    matrix_class: type
+    fit: Callable
+    layer: str
+    nparams_formula: str
+
+    def layer_class(self):
+        """Import and return the torch layer class (imports torch)."""
+        module, _, attr = self.layer.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+FAMILIES: dict[str, Family] = {
+    "dense": Family("dense", Dense, fit_dense, "structmat.layers.dense:DenseLinear", "m·n"),
+    "lowrank": Family("lowrank", LowRank, fit_lowrank, "structmat.layers.lowrank:LowRankLinear", "r·(m+n)"),
+}
+
+
+def get_family(name: str) -> Family:
+    """Look a family up by name; a ValueError lists the known names."""
+    if not isinstance(name, str):
+        raise TypeError(f"family must be a str naming a family; got {type(name).__name__} {name!r}")
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; known families: {sorted(FAMILIES)}") from None
+
+
+def structured_family_names() -> list[str]:
+    """Every registered family except the dense reference, in registry order."""
+    return [name for name in FAMILIES if name != "dense"]
