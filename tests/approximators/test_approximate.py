@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import structmat
@@ -12,6 +12,7 @@ FAMILY_NAMES = list(FAMILIES)
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+@settings(max_examples=25)
 @given(m=st.integers(1, 300), n=st.integers(1, 300), share=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
 def test_budget_is_respected_and_products_match(family, m, n, share, seed):
     rng = np.random.default_rng(seed)
@@ -29,6 +30,7 @@ def test_budget_is_respected_and_products_match(family, m, n, share, seed):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+@settings(max_examples=25)
 @given(m=st.integers(1, 120), n=st.integers(1, 120), count=st.integers(1, 20000))
 def test_int_budget_is_respected(family, m, n, count):
     W = np.random.default_rng(m * 1000 + n).standard_normal((m, n))
