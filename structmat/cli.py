@@ -256,6 +256,70 @@ def _run_demo(args):
     print(f"wrote {out / 'demo.csv'} and {out / 'demo.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ bench-c
+def _add_bench_c(sub):
+    p = sub.add_parser("bench-c", help="single-core C speed of structured vs dense products",
+                       description="Fit W with each family at each budget, time y = W x in C on one core (batch 1) "
+                                   "against the dense C loop and NumPy's one-thread BLAS, check every C output "
+                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
+    p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
+                                             "(.npz), which is timed as it is")
+    p.add_argument("--family", "-f", nargs="+", action="extend",
+                   help="families with a C kernel (default: all of them)")
+    p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
+                   help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="[FAMILY.]KEY=VALUE",
+                   help="a fit option for every family, or for one as sss.num_stages=8 (repeatable)")
+    p.add_argument("--repeats", type=int, default=51, help="timed samples per product (default 51)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up products (default 10)")
+    p.add_argument("--cc", help="C compiler (default: $CC or cc)")
+    p.add_argument("--cflags", help="compile flags (default: $STRUCTMAT_CFLAGS or '-O3 -march=native')")
+    p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
+    p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default: {DEFAULT_OUTPUT}/bench-c)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _run_bench_c(args):
+    import structmat
+    from structmat.benchmarks.results import format_table
+    from structmat.speed_c import CompilerError, OutputMismatchError, c_family_names, plot_c_benchmark
+    from structmat.speed_c import run_c_benchmark
+    from structmat.weights import load_weight
+
+    families = args.family or c_family_names()
+    options = {f: {} for f in families}
+    for key, value in args.option:
+        prefix, dot, name = key.partition(".")
+        for f in ([prefix] if dot else families):
+            if f not in options:
+                raise UserError(f"--option {key}: {prefix!r} is not one of the families benchmarked, {families}")
+            options[f][name if dot else key] = value
+    matrices = {}
+    for spec in args.weight:
+        path = Path(spec)
+        if path.suffix == ".npz" and path.exists():
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as data:
+                structured = "meta" in data.files
+            matrices[spec] = structmat.load(path) if structured else load_weight(spec)
+        else:
+            matrices[spec] = load_weight(spec)
+    out = _output_dir(args, "bench-c")
+    try:
+        rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
+                               repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
+                               csv_path=out / "bench_c.csv", json_path=out / "bench_c.json",
+                               progress=not args.quiet)
+    except (CompilerError, OutputMismatchError) as exc:
+        raise UserError(str(exc)) from None
+    print(format_table(rows, ["matrix", "family", "implementation", "budget", "nparams", "share", "median_ns",
+                              "ratio_to_c_dense", "ratio_to_blas_dense", "ratio_over_share", "within_target",
+                              "relative_error"]))
+    plot_c_benchmark(rows, out / "bench_c.png")
+    print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
+
+
 COMMANDS = {
     "approximate": (_add_approximate, _run_approximate),
     "info": (_add_info, _run_info),
@@ -263,6 +327,7 @@ COMMANDS = {
     "sweep": (_add_sweep, _run_sweep),
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
+    "bench-c": (_add_bench_c, _run_bench_c),
     "demo": (_add_demo, _run_demo),
 }
 

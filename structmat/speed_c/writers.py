@@ -1,0 +1,90 @@
+"""Writer registry: how each family's matrix is laid out for its C kernel. One entry per family.
+
+A writer turns a :class:`~structmat.matrices.base.StructuredMatrix` into the integer metadata and the float32
+(or int32) arrays its kernel ``speed_c/kernel_<family>.c`` reads, in that kernel's order and layout (the
+layer format itself is in :mod:`structmat.speed_c.layer_format`). Adding a family's C kernel means adding
+``kernel_<family>.c`` and one ``CWriter`` line in :data:`WRITERS`, with a ``family_id`` no other entry uses;
+the tests and the build pick both up from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from structmat.matrices.base import StructuredMatrix, TransposedMatrix
+
+__all__ = ["CWriter", "WRITERS", "c_layout", "c_family_names"]
+
+
+@dataclass(frozen=True)
+class CWriter:
+    """A family's C layout: its file ``family_id`` and ``layout(M) -> (meta, arrays)``.
+
+    ``meta`` is a list of int >= 0 and ``arrays`` a list of 1-D arrays, float32 for values and int32 for
+    indices; :func:`c_layout` casts float arrays to float32 and integer arrays to int32.
+    """
+
+    family_id: int
+    layout: Callable[[StructuredMatrix], tuple[list[int], list[np.ndarray]]]
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+
+
+def _dense_layout(M):
+    """``W`` row-major."""
+    return [], [_f32(M.W)]
+
+
+def _lowrank_layout(M):
+    """``[r]``; ``Vᵀ`` (r, n) then ``Uᵀ`` (r, m), both row-major."""
+    return [M.rank], [_f32(M.V.T), _f32(M.U.T)]
+
+
+#: family name -> writer. Ids are written into layer files: never reuse or renumber one.
+WRITERS: dict[str, CWriter] = {
+    "dense": CWriter(1, _dense_layout),
+    "lowrank": CWriter(2, _lowrank_layout),
+}
+
+
+def c_family_names() -> list[str]:
+    """Families with a C kernel, except the dense reference, in registry order."""
+    return [name for name in WRITERS if name != "dense"]
+
+
+def c_layout(M: StructuredMatrix) -> tuple[int, list[int], list[np.ndarray]]:
+    """``(family_id, meta, arrays)`` for ``M``, arrays cast to float32 (values) and int32 (indices).
+
+    Raises
+    ------
+    TypeError
+        ``M`` is not a StructuredMatrix, or is a transposed view.
+    ValueError
+        ``M``'s family has no C kernel; the message lists those that have one.
+    """
+    if isinstance(M, TransposedMatrix):
+        raise TypeError(f"a transposed view of {type(M.parent).__name__} has no C layout; "
+                        "write a matrix of the family itself (families closed under transposition return one from .T)")
+    if not isinstance(M, StructuredMatrix):
+        raise TypeError(f"expected a StructuredMatrix; got {type(M).__name__}")
+    writer = WRITERS.get(M.family)
+    if writer is None:
+        raise ValueError(f"family {M.family!r} has no C kernel yet; families with one: {sorted(WRITERS)}")
+    meta, arrays = writer.layout(M)
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            out.append(_f32(a))
+        elif a.dtype.kind in "iu":
+            if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"{M.family} writer: an index array does not fit in int32")
+            out.append(np.ascontiguousarray(a, dtype=np.int32).reshape(-1))
+        else:
+            raise TypeError(f"{M.family} writer returned an array of dtype {a.dtype}; expected float or int")
+    return writer.family_id, [int(v) for v in meta], out
