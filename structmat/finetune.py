@@ -1,0 +1,417 @@
+r"""Train a head (any ``StructuredLinear``, or an ``nn.Linear``) on cached features.
+
+Two objectives:
+
+``"labels"``
+    cross-entropy with the dataset's labels.
+``"distill"``
+    knowledge distillation from the dense head's cached logits ``z`` (Hinton, Vinyals & Dean, "Distilling the
+    Knowledge in a Neural Network", 2015, sec. 2): with the student's logits ``s`` and a temperature ``T``,
+
+    .. math:: \mathcal{L} = T^2 \, \mathrm{KL}\big(\mathrm{softmax}(z/T) \,\|\, \mathrm{softmax}(s/T)\big),
+
+    averaged over the batch; the factor :math:`T^2` keeps gradient magnitudes independent of ``T`` (ibid.).
+    No labels are needed.
+
+Training uses Adam (Kingma & Ba 2015) by default, divides the learning rate by ``1/lr_factor`` when the
+validation loss stops improving (``ReduceLROnPlateau``), stops early after ``patience`` epochs without
+improvement or when ``max_seconds`` have passed, and restores the state with the best validation loss. The
+validation rows are a seeded share of the training rows. Features may be in memory or a memory-mapped
+:class:`~structmat.features.cache.ChunkedArray`; above ``max_memory_bytes`` batches are read from disk.
+Parameters are trained in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import numbers
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "TrainingConfig", "EpochRecord", "FinetuneResult", "Evaluation", "OBJECTIVES", "finetune", "evaluate",
+    "split_indices", "dense_head", "fitted_head", "fresh_head", "plot_histories", "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("distill", "labels")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train a head. Defaults suit heads of a few hundred thousand parameters on a few thousand rows."""
+
+    objective: str = "distill"
+    temperature: float = 2.0
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    patience: int = 6
+    validation_share: float = 0.1
+    seed: int = 0
+    max_seconds: float | None = None
+    max_memory_bytes: int = 1 << 30
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "lr_patience", "patience", "max_memory_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if name == "lr_patience" else 1):
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        for name in ("temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor must be in (0, 1); got {self.lr_factor!r}")
+        if not 0 < self.validation_share < 1:
+            raise ValueError(f"validation_share must be in (0, 1); got {self.validation_share!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None; got {self.max_seconds!r}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Metrics after one epoch (epoch 0: before training). ``None`` where the data to compute it was absent."""
+
+    epoch: int
+    train_loss: float | None
+    val_loss: float
+    val_accuracy: float | None
+    val_agreement: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What :func:`finetune` did; the head itself was trained in place and holds the best state."""
+
+    history: tuple[EpochRecord, ...]
+    best_epoch: int
+    stop_reason: str
+    seconds: float
+    train_count: int
+    val_count: int
+    config: TrainingConfig = field(repr=False)
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch]
+
+    def to_json(self) -> dict:
+        return {"best_epoch": self.best_epoch, "stop_reason": self.stop_reason, "seconds": self.seconds,
+                "train_count": self.train_count, "val_count": self.val_count, "config": asdict(self.config),
+                "history": [asdict(r) for r in self.history]}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy against labels and top-1 agreement with the teacher's logits, over ``count`` rows."""
+
+    count: int
+    accuracy: float | None
+    agreement: float | None
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class _Rows:
+    """Rows of an ndarray, tensor or ChunkedArray as float32/int64 tensors; in memory when small enough."""
+
+    def __init__(self, array, name: str, max_bytes: int, dtype=torch.float32) -> None:
+        self.name, self.dtype = name, dtype
+        if torch.is_tensor(array):
+            array = array.detach().cpu().numpy()
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            array = np.asarray(array)
+        self.length = int(array.shape[0])
+        nbytes = int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
+        if nbytes <= max_bytes:
+            whole = array.to_numpy() if hasattr(array, "to_numpy") else np.asarray(array)
+            self.tensor, self.array = torch.as_tensor(np.ascontiguousarray(whole)).to(dtype), None
+        else:
+            self.tensor, self.array = None, array
+
+    def __getitem__(self, indices: np.ndarray) -> torch.Tensor:
+        if self.tensor is not None:
+            return self.tensor[torch.from_numpy(indices)]
+        order = np.argsort(indices)  # read in file order, then put the rows back
+        wanted = indices[order]
+        rows = np.asarray(self.array[wanted]) if isinstance(self.array, np.ndarray) else self.array.take(wanted)
+        out = np.empty_like(rows)
+        out[order] = rows
+        return torch.as_tensor(out).to(self.dtype)
+
+
+def _rows(array, name, count, max_bytes, dtype=torch.float32):
+    if array is None:
+        return None
+    rows = _Rows(array, name, max_bytes, dtype)
+    if rows.length != count:
+        raise ValueError(f"{name} has {rows.length} rows; features have {count}")
+    return rows
+
+
+def split_indices(indices, validation_share: float, seed) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of ``indices`` (an int count or an index array) into ``(train, validation)``, each sorted."""
+    indices = np.arange(indices) if isinstance(indices, numbers.Integral) else np.asarray(indices, dtype=np.int64)
+    if not 0 < validation_share < 1:
+        raise ValueError(f"validation_share must be in (0, 1); got {validation_share!r}")
+    if indices.size < 2:
+        raise ValueError(f"need at least 2 rows to split off a validation set; got {indices.size}")
+    permuted = np.random.default_rng(seed).permutation(indices)
+    n_val = min(max(1, int(round(validation_share * indices.size))), indices.size - 1)
+    return np.sort(permuted[n_val:]), np.sort(permuted[:n_val])
+
+
+def _loss(outputs, config: TrainingConfig, labels, teacher):
+    if config.objective == "labels":
+        return F.cross_entropy(outputs, labels)
+    T = config.temperature
+    return F.kl_div(F.log_softmax(outputs / T, dim=1), F.log_softmax(teacher / T, dim=1), log_target=True,
+                    reduction="batchmean") * (T * T)
+
+
+@torch.no_grad()
+def _predict(head, features: _Rows, indices: np.ndarray, batch_size: int = 2048):
+    head.eval()
+    return [(i, head(features[indices[i:i + batch_size]])) for i in range(0, len(indices), batch_size)]
+
+
+@torch.no_grad()
+def _validate(head, config, features, labels, teacher, indices) -> tuple[float, float | None, float | None]:
+    total, correct, agree = 0.0, 0, 0
+    for start, outputs in _predict(head, features, indices):
+        rows = indices[start:start + outputs.shape[0]]
+        y = labels[rows] if labels is not None else None
+        z = teacher[rows] if teacher is not None else None
+        total += float(_loss(outputs, config, y, z)) * len(rows)
+        if y is not None:
+            correct += int((outputs.argmax(1) == y).sum())
+        if z is not None:
+            agree += int((outputs.argmax(1) == z.argmax(1)).sum())
+    n = len(indices)
+    return total / n, (correct / n if labels is not None else None), (agree / n if teacher is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, indices=None,
+             config: TrainingConfig = TrainingConfig(), progress: bool = False) -> FinetuneResult:
+    """Train ``head`` in place on ``features``; it ends holding the state with the best validation loss.
+
+    Parameters
+    ----------
+    head : nn.Module
+        Maps ``(batch, feature_dim)`` to ``(batch, num_classes)``: a ``StructuredLinear`` or an ``nn.Linear``.
+    features : array of shape (count, feature_dim)
+        ndarray, tensor or :class:`~structmat.features.cache.ChunkedArray`.
+    labels : int array of shape (count,), optional
+        Needed for ``objective="labels"``; also gives validation accuracy.
+    teacher_logits : array of shape (count, num_classes), optional
+        The dense head's logits. Needed for ``objective="distill"``; also gives validation agreement.
+    indices : int array, optional
+        The rows to use (split into training and validation); default all. Keep test rows out of it.
+    config : TrainingConfig
+    progress : bool
+        A tqdm bar over epochs.
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    if not isinstance(head, nn.Module):
+        raise TypeError(f"head must be a torch nn.Module; got {type(head).__name__}")
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig; got {type(config).__name__}")
+    if config.objective == "distill" and teacher_logits is None:
+        raise ValueError("objective='distill' needs teacher_logits (the dense head's logits); pass them, or use "
+                         "objective='labels' with labels")
+    if config.objective == "labels" and labels is None:
+        raise ValueError("objective='labels' needs labels; pass them, or use objective='distill' with teacher_logits")
+    start_time = time.perf_counter()
+    X = _rows(features, "features", len(features), config.max_memory_bytes)
+    y = _rows(labels, "labels", X.length, config.max_memory_bytes, torch.int64)
+    z = _rows(teacher_logits, "teacher_logits", X.length, config.max_memory_bytes)
+    train, val = split_indices(X.length if indices is None else indices, config.validation_share, config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    params = [p for p in head.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.lr_factor,
+                                                           patience=config.lr_patience)
+
+    def record(epoch, train_loss):
+        val_loss, accuracy, agreement = _validate(head, config, X, y, z, val)
+        return EpochRecord(epoch, train_loss, val_loss, accuracy, agreement, optimizer.param_groups[0]["lr"],
+                           time.perf_counter() - start_time)
+
+    history = [record(0, None)]
+    best_epoch, best_state, stale, stop_reason = 0, copy.deepcopy(head.state_dict()), 0, "epochs"
+    out_of_time = False
+    bar = tqdm(range(1, config.epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        head.train()
+        order = rng.permutation(train)
+        total, seen = 0.0, 0
+        for b in range(0, len(order), config.batch_size):
+            rows = order[b:b + config.batch_size]
+            outputs = head(X[rows])
+            loss = _loss(outputs, config, y[rows] if y is not None else None, z[rows] if z is not None else None)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
+            if config.max_seconds is not None and time.perf_counter() - start_time > config.max_seconds:
+                out_of_time = True
+                break
+        history.append(record(epoch, total / max(seen, 1)))
+        current = history[-1]
+        bar.set_postfix(val_loss=f"{current.val_loss:.4f}")
+        if not math.isfinite(current.val_loss):
+            stop_reason = "diverged"
+            break
+        scheduler.step(current.val_loss)
+        if current.val_loss < history[best_epoch].val_loss:
+            best_epoch, best_state, stale = epoch, copy.deepcopy(head.state_dict()), 0
+        else:
+            stale += 1
+        if out_of_time:
+            stop_reason = "time"
+            break
+        if stale >= config.patience:
+            stop_reason = "early_stopping"
+            break
+    head.load_state_dict(best_state)
+    head.eval()
+    logger.debug("fine-tuned %s: %d epochs, best %d, stopped by %s", type(head).__name__, len(history) - 1,
+                 best_epoch, stop_reason)
+    return FinetuneResult(tuple(history), best_epoch, stop_reason, time.perf_counter() - start_time, len(train),
+                          len(val), config)
+
+
+def evaluate(head: nn.Module, features, *, labels=None, teacher_logits=None, indices=None,
+             max_memory_bytes: int = 1 << 30) -> Evaluation:
+    """Accuracy against ``labels`` and top-1 agreement with ``teacher_logits`` (each None when not given)."""
+    if labels is None and teacher_logits is None:
+        raise ValueError("evaluate needs labels, teacher_logits, or both")
+    X = _rows(features, "features", len(features), max_memory_bytes)
+    y = _rows(labels, "labels", X.length, max_memory_bytes, torch.int64)
+    z = _rows(teacher_logits, "teacher_logits", X.length, max_memory_bytes)
+    indices = np.arange(X.length) if indices is None else np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("evaluate needs at least one row; got an empty index set")
+    correct = agree = 0
+    for start, outputs in _predict(head, X, indices):
+        rows = indices[start:start + outputs.shape[0]]
+        top1 = outputs.argmax(1)
+        if y is not None:
+            correct += int((top1 == y[rows]).sum())
+        if z is not None:
+            agree += int((top1 == z[rows].argmax(1)).sum())
+    n = int(indices.size)
+    return Evaluation(n, correct / n if y is not None else None, agree / n if z is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------- heads
+def dense_head(weight, bias=None) -> nn.Linear:
+    """An ``nn.Linear`` (float32) holding ``weight`` of shape (out_features, in_features) and ``bias``."""
+    weight = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features); got shape {tuple(weight.shape)}")
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
+    return head
+
+
+def fitted_head(family: str, budget, weight, bias=None, **options):
+    """The family's layer fitted to the dense ``weight`` under ``budget`` (via the registry), with ``bias``.
+
+    ``layer.fit_error`` holds the relative Frobenius error of the fit (fitted in float64; the layer is float32).
+    """
+    from structmat.approximators import approximate
+    from structmat.layers import layer_from_matrix
+    from structmat.metrics import relative_error
+
+    weight = np.asarray(weight, dtype=np.float64)
+    M = approximate(weight, family, budget, **options)
+    layer = layer_from_matrix(M, None if bias is None else np.asarray(bias, dtype=np.float32))
+    layer.fit_error = relative_error(weight, M)
+    return layer
+
+
+def fresh_head(family: str, budget, in_features: int, out_features: int, *, seed=None, **options):
+    """A newly initialised head of ``family``: fitted to an ``nn.Linear``-style random weight (uniform on
+    ``±1/sqrt(in_features)``) with such a bias, so every registered family starts the same way."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / math.sqrt(in_features)
+    weight = rng.uniform(-bound, bound, (out_features, in_features))
+    bias = rng.uniform(-bound, bound, out_features)
+    return fitted_head(family, budget, weight, bias, **options)
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def write_json(path, data) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    from structmat.matrices.io import atomic_write
+
+    encoded = (json.dumps(data, indent=1) + "\n").encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(encoded))
+
+
+def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | None = None) -> None:
+    """Training curves: validation loss, and validation agreement (or accuracy), against epochs, one line per head."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4.2))
+    metric_name = None
+    for name, result in results.items():
+        epochs = [r.epoch for r in result.history]
+        (line,) = ax_loss.plot(epochs, [r.val_loss for r in result.history], label=name)
+        agreement = [r.val_agreement for r in result.history]
+        accuracy = [r.val_accuracy for r in result.history]
+        values, metric_name = ((agreement, "validation top-1 agreement with the dense head")
+                               if agreement[0] is not None else (accuracy, "validation accuracy"))
+        ax_metric.plot(epochs, values, color=line.get_color(), label=name)
+        ax_loss.plot([result.best_epoch], [result.best.val_loss], "o", color=line.get_color())
+    ax_loss.set(xlabel="epoch", ylabel="validation loss", yscale="log")
+    ax_metric.set(xlabel="epoch", ylabel=metric_name or "")
+    ax_metric.legend(fontsize=8)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,221 @@
+"""Head studies on a feature cache: every family's structured head against the dense one, before and after
+fine-tuning, on held-out rows.
+
+Two studies share one loop (:func:`compare_heads`):
+
+``objective="distill"``
+    the backbone's own dense head (stored in the cache) is approximated by each family under the budget and
+    fine-tuned by distillation from the cached logits; the measure is top-1 *agreement* with the dense head.
+``objective="labels"``
+    a *new* dense head with one output per label is trained with cross-entropy, then each family's head is
+    fitted to it (``init="fit"``) or started fresh (``init="fresh"``) and trained on the labels; the measure is
+    *accuracy*, dense and structured side by side.
+
+Families come from the registry (:func:`structmat.families.structured_family_names`): a family that joins the
+registry joins the study. A family whose fit or training fails is reported with the error, not raised. Fits run
+on one thread (their seconds are one-core seconds, as in the sweeps); fine-tuning uses torch's thread setting.
+Fine-tuning gets ``max_seconds`` per family, and with ``time_budget`` no more than an equal share of what is left,
+so the study's length stays bounded as families are added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from structmat.benchmarks.timing import single_thread
+from structmat.finetune import (
+    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, fresh_head,
+    plot_histories, split_indices, write_json,
+)
+
+__all__ = ["HeadResult", "Study", "compare_heads", "STUDY_COLUMNS", "study_columns"]
+
+logger = logging.getLogger(__name__)
+
+INITS = ("fit", "fresh")
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """One head of a study. ``before``/``after`` are measured on the held-out test rows."""
+
+    family: str
+    status: str                      # "ok", "fit failed" or "failed"
+    message: str = ""
+    nparams: int | None = None
+    share: float | None = None
+    fit_error: float | None = None   # relative Frobenius error of the fit to the dense weight
+    fit_seconds: float | None = None
+    before: Evaluation | None = None
+    after: Evaluation | None = None
+    finetune: FinetuneResult | None = None
+
+    def row(self) -> dict:
+        """A flat dict for tables and CSV."""
+        ft = self.finetune
+        return {
+            "family": self.family, "nparams": self.nparams, "share": self.share, "fit_error": self.fit_error,
+            "agreement_before": self.before.agreement if self.before else None,
+            "agreement_after": self.after.agreement if self.after else None,
+            "accuracy_before": self.before.accuracy if self.before else None,
+            "accuracy_after": self.after.accuracy if self.after else None,
+            "fit_seconds": self.fit_seconds, "finetune_seconds": ft.seconds if ft else None,
+            "epochs": len(ft.history) - 1 if ft else None, "best_epoch": ft.best_epoch if ft else None,
+            "stop_reason": ft.stop_reason if ft else None, "status": self.status, "message": self.message,
+        }
+
+
+STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "agreement_before", "agreement_after", "accuracy_before",
+                 "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch", "stop_reason", "status",
+                 "message"]
+
+
+def study_columns(objective: str) -> list[str]:
+    """The columns worth printing for an objective."""
+    measure = ["agreement_before", "agreement_after"] if objective == "distill" else ["accuracy_before",
+                                                                                       "accuracy_after"]
+    return ["family", "nparams", "fit_error", *measure, "fit_seconds", "finetune_seconds", "epochs", "status"]
+
+
+@dataclass(frozen=True)
+class Study:
+    """The dense reference and one :class:`HeadResult` per family, with the split that was used."""
+
+    objective: str
+    budget: float | int
+    dense: HeadResult
+    heads: tuple[HeadResult, ...]
+    train_count: int
+    test_count: int
+    seconds: float
+
+    def rows(self) -> list[dict]:
+        return [self.dense.row()] + [h.row() for h in self.heads]
+
+    def to_json(self) -> dict:
+        return {"objective": self.objective, "budget": self.budget, "train_count": self.train_count,
+                "test_count": self.test_count, "seconds": self.seconds,
+                "heads": [{**h.row(), "history": h.finetune.to_json() if h.finetune else None}
+                          for h in (self.dense, *self.heads)]}
+
+    def write(self, directory, stem: str) -> list[Path]:
+        """``<stem>.csv``, ``<stem>.json`` (with per-epoch metrics) and ``<stem>.png`` (training curves)."""
+        from structmat.benchmarks.results import write_rows
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / f"{stem}.csv", directory / f"{stem}.json", directory / f"{stem}.png"]
+        write_rows(paths[0], self.rows(), STUDY_COLUMNS)
+        write_json(paths[1], self.to_json())
+        curves = {h.family: h.finetune for h in (self.dense, *self.heads) if h.finetune is not None}
+        if curves:
+            plot_histories(curves, paths[2], title=f"fine-tuning ({self.objective}) at budget {self.budget}")
+        return paths
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "fit",
+                  config: TrainingConfig | None = None, test_share: float = 0.2, seed: int = 0,
+                  time_budget: float | None = None, progress: bool = False) -> Study:
+    """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+    families : sequence of str
+        Registered family names.
+    budget : int or float
+        Parameter budget of each structured head (a share of the dense head's ``m·n``, or a count).
+    objective : {"distill", "labels"}
+        See the module docstring.
+    init : {"fit", "fresh"}
+        Start from the fit to the dense head's weight, or from a random ``nn.Linear``-style weight.
+    config : TrainingConfig, optional
+        Training settings (its ``objective`` is replaced by ``objective``; ``max_seconds`` caps each head).
+    test_share : float
+        Share of the rows held out (seeded) for the before/after measures; never trained or validated on.
+    time_budget : float, optional
+        Seconds for the whole study: each family's fine-tuning gets at most an equal share of what is left.
+    """
+    if objective not in ("distill", "labels"):
+        raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    config = dataclasses.replace(config or TrainingConfig(), objective=objective, seed=seed)
+    start = time.perf_counter()
+    train_pool, test = split_indices(cache.count, test_share, seed)
+    # In distillation the labels (say digits) are not the head's classes (say ImageNet's): only agreement counts.
+    features, labels = cache.features, (cache.labels if objective == "labels" else None)
+    if objective == "distill":
+        if cache.logits is None or cache.head_weights() is None:
+            raise ValueError(f"distillation needs the backbone's head and logits; the cache at {cache.directory} "
+                             "has none (its split layer is not an nn.Linear). Use objective='labels'")
+        weight, bias = cache.head_weights()
+        teacher = cache.logits
+        dense = dense_head(weight, bias)
+        dense_result = HeadResult("dense", "ok", nparams=weight.size, share=1.0, fit_error=0.0,
+                                  after=evaluate(dense, features, labels=labels, teacher_logits=teacher, indices=test))
+    else:
+        if labels is None:
+            raise ValueError(f"objective='labels' needs labels; the feature cache at {cache.directory} has none")
+        classes = int(labels.to_numpy().max()) + 1
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(cache.feature_dim)  # nn.Linear's initialisation, seeded
+        dense = dense_head(rng.uniform(-bound, bound, (classes, cache.feature_dim)), rng.uniform(-bound, bound, classes))
+        trained = finetune(dense, features, labels=labels, indices=train_pool,
+                           config=dataclasses.replace(config, max_seconds=None), progress=progress)
+        with torch.no_grad():  # the trained dense head's logits: the reference for agreement
+            teacher = np.concatenate([dense(torch.as_tensor(np.array(part), dtype=torch.float32)).numpy()
+                                      for part in features.chunks()])
+        weight, bias = dense.weight.detach().double().numpy(), dense.bias.detach().numpy()
+        dense_result = HeadResult("dense", "ok", nparams=weight.size, share=1.0, fit_error=0.0,
+                                  after=evaluate(dense, features, labels=labels, teacher_logits=teacher, indices=test),
+                                  finetune=trained)
+    logger.info("dense head %dx%d: test %s", weight.shape[0], weight.shape[1], dense_result.after)
+
+    heads = []
+    for i, family in enumerate(families):
+        t0 = time.perf_counter()
+        try:
+            with single_thread():  # fits are timed on one core, as in the sweeps
+                head = (fitted_head(family, budget, weight, bias) if init == "fit"
+                        else fresh_head(family, budget, weight.shape[1], weight.shape[0], seed=seed))
+        except Exception as exc:  # a family that cannot fit this budget is reported, not fatal
+            logger.warning("%s: fit failed: %s", family, _first_line(exc))
+            heads.append(HeadResult(family, "fit failed", _first_line(exc), fit_seconds=time.perf_counter() - t0))
+            continue
+        fit_seconds = time.perf_counter() - t0
+        nparams = int(head.nparams)
+        common = dict(nparams=nparams, share=nparams / weight.size, fit_error=head.fit_error if init == "fit" else None,
+                      fit_seconds=fit_seconds)
+        try:
+            before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
+            seconds = config.max_seconds
+            if time_budget is not None:
+                remaining = time_budget - (time.perf_counter() - start)
+                share = max(remaining / (len(families) - i), 1.0)
+                seconds = share if seconds is None else min(seconds, share)
+            result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,
+                              indices=train_pool, config=dataclasses.replace(config, max_seconds=seconds),
+                              progress=progress)
+            after = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
+        except Exception as exc:
+            logger.warning("%s: fine-tuning failed: %s", family, _first_line(exc))
+            heads.append(HeadResult(family, "failed", _first_line(exc), **common))
+            continue
+        heads.append(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
+        logger.info("%s: %d parameters, fit error %.3f, test %s -> %s", family, nparams, head.fit_error or np.nan,
+                    before, after)
+    return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
+                 time.perf_counter() - start)

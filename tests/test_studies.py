@@ -1,0 +1,51 @@
+import json
+
+import pytest
+import torch
+
+from structmat.features import extract_features
+from structmat.finetune import TrainingConfig
+from structmat.studies import STUDY_COLUMNS, compare_heads
+from tests.features._tiny import tiny_backbone, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    torch.set_num_threads(1)
+    return extract_features(tiny_backbone(), tiny_dataset(300), tmp_path_factory.mktemp("cache"), progress=False)
+
+
+CONFIG = TrainingConfig(epochs=5, lr=1e-2)
+
+
+def test_distill_study_reports_every_family_and_failures(cache, tmp_path):
+    study = compare_heads(cache, ["lowrank", "lowrank"], 0.5, config=CONFIG, test_share=0.25)
+    assert study.dense.after.agreement == 1.0 and study.test_count == 75 and study.train_count == 225
+    for head in study.heads:
+        assert head.status == "ok" and head.nparams <= 0.5 * 60 and 0 < head.fit_error < 1
+        assert head.after.agreement >= head.before.agreement - 0.05 and head.after.accuracy is None
+    paths = study.write(tmp_path, "s")
+    assert [p.exists() for p in paths] == [True] * 3
+    data = json.loads(paths[1].read_text())
+    assert len(data["heads"]) == 3 and data["heads"][1]["history"]["history"][0]["epoch"] == 0
+    assert paths[0].read_text().splitlines()[0].split(",") == STUDY_COLUMNS
+
+    failed = compare_heads(cache, ["lowrank"], 3, config=CONFIG)
+    assert failed.heads[0].status == "fit failed" and "ValueError" in failed.heads[0].message
+
+
+def test_labels_study_trains_a_new_dense_head(cache):
+    study = compare_heads(cache, ["lowrank"], 0.5, objective="labels", init="fresh", config=CONFIG)
+    assert study.dense.after.accuracy is not None and study.dense.finetune is not None
+    assert study.dense.nparams == 5 * 12
+    head = study.heads[0]
+    assert head.status == "ok" and head.fit_error is None and head.after.accuracy is not None
+
+
+def test_study_without_head_needs_labels(tmp_path):
+    torch.set_num_threads(1)
+    headless = extract_features(tiny_backbone(layer="pool"), tiny_dataset(30, labels=False), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not an nn.Linear"):
+        compare_heads(headless, ["lowrank"], 0.5)
+    with pytest.raises(ValueError, match="needs labels"):
+        compare_heads(headless, ["lowrank"], 0.5, objective="labels")
