@@ -232,6 +232,8 @@ def _run_bench_rsvd(args):
 # ------------------------------------------------------------------------------------------------ features
 DEMO_IMAGE_SIZE = 96
 DEMO_DATASET = "mnist5k"
+DEMO_TIME_BUDGET = 540.0
+DEMO_FIT_TIMEOUT = 90.0
 
 
 def _add_extraction_args(p, *, dataset_default=DEMO_DATASET, limit_default=None, threads_default=None):
@@ -378,6 +380,7 @@ def _add_finetune(sub):
     p.add_argument("--init", choices=["fit", "fresh"], default="fit",
                    help="start from the fit to the dense head (default) or from a random initialisation")
     p.add_argument("--time-budget", type=float, help="seconds for the whole run; heads share what is left")
+    p.add_argument("--fit-timeout", type=float, help="fit each head in a child process killed after this many seconds")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_training_args(p, seconds_default=60.0)
@@ -394,7 +397,7 @@ def _run_finetune(args):
     cache = FeatureCache(args.cache)
     study = compare_heads(cache, _families(args), args.budget, objective=args.objective, init=args.init,
                           config=_training_config(args, args.objective), test_share=args.test_share, seed=args.seed,
-                          time_budget=args.time_budget, progress=not args.quiet)
+                          time_budget=args.time_budget, fit_timeout=args.fit_timeout, progress=not args.quiet)
     _print_study(study, _output_dir(args, "finetune"), f"finetune-{args.objective}-{args.init}")
 
 
@@ -408,28 +411,40 @@ def _add_demo(sub):
                                    "images before and after.")
     _add_extraction_args(p, threads_default=1)
     p.add_argument("--cache", "-c", help=f"feature cache (default {DEFAULT_OUTPUT}/cache/<backbone>-<dataset>-...)")
-    p.add_argument("--time-budget", type=float, default=360.0,
-                   help="seconds for fitting and fine-tuning all families; heads share what is left (default 360)")
+    p.add_argument("--time-budget", type=float, default=DEMO_TIME_BUDGET,
+                   help="seconds for the whole demo: what extraction leaves is shared by the families' fits and "
+                        f"fine-tuning, each getting at most an equal share of what is left (default {DEMO_TIME_BUDGET:g})")
+    p.add_argument("--fit-timeout", type=float, default=DEMO_FIT_TIMEOUT,
+                   help=f"most seconds for one family's fit, in a child process (default {DEMO_FIT_TIMEOUT:g})")
     _add_training_args(p, seconds_default=30.0)
 
 
 def _run_demo(args):
     from structmat.families import FAMILIES
+    from structmat.features import FeatureCache, FeatureCacheError
     from structmat.studies import compare_heads
 
+    start = time.perf_counter()
     cache_dir = Path(args.cache) if args.cache else _default_cache(args)
+    try:
+        FeatureCache(cache_dir)
+        reused = True
+    except (FileNotFoundError, FeatureCacheError):
+        reused = False
     cache, seconds = _extract(args, cache_dir)
     W, _ = cache.head_weights() or (None, None)
     if W is None:
         raise UserError(f"backbone {args.backbone} has no nn.Linear head to approximate")
+    how = "reused the cached features" if reused else f"extracted in {seconds:.0f} s ({cache.count / seconds:.0f} images/s)"
     print(f"features: {cache.count} images of {cache.dataset['name']} at {args.image_size} px through "
-          f"{cache.backbone['name']} ({seconds:.0f} s; cache {cache_dir})")
+          f"{cache.backbone['name']}: {how}; cache {cache_dir}")
     families = _families(args)
     print(f"head: {W.shape[0]}x{W.shape[1]} = {W.size:_} parameters; families: {', '.join(families)} "
           f"(registry: {len(FAMILIES)} entries) at budget {args.budget}")
     study = compare_heads(cache, families, args.budget, objective="distill", config=_training_config(args, "distill"),
-                          test_share=args.test_share, seed=args.seed, time_budget=args.time_budget,
-                          progress=not args.quiet)
+                          test_share=args.test_share, seed=args.seed,
+                          time_budget=max(args.time_budget - (time.perf_counter() - start) - 15.0, 30.0),
+                          fit_timeout=args.fit_timeout, progress=not args.quiet)
     _print_study(study, _output_dir(args, "demo"), "demo")
 
 

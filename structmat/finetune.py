@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "TrainingConfig", "EpochRecord", "FinetuneResult", "Evaluation", "OBJECTIVES", "finetune", "evaluate",
-    "split_indices", "dense_head", "fitted_head", "fresh_head", "plot_histories", "write_json",
+    "split_indices", "dense_head", "fitted_head", "fresh_head", "random_linear_weights", "plot_histories",
+    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -366,13 +367,17 @@ def fitted_head(family: str, budget, weight, bias=None, **options):
     return layer
 
 
-def fresh_head(family: str, budget, in_features: int, out_features: int, *, seed=None, **options):
-    """A newly initialised head of ``family``: fitted to an ``nn.Linear``-style random weight (uniform on
-    ``±1/sqrt(in_features)``) with such a bias, so every registered family starts the same way."""
+def random_linear_weights(in_features: int, out_features: int, seed=None) -> tuple[np.ndarray, np.ndarray]:
+    """``nn.Linear``'s initialisation, seeded: weight and bias uniform on ``±1/sqrt(in_features)`` (float64)."""
     rng = np.random.default_rng(seed)
     bound = 1.0 / math.sqrt(in_features)
-    weight = rng.uniform(-bound, bound, (out_features, in_features))
-    bias = rng.uniform(-bound, bound, out_features)
+    return rng.uniform(-bound, bound, (out_features, in_features)), rng.uniform(-bound, bound, out_features)
+
+
+def fresh_head(family: str, budget, in_features: int, out_features: int, *, seed=None, **options):
+    """A newly initialised head of ``family``: fitted to :func:`random_linear_weights`, so every registered
+    family starts the same way."""
+    weight, bias = random_linear_weights(in_features, out_features, seed)
     return fitted_head(family, budget, weight, bias, **options)
 
 

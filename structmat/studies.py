@@ -14,8 +14,9 @@ Two studies share one loop (:func:`compare_heads`):
 Families come from the registry (:func:`structmat.families.structured_family_names`): a family that joins the
 registry joins the study. A family whose fit or training fails is reported with the error, not raised. Fits run
 on one thread (their seconds are one-core seconds, as in the sweeps); fine-tuning uses torch's thread setting.
-Fine-tuning gets ``max_seconds`` per family, and with ``time_budget`` no more than an equal share of what is left,
-so the study's length stays bounded as families are added.
+Fine-tuning gets ``max_seconds`` per family; with ``time_budget`` each family's fit (run in a child process killed
+after ``fit_timeout``) and fine-tuning get no more than an equal share of what is left, so the study's length stays
+bounded as families are added.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import torch
 
 from structmat.benchmarks.timing import single_thread
 from structmat.finetune import (
-    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, fresh_head,
-    plot_histories, split_indices, write_json,
+    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, plot_histories,
+    random_linear_weights, split_indices, write_json,
 )
+from structmat.fit_process import FitTimeoutError, fit_with_timeout
 
 __all__ = ["HeadResult", "Study", "compare_heads", "STUDY_COLUMNS", "study_columns"]
 
@@ -47,7 +49,7 @@ class HeadResult:
     """One head of a study. ``before``/``after`` are measured on the held-out test rows."""
 
     family: str
-    status: str                      # "ok", "fit failed" or "failed"
+    status: str                      # "ok", "fit failed", "fit timed out" or "failed"
     message: str = ""
     nparams: int | None = None
     share: float | None = None
@@ -120,6 +122,27 @@ class Study:
         return paths
 
 
+def _remaining(start: float, time_budget: float) -> float:
+    return time_budget - (time.perf_counter() - start)
+
+
+def _fit_head(family, budget, weight, bias, timeout):
+    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` on one thread, in a child process
+    killed after ``timeout`` seconds when ``timeout`` is given."""
+    if timeout is None:
+        t0 = time.perf_counter()
+        with single_thread():  # fits are timed on one core, as in the sweeps
+            head = fitted_head(family, budget, weight, bias)
+        return head, time.perf_counter() - t0
+    from structmat.layers import layer_from_matrix
+    from structmat.metrics import relative_error
+
+    timed = fit_with_timeout(weight, family, budget, timeout)
+    head = layer_from_matrix(timed.matrix, np.asarray(bias, dtype=np.float32))
+    head.fit_error = relative_error(weight, timed.matrix)
+    return head, timed.seconds
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -127,7 +150,8 @@ def _first_line(exc: BaseException) -> str:
 
 def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "fit",
                   config: TrainingConfig | None = None, test_share: float = 0.2, seed: int = 0,
-                  time_budget: float | None = None, progress: bool = False) -> Study:
+                  time_budget: float | None = None, fit_timeout: float | None = None,
+                  progress: bool = False) -> Study:
     """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
 
     Parameters
@@ -146,7 +170,11 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
     test_share : float
         Share of the rows held out (seeded) for the before/after measures; never trained or validated on.
     time_budget : float, optional
-        Seconds for the whole study: each family's fine-tuning gets at most an equal share of what is left.
+        Seconds for the whole study: each family's fit (with ``fit_timeout``) and fine-tuning get at most an
+        equal share of what is left.
+    fit_timeout : float, optional
+        Fit each head in a child process killed after this many seconds (reported as "fit timed out");
+        None fits in this process without a limit.
     """
     if objective not in ("distill", "labels"):
         raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
@@ -170,9 +198,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         if labels is None:
             raise ValueError(f"objective='labels' needs labels; the feature cache at {cache.directory} has none")
         classes = int(labels.to_numpy().max()) + 1
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(cache.feature_dim)  # nn.Linear's initialisation, seeded
-        dense = dense_head(rng.uniform(-bound, bound, (classes, cache.feature_dim)), rng.uniform(-bound, bound, classes))
+        dense = dense_head(*random_linear_weights(cache.feature_dim, classes, seed))
         trained = finetune(dense, features, labels=labels, indices=train_pool,
                            config=dataclasses.replace(config, max_seconds=None), progress=progress)
         with torch.no_grad():  # the trained dense head's logits: the reference for agreement
@@ -184,18 +210,22 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
                                   finetune=trained)
     logger.info("dense head %dx%d: test %s", weight.shape[0], weight.shape[1], dense_result.after)
 
+    if init == "fresh":
+        weight, bias = random_linear_weights(weight.shape[1], weight.shape[0], seed)
     heads = []
     for i, family in enumerate(families):
+        left = len(families) - i
+        timeout = fit_timeout
+        if time_budget is not None and fit_timeout is not None:
+            timeout = min(fit_timeout, max(_remaining(start, time_budget) / left, 5.0))
         t0 = time.perf_counter()
         try:
-            with single_thread():  # fits are timed on one core, as in the sweeps
-                head = (fitted_head(family, budget, weight, bias) if init == "fit"
-                        else fresh_head(family, budget, weight.shape[1], weight.shape[0], seed=seed))
-        except Exception as exc:  # a family that cannot fit this budget is reported, not fatal
-            logger.warning("%s: fit failed: %s", family, _first_line(exc))
-            heads.append(HeadResult(family, "fit failed", _first_line(exc), fit_seconds=time.perf_counter() - t0))
+            head, fit_seconds = _fit_head(family, budget, weight, bias, timeout)
+        except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
+            status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
+            logger.warning("%s: %s: %s", family, status, _first_line(exc))
+            heads.append(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0))
             continue
-        fit_seconds = time.perf_counter() - t0
         nparams = int(head.nparams)
         common = dict(nparams=nparams, share=nparams / weight.size, fit_error=head.fit_error if init == "fit" else None,
                       fit_seconds=fit_seconds)
@@ -203,8 +233,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
             before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
             seconds = config.max_seconds
             if time_budget is not None:
-                remaining = time_budget - (time.perf_counter() - start)
-                share = max(remaining / (len(families) - i), 1.0)
+                share = max(_remaining(start, time_budget) / left, 1.0)
                 seconds = share if seconds is None else min(seconds, share)
             result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,
                               indices=train_pool, config=dataclasses.replace(config, max_seconds=seconds),
@@ -215,7 +244,6 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
             heads.append(HeadResult(family, "failed", _first_line(exc), **common))
             continue
         heads.append(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
-        logger.info("%s: %d parameters, fit error %.3f, test %s -> %s", family, nparams, head.fit_error or np.nan,
-                    before, after)
+        logger.info("%s: %d parameters, fit error %s, test %s -> %s", family, nparams, head.fit_error, before, after)
     return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
                  time.perf_counter() - start)
