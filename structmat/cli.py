@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from structmat.benchmarks.training_cli import TRAINING_COMMANDS
+
 __all__ = ["main"]
 
 logger = logging.getLogger("structmat")
@@ -523,6 +525,7 @@ COMMANDS = {
     "features": (_add_features, _run_features),
     "finetune": (_add_finetune, _run_finetune),
     "demo": (_add_demo, _run_demo),
+    **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product (issue 9)
 }
 
 
