@@ -1,0 +1,387 @@
+"""Fit a sequentially semiseparable (SSS) matrix to a dense W under a parameter budget.
+
+``fit_sss`` chooses everything itself: an ordering of rows and columns (stored with the matrix), the number of
+stages K, the stage boundaries and the state dims, then identifies the generators with the fast one-sweep
+construction (:mod:`structmat.approximators._sss_identify`, cost ``O(m n d)`` instead of one SVD per Hankel block)
+and optionally refines them by alternating least squares (:mod:`structmat.approximators._sss_refine`).
+
+Search (every candidate's error comes free from the sweep's error identity, so nothing is rebuilt densely):
+
+1. For each ordering tried, a grid of K (1, 2, 3, 4, 6, 8, 12, … and ``max(m, n)``) is walked upward from the
+   smallest K whose diagonal blocks fit, with proportional stage sizes and the largest uniform state dim that
+   fits (exact capped count); the walk stops two grid points past the best.
+2. At the best K values, a greedy allocation of per-boundary causal and anticausal dims from the sweep's
+   singular values (``"greedy"``), and non-uniform stage boundaries (stage widths following linear and cosine
+   profiles) are tried at the same budget.
+3. The best candidate is realized with the exact (QR + SVD) sweep; refinement is kept only if it lowers the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators._sss_identify import causal_sweep, greedy_dims, max_uniform_dim, uniform_dims
+from structmat.approximators._sss_refine import refine_causal
+from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
+from structmat.matrices.permutation import permute
+from structmat.matrices.sss import SSS, sss_nparams
+from structmat.matrices.sss import stage_sizes as proportional_sizes
+
+__all__ = ["fit_sss", "fit_sss_detailed", "SSSFitReport", "realize_sss", "stage_grid"]
+
+logger = logging.getLogger(__name__)
+
+_ALLOCATIONS = ("auto", "uniform", "greedy")
+_BOUNDARIES = ("uniform", "search")
+#: Orderings tried by ``ordering="auto"``: the best at the best K of the identity ordering is kept.
+AUTO_ORDERINGS = ("none", "spectral", "bisection")
+#: Stage-width profiles tried by ``boundaries="search"``: (kind, amplitude).
+_PROFILES = (("cosine", -0.25), ("cosine", 0.25))
+
+
+@dataclass(frozen=True)
+class SSSFitReport:
+    """What :func:`fit_sss_detailed` chose and measured. Errors are relative Frobenius errors ``‖W−M‖/‖W‖``.
+
+    ``sweep_error`` is the error of the one-sweep identification, ``refined_error`` after refinement (equal to
+    it when refinement is off or did not help); ``candidates`` lists every (ordering, K, allocation, boundaries,
+    nparams, estimated error) tried.
+    """
+
+    num_stages: int
+    ordering: str
+    allocation: str
+    boundaries: str
+    nparams: int
+    budget: int
+    sweep_error: float
+    refined_error: float
+    refined: bool
+    refine_iterations: int
+    seconds: float
+    candidates: list = field(default_factory=list)
+
+
+def stage_grid(max_stages: int) -> list[int]:
+    """K values 1, 2, 3, 4, 6, 8, 12, 16, … (powers of two and three times powers of two) up to
+    ``max_stages``, plus ``max_stages`` itself (the finest partition)."""
+    grid, power = [1], 1
+    while power <= max_stages:
+        grid += [k for k in (2 * power, 3 * power) if k <= max_stages]
+        power *= 2
+    return sorted(set(grid + [max_stages]))
+
+
+def _profile_sizes(total: int, num_stages: int, kind: str, amplitude: float) -> np.ndarray:
+    x = (np.arange(num_stages) + 0.5) / num_stages
+    weight = 1 + amplitude * (np.cos(2 * np.pi * x) if kind == "cosine" else 2 * x - 1)
+    cuts = np.floor(np.concatenate([[0.0], np.cumsum(weight)]) / weight.sum() * total + 0.5).astype(np.int64)
+    cuts[-1] = total
+    return np.diff(cuts)
+
+
+@dataclass
+class _Candidate:
+    ordering: str
+    m_sizes: np.ndarray
+    n_sizes: np.ndarray
+    dims: tuple  # requested (causal, anticausal)
+    allocation: str
+    boundaries: str
+    error2: float = np.inf
+    spectra: tuple | None = None
+
+    @property
+    def num_stages(self) -> int:
+        return int(self.m_sizes.shape[0])
+
+    def row(self, norm2: float) -> dict:
+        return {"ordering": self.ordering, "num_stages": self.num_stages, "allocation": self.allocation,
+                "boundaries": self.boundaries,
+                "nparams": sss_nparams(self.m_sizes, self.n_sizes, *self.dims),
+                "error": float(np.sqrt(self.error2 / norm2)) if norm2 > 0 else 0.0}
+
+
+class _Search:
+    """The budget search on one reordered matrix: evaluates candidates with the fast (Gram) sweep."""
+
+    def __init__(self, W: np.ndarray, budget: int, ordering: str):
+        self.W, self.WT = W, np.ascontiguousarray(W.T)
+        self.budget, self.ordering = budget, ordering
+        self.tried: list[_Candidate] = []
+
+    def evaluate(self, cand: _Candidate, keep_spectra: bool = False) -> _Candidate:
+        causal = causal_sweep(self.W, cand.m_sizes, cand.n_sizes, cand.dims[0], exact=False, keep_spectra=keep_spectra)
+        anti = causal_sweep(self.WT, cand.n_sizes, cand.m_sizes, cand.dims[1], exact=False, keep_spectra=keep_spectra)
+        cand.error2 = causal.error2 + anti.error2
+        cand.dims = (causal.dims, anti.dims)
+        if keep_spectra:
+            cand.spectra = (causal.spectra, anti.spectra)
+        self.tried.append(cand)
+        return cand
+
+    def uniform(self, m_sizes, n_sizes, boundaries="uniform", keep_spectra=False) -> _Candidate | None:
+        dim = max_uniform_dim(m_sizes, n_sizes, self.budget)
+        if dim < 0:
+            return None
+        cand = _Candidate(self.ordering, m_sizes, n_sizes, uniform_dims(m_sizes, n_sizes, dim), "uniform", boundaries)
+        return self.evaluate(cand, keep_spectra)
+
+    def greedy(self, base: _Candidate) -> _Candidate:
+        dims = greedy_dims(base.m_sizes, base.n_sizes, base.spectra[0], base.spectra[1], self.budget)
+        return self.evaluate(_Candidate(self.ordering, base.m_sizes, base.n_sizes, dims, "greedy", base.boundaries))
+
+    def walk_stages(self, grid: list[int]) -> list[_Candidate]:
+        """Uniform candidates along the K grid, stopping two grid points past the best."""
+        m, n = self.W.shape
+        found, worse = [], 0
+        for K in grid:
+            if K == 1:
+                continue
+            cand = self.uniform(proportional_sizes(m, K), proportional_sizes(n, K), keep_spectra=True)
+            if cand is None:
+                continue
+            best = min(c.error2 for c in found) if found else np.inf
+            found.append(cand)
+            worse = worse + 1 if cand.error2 > best else 0
+            if worse >= 2 or cand.error2 == 0.0:
+                break
+        return found
+
+
+def _smallest_budget(shape, grid) -> tuple[int, int]:
+    m, n = shape
+    best = min((int(np.sum(proportional_sizes(m, K) * proportional_sizes(n, K))), K) for K in grid)
+    return best
+
+
+def realize_sss(W: np.ndarray, m_sizes, n_sizes, causal_dims, anticausal_dims, *, row_order=None, col_order=None,
+                refine_iterations: int = 0) -> tuple[SSS, float, float, int]:
+    """Identify an SSS matrix with the given partition and (maximal) state dims from the *reordered* ``W``
+    (``W[row_order][:, col_order]``, float64), by the exact sweep, then optionally refine it.
+
+    Returns ``(matrix, sweep_error2, final_error2, iterations_kept)`` with squared absolute errors.
+    """
+    WT = np.ascontiguousarray(W.T)
+    scale = float(np.linalg.norm(W))
+    causal = causal_sweep(W, m_sizes, n_sizes, causal_dims, exact=True, scale=scale)
+    anti = causal_sweep(WT, n_sizes, m_sizes, anticausal_dims, exact=True, scale=scale)
+    parts = [(causal.A, causal.B, causal.C), (anti.A, anti.B, anti.C)]
+    sweep_error2 = causal.error2 + anti.error2
+    final_error2, kept = sweep_error2, 0
+    if refine_iterations > 0 and sweep_error2 > 0.0:
+        refined, errors = [], [causal.error2, anti.error2]
+        for side, (mat, ms, ns) in enumerate(((W, m_sizes, n_sizes), (WT, n_sizes, m_sizes))):
+            A, B, C, history = refine_causal(mat, ms, ns, *parts[side], iterations=refine_iterations)
+            if history and history[-1] < errors[side]:
+                refined.append((A, B, C))
+                errors[side] = history[-1]
+                kept = max(kept, len(history))
+            else:
+                refined.append(parts[side])
+        parts, final_error2 = refined, errors[0] + errors[1]
+    (A, B, C), (A2, B2, C2) = parts
+    r = np.concatenate([[0], np.cumsum(m_sizes)])
+    c = np.concatenate([[0], np.cumsum(n_sizes)])
+    D = [W[r[k]:r[k + 1], c[k]:c[k + 1]] for k in range(len(m_sizes))]
+    matrix = SSS(A, B, C, D, [x.T for x in A2], [x.T for x in C2], [x.T for x in B2],
+                 row_order=row_order, col_order=col_order)
+    return matrix, sweep_error2, final_error2, kept
+
+
+def fit_sss_detailed(W, budget, **options) -> tuple[SSS, SSSFitReport]:
+    """:func:`fit_sss` (same arguments), also returning an :class:`SSSFitReport` of what was chosen and both
+    errors. BLAS runs on one thread: the fit is many small factorizations, for which threads cost more than they
+    give (and oversubscribe a shared machine)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit(W, budget, **options)
+
+
+def _fit(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
+         boundaries: str = "search", refine_iterations: int = 2, seed=0,
+         progress: bool = False) -> tuple[SSS, SSSFitReport]:
+    start = time.perf_counter()
+    W = check_weight(W)
+    limit = resolve_budget(budget, W.shape)
+    m, n = W.shape
+    if allocation not in _ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {_ALLOCATIONS}; got {allocation!r}")
+    if boundaries not in _BOUNDARIES:
+        raise ValueError(f"boundaries must be one of {_BOUNDARIES}; got {boundaries!r}")
+    if ordering != "auto" and ordering not in ORDERINGS:
+        raise ValueError(f"ordering must be 'auto' or one of {ORDERINGS}; got {ordering!r}")
+    refine_iterations = check_positive_int(refine_iterations, "refine_iterations", minimum=0)
+    grid = stage_grid(max(m, n))
+    if stage_sizes is not None:
+        partitions = [_check_partition(stage_sizes, W.shape)]
+        grid = [len(partitions[0][0])]
+    elif num_stages is not None:
+        K = check_positive_int(num_stages, "num_stages")
+        if K > max(m, n):
+            raise ValueError(f"num_stages must be <= max(m, n) = {max(m, n)} for shape {W.shape}; got {K}")
+        partitions = [(proportional_sizes(m, K), proportional_sizes(n, K))]
+        grid = [K]
+    else:
+        partitions = None
+    norm2 = float(np.sum(W * W))
+    if limit >= m * n and partitions is None:  # one stage: D = W, exact
+        M = SSS([np.zeros((0, 0))], [np.zeros((0, n))], [np.zeros((m, 0))], [W], [np.zeros((0, 0))],
+                [np.zeros((0, n))], [np.zeros((m, 0))])
+        report = SSSFitReport(1, "none", "uniform", "uniform", M.nparams, limit, 0.0, 0.0, False, 0,
+                              time.perf_counter() - start)
+        return M, report
+    smallest, smallest_K = _smallest_budget(W.shape, grid) if partitions is None else (
+        int(np.sum(partitions[0][0] * partitions[0][1])), len(partitions[0][0]))
+    if limit < smallest:
+        raise ValueError(
+            f"budget={budget} allows {limit} parameters, below the smallest SSS matrix for shape ({m}, {n})"
+            + ("" if partitions is None else " with the given stages")
+            + f": {smallest} parameters (num_stages={smallest_K}, state dims 0)"
+        )
+    orderings = list(AUTO_ORDERINGS) if ordering == "auto" else [ordering]
+    if min(m, n) < 8:  # nothing to gain from reordering a sliver
+        orderings = ["none"]
+    orders, searches = {}, {}
+
+    def search_for(name):
+        if name not in searches:
+            rows, cols = order_rows_and_columns(W, name, seed=seed)
+            orders[name] = (rows, cols)
+            searches[name] = _Search(permute(W, rows, cols), limit, name)
+        return searches[name]
+
+    # 1. the partitions: the K walk (or the given partition) on the first ordering
+    first = search_for(orderings[0])
+    if partitions is None:
+        ranked = sorted(first.walk_stages(grid), key=lambda c: c.error2)
+    else:
+        ranked = [c for c in (first.uniform(ms, ns, keep_spectra=True) for ms, ns in partitions) if c is not None]
+    if not ranked:
+        raise ValueError(f"budget={budget} ({limit} parameters) fits no SSS candidate for shape ({m}, {n})")
+    best = ranked[0]
+    # 2. the other orderings at the best partition; the second-best K on the winner too
+    for name in orderings[1:]:
+        cand = search_for(name).uniform(best.m_sizes, best.n_sizes, keep_spectra=True)
+        if cand is not None and cand.error2 < best.error2:
+            best = cand
+    if best.ordering != orderings[0] and len(ranked) > 1:
+        cand = searches[best.ordering].uniform(ranked[1].m_sizes, ranked[1].n_sizes, keep_spectra=True)
+        if cand is not None and cand.error2 < best.error2:
+            best = cand
+    search = searches[best.ordering]
+    # 3. state dims: greedy allocation from the best candidate's singular values
+    if allocation != "uniform" and best.num_stages > 2:
+        cand = search.greedy(best)
+        if allocation == "greedy" or cand.error2 < best.error2:
+            best = cand
+    # 4. non-uniform stage boundaries at the same K and budget
+    if boundaries == "search" and partitions is None and best.num_stages > 2:
+        for kind, amplitude in _PROFILES:
+            ms, ns = (_profile_sizes(m, best.num_stages, kind, amplitude),
+                      _profile_sizes(n, best.num_stages, kind, amplitude))
+            cand = search.uniform(ms, ns, boundaries=f"{kind}{amplitude:+g}", keep_spectra=best.allocation == "greedy")
+            if cand is not None and best.allocation == "greedy":
+                cand = search.greedy(cand)
+            if cand is not None and cand.error2 < best.error2:
+                best = cand
+    rows, cols = orders[best.ordering]
+    Wp = searches[best.ordering].W
+    M, sweep2, final2, kept = realize_sss(Wp, best.m_sizes, best.n_sizes, *best.dims, row_order=rows,
+                                          col_order=cols, refine_iterations=refine_iterations)
+    if M.nparams > limit:  # cannot happen: realized dims never exceed the requested ones
+        raise RuntimeError(f"fit_sss built {M.nparams} parameters for a budget of {limit}")
+    rel = (lambda e2: float(np.sqrt(max(e2, 0.0) / norm2)) if norm2 > 0 else 0.0)
+    candidates = [c.row(norm2) for s in searches.values() for c in s.tried]
+    for row in candidates:
+        logger.debug("fit_sss candidate: %s", row)
+    report = SSSFitReport(M.num_stages, best.ordering, best.allocation, best.boundaries, M.nparams, limit,
+                          rel(sweep2), rel(final2), final2 < sweep2, kept, time.perf_counter() - start, candidates)
+    logger.info("fit_sss: shape=%s budget=%d -> K=%d ordering=%s allocation=%s boundaries=%s nparams=%d "
+                "sweep error %.5f, refined error %.5f (%d iterations), %.2f s", W.shape, limit, report.num_stages,
+                report.ordering, report.allocation, report.boundaries, report.nparams, report.sweep_error,
+                report.refined_error, kept, report.seconds)
+    return M, report
+
+
+def _check_partition(sizes, shape):
+    try:
+        ms, ns = (np.asarray(s) for s in sizes)
+    except (TypeError, ValueError):
+        raise TypeError(f"stage_sizes must be a pair (m_sizes, n_sizes) of integer sequences; got {sizes!r}") from None
+    if ms.dtype.kind not in "iu" or ns.dtype.kind not in "iu" or ms.ndim != 1 or ms.shape != ns.shape or ms.size < 1:
+        raise ValueError(f"stage_sizes must be two 1-D integer sequences of equal length K >= 1; got {sizes!r}")
+    if ms.min() < 0 or ns.min() < 0 or int(ms.sum()) != shape[0] or int(ns.sum()) != shape[1]:
+        raise ValueError(f"stage_sizes must be >= 0 and sum to W's shape {shape}; got sums ({ms.sum()}, {ns.sum()})")
+    return ms.astype(np.int64), ns.astype(np.int64)
+
+
+def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
+            boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False) -> SSS:
+    """Fit a sequentially semiseparable matrix with ``nparams <= budget`` and the smallest error found.
+
+    Parameters
+    ----------
+    W : array_like of shape (out_features, in_features)
+        Real, finite; fitted in float64.
+    budget : int >= 1 or float in (0, 1]
+        Parameter count, or a share of ``m * n``.
+    num_stages : int, optional
+        Fix K (proportional stage sizes) instead of searching the grid 2, 3, 4, 6, 8, 12, ….
+    stage_sizes : pair (m_sizes, n_sizes) of int sequences, optional
+        Fix the partition (rows and columns per stage; zeros allowed) instead of searching.
+    allocation : {"auto", "uniform", "greedy"}
+        State dims: the largest uniform dim that fits, the greedy allocation by singular value per parameter,
+        or both (keep the better).
+    ordering : {"auto", "none", "spectral", "bisection", "principal", "kmeans"}
+        Reorder rows and columns first (:mod:`structmat.approximators.ordering`); the permutation is stored with
+        the matrix and applied in products. ``"auto"`` tries none, spectral and bisection and keeps the best.
+    boundaries : {"search", "uniform"}
+        ``"search"`` also tries non-uniform stage boundaries (stage widths following linear and cosine
+        profiles) at the chosen K and keeps them when they lower the error at the same budget.
+    refine_iterations : int >= 0
+        Alternating least-squares iterations on all stage matrices after the sweep (0: off); kept only if they
+        lower the error. Both errors are logged and returned by :func:`fit_sss_detailed`.
+    seed : int or None
+        Seeds the orderings' randomized eigen-solvers (default 0: the same W gives the same fit).
+    progress : bool
+        Unused (the fit takes seconds); accepted for a uniform approximator signature.
+
+    Returns
+    -------
+    SSS
+        float64, with ``row_order``/``col_order`` when a reordering won.
+
+    Raises
+    ------
+    ValueError
+        if the budget is below the smallest SSS matrix for the shape (the message names it), or for bad inputs.
+
+    Notes
+    -----
+    The sweep's error is exact: ``‖W − M‖² = Σ_b Σ_{i>d_b} s_i(M_b)² + (the same for the anticausal part)``.
+    Cost ``O(m n d)`` per candidate (structmat's SSS implementation note, §1.4-1.6).
+
+    References
+    ----------
+    S. Chandrasekaran, P. Dewilde, M. Gu et al., "Some fast algorithms for sequentially semiseparable
+    representations", SIAM J. Matrix Anal. Appl. 27(2), 2005; P. Dewilde and A.-J. van der Veen,
+    *Time-Varying Systems and Computations*, Kluwer, 1998.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((8, 6))
+    >>> M = fit_sss(W, 0.8)
+    >>> M.nparams <= 0.8 * 48
+    True
+    """
+    return fit_sss_detailed(W, budget, num_stages=num_stages, stage_sizes=stage_sizes, allocation=allocation,
+                            ordering=ordering, boundaries=boundaries, refine_iterations=refine_iterations,
+                            seed=seed, progress=progress)[0]
