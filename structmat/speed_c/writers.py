@@ -45,10 +45,21 @@ def _lowrank_layout(M):
     return [M.rank], [_f32(M.V.T), _f32(M.U.T)]
 
 
+def _sss_layout(M):
+    """``[K, has_row_order, has_col_order, m_sizes, n_sizes, causal_dims, anticausal_dims]``; the seven flat
+    generator arrays A..G exactly as :class:`~structmat.matrices.sss.SSS` stores them, then the stored orders."""
+    meta = [M.num_stages, int(M.row_order is not None), int(M.col_order is not None), *M.m_sizes.tolist(),
+            *M.n_sizes.tolist(), *M.causal_dims.tolist(), *M.anticausal_dims.tolist()]
+    arrays = [M.flat(kind) for kind in "ABCDEFG"]
+    arrays += [order for order in (M.row_order, M.col_order) if order is not None]
+    return meta, arrays
+
+
 #: family name -> writer. Ids are written into layer files: never reuse or renumber one.
 WRITERS: dict[str, CWriter] = {
     "dense": CWriter(1, _dense_layout),
     "lowrank": CWriter(2, _lowrank_layout),
+    "sss": CWriter(3, _sss_layout),
 }
 
 
