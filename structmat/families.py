@@ -12,12 +12,10 @@ from typing import Callable
 
 from structmat.approximators.dense import fit_dense
 from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
-from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.toeplitz_like import fit_toeplitz_like
 from structmat.approximators.sss import fit_sss
 from structmat.matrices.dense import Dense
-from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.lowrank import LowRank
 from structmat.matrices.toeplitz_like import ToeplitzLike
@@ -47,9 +45,6 @@ FAMILIES: dict[str, Family] = {
     "dense": Family("dense", Dense, fit_dense, "structmat.layers.dense:DenseLinear", "m·n"),
     "lowrank": Family("lowrank", LowRank, fit_lowrank, "structmat.layers.lowrank:LowRankLinear", "r·(m+n)"),
     "toeplitz_like": Family("toeplitz_like", ToeplitzLike, fit_toeplitz_like, "structmat.layers.toeplitz_like:ToeplitzLikeLinear", "2·r·max(m,n)"),
-    "hodlr": Family("hodlr", HODLRMatrix, fit_hodlr, "structmat.layers.hmatrix:HODLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
-    "hedlr": Family("hedlr", HEDLRMatrix, fit_hedlr, "structmat.layers.hmatrix:HEDLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
-    "hmatrix": Family("hmatrix", HMatrix, fit_hmatrix, "structmat.layers.hmatrix:HMatrixLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hodlr": Family("hodlr", HODLRMatrix, fit_hodlr, "structmat.layers.hmatrix:HODLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hedlr": Family("hedlr", HEDLRMatrix, fit_hedlr, "structmat.layers.hmatrix:HEDLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hmatrix": Family("hmatrix", HMatrix, fit_hmatrix, "structmat.layers.hmatrix:HMatrixLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
