@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from structmat.benchmarks.training_cli import TRAINING_COMMANDS
+from structmat.benchmarks.sss_cli import SSS_COMMANDS
 
 __all__ = ["main"]
 
@@ -526,6 +527,7 @@ COMMANDS = {
     "finetune": (_add_finetune, _run_finetune),
     "demo": (_add_demo, _run_demo),
     **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product (issue 9)
+    **SSS_COMMANDS,  # bench-sss (issue 3)
 }
 
 
