@@ -9,7 +9,8 @@ writes one CSV row per (matrix, budget) with both side by side; the fast fit's e
 ``run_sss_scaling`` times the default fit of n×n matrices for growing n in two budget regimes — a fixed share of
 ``n²`` (the state dim grows with n, so the cost ``O(n² d)`` grows like n³) and a fixed state dim (budget of the
 uniform realization with K = n/32 stages and d = 32, cost about n²) — and reports the least-squares exponent of
-``time ∝ n^p`` per regime. Everything runs on one thread; times are medians of ``repeats`` fits.
+``time ∝ n^p`` per regime. Everything runs on one thread; times are medians of ``repeats`` fits, as wall-clock
+seconds and as process CPU seconds (which stay meaningful on a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ SSS_COMPARISON_COLUMNS = [
 ]
 
 SSS_SCALING_COLUMNS = ["regime", "n", "budget_params", "num_stages", "max_state_dim", "nparams", "relative_error",
-                       "seconds", "repeats"]
+                       "seconds", "cpu_seconds", "repeats"]
 
 
 def _budget_key(budget) -> str:
@@ -116,27 +117,29 @@ def run_sss_scaling(sizes: Sequence[int] = (512, 1024, 2048, 4096), *, share: fl
             W = synthetic_weight(kind, (int(n), int(n)), seed=0)
             for regime, budget_of in regimes:
                 budget = budget_of(n)
-                times = []
+                times, cpu_times = [], []
                 for _ in range(repeats):
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     M, report = fit_sss_detailed(W, budget, **fit_options)
                     times.append(time.perf_counter() - start)
+                    cpu_times.append(time.process_time() - cpu)
                 rows.append({"regime": regime, "n": n, "budget_params": resolve_budget(budget, W.shape),
                              "num_stages": report.num_stages,
                              "max_state_dim": int(max(M.causal_dims.max(), M.anticausal_dims.max())),
                              "nparams": M.nparams, "relative_error": report.refined_error,
-                             "seconds": statistics.median(times), "repeats": repeats})
+                             "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times),
+                             "repeats": repeats})
                 logger.info("sss scaling: %s n=%d: %.2f s (K=%d)", regime, n, rows[-1]["seconds"], report.num_stages)
                 if csv_path is not None:
                     write_rows(csv_path, rows, SSS_SCALING_COLUMNS)
     return rows
 
 
-def scaling_exponents(rows: list[dict]) -> dict[str, float]:
-    """Least-squares slope of log(seconds) against log(n), per regime."""
+def scaling_exponents(rows: list[dict], column: str = "seconds") -> dict[str, float]:
+    """Least-squares slope of log(``column``) (wall ``seconds`` or ``cpu_seconds``) against log(n), per regime."""
     out = {}
     for regime in dict.fromkeys(r["regime"] for r in rows):
-        points = [(float(r["n"]), float(r["seconds"])) for r in rows if r["regime"] == regime]
+        points = [(float(r["n"]), float(r[column])) for r in rows if r["regime"] == regime]
         if len(points) >= 2:
             x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
             out[regime] = float(np.polyfit(x, y, 1)[0])

@@ -46,8 +46,10 @@ def _run_bench_sss(args):
         rows = run_sss_scaling(args.sizes, repeats=args.repeats, csv_path=out / "sss_scaling.csv",
                                progress=not args.quiet, **options)
         print(format_table(rows, SSS_SCALING_COLUMNS))
+        cpu = scaling_exponents(rows, "cpu_seconds")
         for regime, exponent in scaling_exponents(rows).items():
-            print(f"{regime}: fit time grows like n^{exponent:.2f} from n={min(args.sizes)} to {max(args.sizes)}")
+            print(f"{regime}: fit time grows like n^{exponent:.2f} (CPU time n^{cpu[regime]:.2f}) "
+                  f"from n={min(args.sizes)} to {max(args.sizes)}")
         print(f"wrote {out / 'sss_scaling.csv'}")
         return
     from structmat.benchmarks.sss_bench import run_sss_comparison
