@@ -15,9 +15,12 @@ def test_bench_sampled_writes_csv_and_plot_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     rows = _rows(tmp_path / "sampled.csv")
     assert [r["variant"] for r in rows] == ["exact", "forward-topk-0.5", "forward-bernoulli-0.5", "forward-crs-0.5",
-                                            "backward-bernoulli-0.5"]
+                                            "backward-bernoulli-0.5", "forward-topk-0.5-first-exact"]
     shares = {r["variant"]: float(r["train_macs_share"]) for r in rows}
     assert shares["exact"] == 1.0 and shares["forward-topk-0.5"] == pytest.approx(0.5, abs=0.01)
+    first_exact = rows[-1]
+    assert float(first_exact["first_layer_macs_share"]) == 1.0
+    assert float(first_exact["other_layers_macs_share"]) == pytest.approx(0.5, abs=0.01)
     assert 0.5 < shares["backward-bernoulli-0.5"] < 1.0  # exact forward, sampled gradients
     assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "sampled.png").stat().st_size > 0 and (tmp_path / "sampled_summary.csv").exists()
