@@ -13,11 +13,15 @@ from typing import Callable
 from structmat.approximators.dense import fit_dense
 from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.monarch import fit_monarch
+from structmat.approximators.sparse_product import fit_sparse, fit_sparse_product
 from structmat.approximators.toeplitz_like import fit_toeplitz_like
 from structmat.approximators.sss import fit_sss
 from structmat.matrices.dense import Dense
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.lowrank import LowRank
+from structmat.matrices.monarch import Monarch
+from structmat.matrices.sparse_product import Sparse, SparseProduct
 from structmat.matrices.toeplitz_like import ToeplitzLike
 from structmat.matrices.sss import SSS
 
@@ -44,6 +48,9 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "dense": Family("dense", Dense, fit_dense, "structmat.layers.dense:DenseLinear", "m·n"),
     "lowrank": Family("lowrank", LowRank, fit_lowrank, "structmat.layers.lowrank:LowRankLinear", "r·(m+n)"),
+    "sparse": Family("sparse", Sparse, fit_sparse, "structmat.layers.sparse_product:SparseLinear", "nnz"),
+    "sparse_product": Family("sparse_product", SparseProduct, fit_sparse_product, "structmat.layers.sparse_product:SparseProductLinear", "Σ_j nnz(S_j)"),
+    "monarch": Family("monarch", Monarch, fit_monarch, "structmat.layers.monarch:MonarchLinear", "t·J·K·(⌈n/K⌉+⌈m/J⌉)"),
     "toeplitz_like": Family("toeplitz_like", ToeplitzLike, fit_toeplitz_like, "structmat.layers.toeplitz_like:ToeplitzLikeLinear", "2·r·max(m,n)"),
     "hodlr": Family("hodlr", HODLRMatrix, fit_hodlr, "structmat.layers.hmatrix:HODLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hedlr": Family("hedlr", HEDLRMatrix, fit_hedlr, "structmat.layers.hmatrix:HEDLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),

@@ -1,0 +1,205 @@
+"""``SparseProductLinear``: ``y = x (S_1 ⋯ S_J)ᵀ + b`` with each factor's values a dense parameter vector.
+
+Each factor keeps its CSR indices in buffers (fixed) and its values in an ``nn.Parameter`` of shape ``(nnz,)``,
+so every optimiser (Adam included) updates it like any dense tensor. The forward pass applies the factors right
+to left with ``torch.sparse_csr_tensor`` products and never forms the dense weight; a custom autograd function
+gives the backward pass as two sparse products: ``∂x = Sᵀ ∂y`` (the transposed CSR is precomputed) and
+``∂values = (∂y xᵀ)`` sampled on the support (``torch.sparse.sampled_addmm``).
+``SparseLinear`` is the one-factor case (the ``"sparse"`` family).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from structmat._validation import check_positive_int
+from structmat.layers.base import StructuredLinear
+from structmat.matrices.sparse_product import Sparse, SparseProduct
+
+__all__ = ["SparseProductLinear", "SparseLinear"]
+
+
+def _csr(crow, col, values, shape):
+    with warnings.catch_warnings():  # torch flags CSR tensors as beta on every construction
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+class _CSRProduct(torch.autograd.Function):
+    """``S @ X`` for a CSR factor with trainable values; ``X`` of shape (cols, batch)."""
+
+    @staticmethod
+    def forward(ctx, values, X, crow, col, crow_t, col_t, order_t, shape):
+        ctx.save_for_backward(values, X, crow, col, crow_t, col_t, order_t)
+        ctx.shape = shape
+        return _csr(crow, col, values, shape) @ X
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, X, crow, col, crow_t, col_t, order_t = ctx.saved_tensors
+        rows, cols = ctx.shape
+        grad_values = grad_X = None
+        grad = grad.contiguous()
+        if ctx.needs_input_grad[1]:
+            grad_X = _csr(crow_t, col_t, values[order_t], (cols, rows)) @ grad
+        if ctx.needs_input_grad[0]:
+            if values.numel() == 0:
+                grad_values = torch.zeros_like(values)
+            else:
+                pattern = _csr(crow, col, torch.zeros_like(values), (rows, cols))
+                grad_values = torch.sparse.sampled_addmm(pattern, grad, X.T.contiguous(), beta=0.0).values()
+        return grad_values, grad_X, None, None, None, None, None, None
+
+
+def _transpose_structure(crow: np.ndarray, col: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR structure of ``Sᵀ`` and the order taking ``S``'s values to ``Sᵀ``'s."""
+    rows, cols = shape
+    row = np.repeat(np.arange(rows), np.diff(crow))
+    order = np.lexsort((row, col))
+    crow_t = np.zeros(cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(col, minlength=cols), out=crow_t[1:])
+    return crow_t, row[order], order
+
+
+def _random_support(shape, nnz: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR structure with ``nnz`` entries: one per row and per column first (no dead rows), the rest uniform."""
+    rows, cols = shape
+    nnz = min(max(nnz, max(rows, cols)), rows * cols)
+    mask = np.zeros(shape, dtype=bool)
+    k = np.arange(max(rows, cols))
+    mask[k % rows, rng.permutation(max(rows, cols)) % cols] = True
+    free = np.flatnonzero(~mask.ravel())
+    extra = nnz - int(mask.sum())
+    if extra > 0:
+        mask.ravel()[rng.choice(free, extra, replace=False)] = True
+    r, c = np.nonzero(mask)
+    crow = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=rows), out=crow[1:])
+    return crow, c.astype(np.int64)
+
+
+class SparseProductLinear(StructuredLinear):
+    """A linear layer whose weight is a product of sparse factors ``S_1 ⋯ S_J`` with fixed supports.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    num_factors : int
+        ``J`` for a fresh layer (from a matrix, the matrix's factors are used).
+    share : float in (0, 1]
+        For a fresh layer: total non-zeros ``≈ share · in_features · out_features``, split evenly across the
+        factors; inner dimensions are ``min(in_features, out_features)``. Supports are random (``seed``) with at
+        least one entry per row and column; values are uniform with the product's entries at ``nn.Linear``'s
+        variance ``1 / (3 in_features)``.
+    seed : int
+        Seeds the random supports of a fresh layer.
+
+    Notes
+    -----
+    ``nparams = Σ_j nnz(S_j)``: the value vectors ``values.0 … values.{J-1}`` are the only weight parameters; the
+    CSR index buffers are fixed. A forward pass costs ``nparams`` multiply-adds per input row.
+    """
+
+    family = "sparse_product"
+    _matrix_class = SparseProduct
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, num_factors: int = 2,
+                 share: float = 0.25, seed: int = 0, device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        num_factors = check_positive_int(num_factors, "num_factors")
+        if not (isinstance(share, (int, float)) and 0 < share <= 1):
+            raise ValueError(f"share must be a float in (0, 1]; got {share!r}")
+        rng = np.random.default_rng(seed)
+        d = min(in_features, out_features)
+        dims = [out_features] + [d] * (num_factors - 1) + [in_features]
+        per_factor = max(1, math.floor(share * in_features * out_features / num_factors))
+        structure = [(*_random_support((dims[j], dims[j + 1]), per_factor, rng), (dims[j], dims[j + 1]))
+                     for j in range(num_factors)]
+        self._set_structure(structure, device, dtype)
+        self.reset_parameters(seed)
+
+    def _set_structure(self, structure, device, dtype) -> None:
+        """Register index buffers and value parameters for CSR ``(crow, col, shape)`` factors."""
+        self.factor_shapes = [tuple(int(s) for s in shape) for _, _, shape in structure]
+        values = []
+        for j, (crow, col, shape) in enumerate(structure):
+            crow, col = np.asarray(crow, dtype=np.int64), np.asarray(col, dtype=np.int64)
+            crow_t, col_t, order = _transpose_structure(crow, col, shape)
+            for name, array in (("crow", crow), ("col", col), ("crow_t", crow_t), ("col_t", col_t),
+                                ("order_t", order)):
+                self.register_buffer(f"{name}_{j}", torch.as_tensor(array, device=device), persistent=True)
+            values.append(nn.Parameter(torch.zeros(col.size, device=device, dtype=dtype)))
+        self.values = nn.ParameterList(values)
+
+    @property
+    def num_factors(self) -> int:
+        return len(self.factor_shapes)
+
+    def reset_parameters(self, seed: int = 0) -> None:
+        """Uniform values with ``Var(entry of the product) = 1 / (3 in_features)``, like ``nn.Linear``."""
+        generator = torch.Generator().manual_seed(seed)
+        J = self.num_factors
+        for j, (rows, _) in enumerate(self.factor_shapes):
+            per_row = max(self.values[j].numel() / rows, 1e-12)
+            variance = (1.0 / 3.0) ** (1.0 / J) / per_row  # Var(S_j z)_i = per_row · variance · Var(z)
+            bound = math.sqrt(3.0 * variance)
+            with torch.no_grad():
+                sample = torch.empty(self.values[j].shape, dtype=torch.float64).uniform_(-bound, bound,
+                                                                                          generator=generator)
+                self.values[j].copy_(sample.to(self.values[j].dtype))
+        self.reset_bias()
+
+    def _factor(self, j: int):
+        return (getattr(self, f"crow_{j}"), getattr(self, f"col_{j}"), getattr(self, f"crow_t_{j}"),
+                getattr(self, f"col_t_{j}"), getattr(self, f"order_t_{j}"))
+
+    def _weight_product(self, x):
+        Z = x.T
+        for j in range(self.num_factors - 1, -1, -1):
+            crow, col, crow_t, col_t, order_t = self._factor(j)
+            Z = _CSRProduct.apply(self.values[j], Z.contiguous(), crow, col, crow_t, col_t, order_t,
+                                  self.factor_shapes[j])
+        return Z.T
+
+    def to_matrix(self) -> SparseProduct:
+        factors = []
+        for j, shape in enumerate(self.factor_shapes):
+            crow, col = (t.detach().cpu().numpy() for t in self._factor(j)[:2])
+            data = self.values[j].detach().cpu().double().numpy()
+            factors.append((crow, col, data, shape))
+        out = self._matrix_class.__new__(self._matrix_class)
+        out._init_from_csr(factors, np.float64)
+        return out
+
+    @classmethod
+    def _build_from_matrix(cls, M: SparseProduct, bias, device, dtype):
+        layer = cls.__new__(cls)
+        StructuredLinear.__init__(layer, M.shape[1], M.shape[0], bias, device=device, dtype=dtype)
+        factors = M.csr_factors()
+        layer._set_structure([(indptr, indices, shape) for indptr, indices, _, shape in factors], device, dtype)
+        with torch.no_grad():
+            for j, (_, _, data, _) in enumerate(factors):
+                layer.values[j].copy_(torch.from_numpy(np.array(data, dtype=np.float64)))
+        return layer
+
+    def _structure_repr(self) -> str:
+        return "factors=" + " · ".join(f"{s} nnz {v.numel()}" for s, v in zip(self.factor_shapes, self.values))
+
+
+class SparseLinear(SparseProductLinear):
+    """A linear layer with one sparse factor of fixed support (the ``"sparse"`` family): magnitude pruning with a
+    trainable value vector. ``share``: the kept share of the weights for a fresh layer (random support)."""
+
+    family = "sparse"
+    _matrix_class = Sparse
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, share: float = 0.25,
+                 seed: int = 0, device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, num_factors=1, share=share, seed=seed, device=device,
+                         dtype=dtype)
