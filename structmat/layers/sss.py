@@ -212,19 +212,29 @@ class SSSLinear(StructuredLinear):
         self.reset_bias()
 
     def _padded_generators(self) -> dict[str, torch.Tensor]:
-        """The zero-padded stacked generators, from one scatter of the concatenated flat parameters."""
-        flat = torch.cat([getattr(self, kind) for kind in GENERATORS])
+        """The zero-padded stacked generators, from one scatter of the concatenated flat parameters. Without
+        autograd (inference) the result is cached until a parameter changes (tracked by tensor versions)."""
+        params = [getattr(self, kind) for kind in GENERATORS]
+        caching = not torch.is_grad_enabled()
+        if caching:
+            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+            cached = getattr(self, "_padded_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        flat = torch.cat(params)
         buffer = _Scatter.apply(flat, self._index_params, self._buffer_size)
         K = self.num_stages
         parts = buffer.split([K * r * c for _, r, c in self._blocks.values()])
-        return {name: part.view(K, r, c) for (name, (_, r, c)), part in zip(self._blocks.items(), parts)}
+        padded = {name: part.view(K, r, c) for (name, (_, r, c)), part in zip(self._blocks.items(), parts)}
+        self._padded_cache = (key, padded) if caching else None
+        return padded
 
     def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
         """Works on features × batch (``xᵀ``), so every stage block is a contiguous (rows, b) slab."""
         K, b = self.num_stages, x.shape[0]
         m_max, n_max, d_max, e_max = self._sizes
         P = self._padded_generators()
-        U = _RowGather.apply(x.T, self._gather_in, self._scatter_in).view(K, n_max, b)
+        U = _RowGather.apply(x.T.contiguous(), self._gather_in, self._scatter_in).view(K, n_max, b)
         # (K, m_max + d_max + e_max, b): D_k u_k, B_k u_k and F_k u_k for every stage at once
         Y, BU, FU = torch.bmm(P["P_in"], U).split([m_max, d_max, e_max], dim=1)
         if K > 1 and d_max:  # s_0 = 0, s_{k+1} = A_k s_k + B_k u_k; y_k += C_k s_k

@@ -93,3 +93,19 @@ def test_replace_linear_and_training_step(rng):
     optimizer = torch.optim.SGD(replaced.parameters(), lr=0.01)
     optimizer.step()
     assert replaced(x).square().mean().item() < loss.item()
+
+
+def test_inference_cache_follows_parameter_updates(rng):
+    """Without autograd the padded generators are cached; an in-place parameter update must invalidate it."""
+    M = SSS.random((20, 16), num_stages=4, state_dim=2, seed=8)
+    layer = SSSLinear.from_matrix(M, dtype=torch.float64)
+    x = torch.from_numpy(rng.standard_normal((3, 16)))
+    with torch.no_grad():
+        first = layer(x).clone()
+        np.testing.assert_allclose(first.numpy(), x.numpy() @ M.to_dense().T, atol=1e-12)
+        for kind in "ABCDEFG":
+            getattr(layer, kind).mul_(2.0)
+        second = layer(x)
+    expected = x.numpy() @ layer.to_matrix().to_dense().T
+    np.testing.assert_allclose(second.numpy(), expected, atol=1e-12)
+    assert not np.allclose(second.numpy(), first.numpy())
