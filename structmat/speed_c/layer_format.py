@@ -13,7 +13,7 @@ Header, 64 bytes::
     20      uint32    flags: bit 0 = a bias follows the family's arrays; other bits must be 0
     24      uint64    m (rows, out_features), 1 <= m < 2**31
     32      uint64    n (columns, in_features), 1 <= n < 2**31
-    40      uint32    n_meta: number of integer metadata values (< 2**24)
+    40      uint32    n_meta: number of integer metadata values (<= 2**24)
     44      uint32    n_arrays: number of family arrays, bias not included (<= 2**16)
     48      uint64    file size in bytes (a truncated file is caught before anything else is read)
     56      uint64    reserved, 0

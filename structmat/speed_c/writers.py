@@ -41,8 +41,8 @@ def _dense_layout(M):
 
 
 def _lowrank_layout(M):
-    """``[r]``; ``Vᵀ`` (r, n) then ``Uᵀ`` (r, m), both row-major."""
-    return [M.rank], [_f32(M.V.T), _f32(M.U.T)]
+    """``[r]``; ``V`` (n, r) then ``Uᵀ`` (r, m), both row-major."""
+    return [M.rank], [_f32(M.V), _f32(M.U.T)]
 
 
 def _sss_layout(M):
