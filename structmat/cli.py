@@ -14,6 +14,7 @@ from pathlib import Path
 
 from structmat.benchmarks.training_cli import TRAINING_COMMANDS
 from structmat.benchmarks.sss_cli import SSS_COMMANDS
+from structmat.benchmarks.pyfaust_cli import PYFAUST_COMMANDS
 
 __all__ = ["main"]
 
@@ -528,6 +529,7 @@ COMMANDS = {
     "demo": (_add_demo, _run_demo),
     **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product (issue 9)
     **SSS_COMMANDS,  # bench-sss (issue 3)
+    **PYFAUST_COMMANDS,  # bench-pyfaust (issue 8)
 }
 
 

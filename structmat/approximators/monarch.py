@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.palm4msa import blas_threads_for
 from structmat.matrices.monarch import Monarch, default_blocks, monarch_nparams
 
 __all__ = ["fit_monarch", "monarch_projection", "block_candidates"]
@@ -134,6 +135,13 @@ def fit_monarch(W, budget, *, in_blocks=None, out_blocks=None, rank=None) -> Mon
     if any(K > n for K in Ks) or any(J > m for J in Js):
         raise ValueError(f"in_blocks must be <= n={n} and out_blocks <= m={m}; got {Ks} and {Js}")
     fixed_rank = None if rank is None else check_positive_int(rank, "rank")
+    with blas_threads_for(W):
+        return _search(W, limit, budget, Ks, Js, fixed_rank, in_blocks, out_blocks)
+
+
+def _search(W, limit, budget, Ks, Js, fixed_rank, in_blocks, out_blocks) -> Monarch:
+    """Score every ``(K, J)`` by its blocks' singular values; project onto the best."""
+    m, n = W.shape
     best, smallest = None, None
     for K in Ks:
         for J in Js:

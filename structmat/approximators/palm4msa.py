@@ -27,6 +27,7 @@ problems", Math. Program. 146, 2014 (PALM).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 CONSTRAINT_KINDS = ("topk", "row_topk", "col_topk", "row_col_topk", "support", "fixed")
 #: Factors with fewer stored entries than this share are multiplied through CSR, others through BLAS.
 SPARSE_PRODUCT_DENSITY = 0.08
+#: Below this many entries of W, fits run BLAS on one thread: their products are too small to gain from threads,
+#: and oversubscribed threads (pytest -n 2 on two cores) slowed small fits sevenfold here.
+ONE_THREAD_MAX_SIZE = 2**20
 #: FAµST's ``lipschitz_multiplicator``: the step is 1 / (1.001 · Lipschitz constant).
 LIPSCHITZ_MARGIN = 1.001
 
@@ -140,7 +144,10 @@ class Constraint:
         if not self.normalized:
             return S
         norm = np.linalg.norm(S)
-        return S / norm if norm > 0 else None
+        if norm == 0:
+            return None
+        S /= norm
+        return S
 
 
 def _topk_mask(a: np.ndarray, k: int) -> np.ndarray:
@@ -234,6 +241,15 @@ class PalmResult:
         return SparseProduct([self.lam * self.factors[0]] + list(self.factors[1:]))
 
 
+def blas_threads_for(W: np.ndarray):
+    """A context limiting BLAS to one thread for matrices below ``ONE_THREAD_MAX_SIZE`` entries, else a no-op."""
+    if W.size >= ONE_THREAD_MAX_SIZE:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _check_chain(W_shape, constraints) -> None:
     if not constraints:
         raise ValueError("constraints must hold one Constraint per factor; got none")
@@ -298,7 +314,8 @@ def palm4msa(W, constraints, *, init=None, lam: float = 1.0, max_iter: int = 300
     if len(factors) != len(constraints) or any(f.shape != c.shape for f, c in zip(factors, constraints)):
         raise ValueError(f"init must hold {len(constraints)} factors of shapes {[c.shape for c in constraints]}; "
                          f"got {[f.shape for f in factors]}")
-    return _palm(W, factors, constraints, float(lam), max_iter, float(tol), float(target_error), progress_every)
+    with blas_threads_for(W):
+        return _palm(W, factors, constraints, float(lam), max_iter, float(tol), float(target_error), progress_every)
 
 
 class _PalmState:
@@ -330,7 +347,8 @@ class _PalmState:
             else:
                 X = factors[j] if R is None else ops[j].left(R.dense)
                 P = X if L is None else L.left(X)
-            E = lam * P - W
+            E = P * lam
+            E -= W
             G = E if L is None else L.left_t(E)
             if R is not None:
                 G = R.right_t(G)
@@ -344,7 +362,11 @@ class _PalmState:
                     scale *= s * s
             c = LIPSCHITZ_MARGIN * lam * lam * scale
             if c > 0:
-                new = constraints[j].project(factors[j] - (lam / c) * G)
+                step = G * (-lam / c) if G is E or G is P else G  # G is fresh unless L and R are identities
+                if step is G:
+                    step *= -lam / c
+                step += factors[j]
+                new = constraints[j].project(step)
                 if new is not None:
                     factors[j] = new
                     ops[j] = _Operand(new)
@@ -424,6 +446,11 @@ def hierarchical(W, constraints, residual_constraints, *, max_iter: int = 100, g
                              f"{W.shape[1]} columns")
     _check_chain(W.shape, constraints + [residual_constraints[-1]])
     global_max_iter = max_iter if global_max_iter is None else global_max_iter
+    with blas_threads_for(W):
+        return _hierarchical(W, constraints, residual_constraints, max_iter, global_max_iter, tol, target_error)
+
+
+def _hierarchical(W, constraints, residual_constraints, max_iter, global_max_iter, tol, target_error):
     factors: list[np.ndarray] = []
     residual, lam, errors = W, 1.0, []
     for ell, (c, r) in enumerate(zip(constraints, residual_constraints)):

@@ -25,7 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators.palm4msa import Constraint, _default_init, _palm, _PalmState, hierarchical
+from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, _PalmState, blas_threads_for,
+                                              hierarchical)
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 
 __all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "METHODS"]
@@ -36,7 +37,7 @@ METHODS = ("continuation", "palm4msa", "hierarchical")
 #: Share of the budget moved from the pruned factor to the mixing factor per sweep of the continuation.
 RAMP_RATE = 0.015
 #: The continuation turns back once the error is this much (relatively) above the best seen.
-RISE_TOLERANCE = 0.004
+RISE_TOLERANCE = 0.002
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
 #: the errors that steer it are ~0.1-1, far above float32 rounding). The scale and the result are float64.
 FLOAT32_MIN_SIZE = 2**16
@@ -81,12 +82,15 @@ def fit_sparse(W, budget) -> Sparse:
     return Sparse(magnitude_prune(W, resolve_budget(budget, W.shape)))
 
 
-def _mixing_side(shape) -> str:
-    """The side of the square mixing factor: the larger side, rows when the shape is nearly square (measured on
-    EfficientNet-Lite0's matrices: the larger mixing factor gave the lower error for every shape of aspect >= 3.6,
-    rows for the 1000×1280 classifier)."""
+def _mixing_sides(shape) -> list[str]:
+    """Where to try the square mixing factor: rows (``"left"``) for nearly square shapes; both sides, the cheaper
+    (smaller) first, when one side is at least twice the other. Measured on EfficientNet-Lite0's matrices at a
+    quarter of the weights: the larger side won for 1280×320 and 320×1152, the smaller for 1152×192, rows for the
+    1000×1280 classifier; a continuation on the smaller side costs at most half of one on the larger."""
     m, n = shape
-    return "right" if n > 1.5 * m else "left"
+    if max(m, n) < 2 * min(m, n):
+        return ["left"]
+    return ["left", "right"] if m < n else ["right", "left"]
 
 
 def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tuple[SparseProduct, list]:
@@ -177,7 +181,7 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
 
 
 def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "continuation", mixing_side: str = "auto",
-                       max_iter: int = 150, tol: float = 1e-3, ramp_rate: float = RAMP_RATE,
+                       max_iter: int = 150, tol: float = 2e-3, ramp_rate: float = RAMP_RATE,
                        progress: bool = False) -> SparseProduct:
     """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that and magnitude pruning.
 
@@ -193,7 +197,8 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         See the module docstring. For two factors.
     mixing_side : {"auto", "left", "right"}
         Where the square mixing factor sits: ``"left"`` fits ``W ≈ S_1 S_2`` with ``S_1`` of shape ``(m, m)``,
-        ``"right"`` with ``S_2`` of shape ``(n, n)``; ``"auto"`` takes the larger side (rows when ``n <= 1.5 m``).
+        ``"right"`` with ``S_2`` of shape ``(n, n)``; ``"auto"`` takes rows for nearly square shapes and tries both
+        sides when one is at least twice the other.
     max_iter : int
         At most this many PALM4MSA sweeps (per split for ``"palm4msa"``, per run for ``"hierarchical"``).
     tol : float
@@ -248,17 +253,25 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
     pruned = SparseProduct([magnitude_prune(W, limit)])
     if num_factors == 1 or pruned.nparams == np.count_nonzero(W):
         return pruned  # pruning is exact (or one factor was asked for)
-    side = _mixing_side(W.shape) if mixing_side == "auto" else mixing_side
-    d = W.shape[0] if side == "left" else W.shape[1]
+    with blas_threads_for(W):
+        candidates = [pruned] + _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate,
+                                            progress)
+    errors = [float(np.linalg.norm(W - M.to_dense())) for M in candidates]
+    logger.debug("fit_sparse_product: errors %s (pruning first)", errors)
+    return candidates[int(np.argmin(errors))]
+
+
+def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress) -> list:
+    """The products ``fit_sparse_product`` compares with pruning."""
+    candidates = []
     if num_factors >= 3 or method == "hierarchical":
-        candidate = _hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol)
-    elif limit <= d:
-        return pruned  # no room for a mixing factor beyond the identity
-    elif method == "palm4msa":
-        candidate = _palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS)
-    else:
-        candidate, _ = _continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
-                                     progress=progress)
-    errors = [float(np.linalg.norm(W - M.to_dense())) for M in (pruned, candidate)]
-    logger.debug("fit_sparse_product: pruning %.6g, %s %.6g", errors[0], method, errors[1])
-    return candidate if errors[1] < errors[0] else pruned
+        candidates.append(_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol))
+    for side in (_mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]):
+        if num_factors >= 3 or method == "hierarchical" or limit <= (W.shape[0] if side == "left" else W.shape[1]):
+            continue  # no room for a mixing factor beyond the identity
+        if method == "palm4msa":
+            candidates.append(_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS))
+        else:
+            candidates.append(_continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
+                                            progress=progress)[0])
+    return candidates
