@@ -44,7 +44,10 @@ INITIAL_RANK_EXTRA = 8
 DEFAULT_ETAS = (0.5, 1.0)
 DEFAULT_MIN_BLOCKS = (8, 16, 32)
 DEFAULT_MIN_BLOCK = 8
-DEFAULT_ORDERING = "none"
+DEFAULT_ORDERING = "auto"
+#: ``ordering="auto"`` tries the natural order and spectral co-bisection up to this many entries, else natural only.
+AUTO_ORDERING_MAX_ENTRIES = 2**21
+AUTO_ORDERINGS = ("none", "bisection")
 #: Polishing (exact SVDs for the best candidates' randomized leaves): how many, how close to the best, how costly.
 POLISH_MAX_CANDIDATES = 3
 POLISH_TOLERANCE = 0.05
@@ -190,14 +193,16 @@ def _smallest_leaf_cost(boxes: np.ndarray) -> int:
     return int(np.minimum(mb + nb, mb * nb).min())
 
 
-def _check_options(power_iterations, oversamples, allocation, ordering) -> tuple[str, ...]:
+def _check_options(power_iterations, oversamples, allocation, ordering, size: int) -> tuple[str, ...]:
     check_positive_int(power_iterations, "power_iterations", minimum=0)
     check_positive_int(oversamples, "oversamples", minimum=0)
     if allocation not in RULES:
         raise ValueError(f"allocation must be one of {RULES}; got {allocation!r}")
+    if isinstance(ordering, str) and ordering == "auto":
+        return AUTO_ORDERINGS if size <= AUTO_ORDERING_MAX_ENTRIES else ("none",)
     orderings = (ordering,) if isinstance(ordering, str) else tuple(ordering)
     if not orderings or any(o not in ORDERINGS for o in orderings):
-        raise ValueError(f"ordering must be one of {ORDERINGS} or a sequence of them; got {ordering!r}")
+        raise ValueError(f"ordering must be 'auto', one of {ORDERINGS} or a sequence of them; got {ordering!r}")
     return tuple(dict.fromkeys(orderings))
 
 
@@ -212,7 +217,7 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
     """
     W = check_weight(W)
     limit = resolve_budget(budget, W.shape)
-    orderings = _check_options(power_iterations, oversamples, allocation, ordering)
+    orderings = _check_options(power_iterations, oversamples, allocation, ordering, W.size)
     m, n = W.shape
     seed_base = int(np.random.default_rng(seed).integers(2**31))
     total2 = max(float(np.einsum("ij,ij->", W, W)), np.finfo(float).tiny)
@@ -318,7 +323,10 @@ _COMMON_DOC = """
     ordering : str or sequence of str
         Row/column orderings to try before laying the partition over ``W`` (``"none"``, ``"spectral"``,
         ``"bisection"``, ``"principal"``, ``"kmeans"``; see :mod:`structmat.approximators.ordering`); the result
-        stores the winning permutations. A sequence tries each and keeps the best.
+        stores the winning permutations. A sequence tries each and keeps the best. ``"auto"`` (default) tries
+        ``"none"`` and ``"bisection"`` for matrices of up to ``AUTO_ORDERING_MAX_ENTRIES`` (2^21) entries and
+        ``"none"`` alone beyond: on EfficientNet-Lite0's 1×1 convolutions co-bisection lowered the error at every
+        share (0.632 to 0.608 for HODLR on the 320×1152 projection at 0.5), and it never lost.
     allocation : {"ratio", "absolute"}
         Rank allocation rule: error reduction per parameter with dense leaves (default), or the absolute-error
         rule of structurednets, kept for comparison (:mod:`structmat.approximators.hmatrix_allocation`).

@@ -74,9 +74,9 @@ def _train_one(split, cell, hidden, stages, batch_size, teachers) -> dict:
             "ternary_accuracy": rows[2]["accuracy"], "final_accuracy": rows[3]["accuracy"], **_costs(model)}
 
 
-def run_sum_product_benchmark(*, dataset: str = "digits", budgets=(8, 16, 32, 64, 128), distill_budgets=(8, 32),
-                              seeds=(0, 1, 2), stages=DEFAULT_STAGES, hidden=(128, 128), batch_size: int = 50,
-                              csv_path=None, resume: bool = True, progress: bool = True) -> list[dict]:
+def run_sum_product_benchmark(*, dataset: str = "digits", budgets=(2, 4, 8, 16, 32, 64, 128),
+                              distill_budgets=(8, 32), seeds=(0, 1, 2), stages=DEFAULT_STAGES, hidden=(128, 128),
+                              batch_size: int = 50, csv_path=None, resume: bool = True, progress: bool = True) -> list[dict]:
     """Train the dense MLP, and the sum-product MLP at every budget (with distillation at ``distill_budgets``),
     with every seed, through the staged schedule; one CSV row per run."""
     split = load_split(dataset)
@@ -107,34 +107,44 @@ def sum_product_summary(rows) -> list[dict]:
 
 
 def plot_sum_product(rows, path, *, title: str | None = None) -> None:
-    """Test accuracy against multiplications per example, one line per training stage (mean ± std over seeds)."""
+    """Left: accuracy against ``r`` after the full-precision and the last stage (with and without distillation).
+    Right: the drop on switching to ternary and its recovery through the stages. Means ± std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summary = sum_product_summary(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    stages = [("full_precision_accuracy", "full precision (stage 1)"),
-              ("ternary_switch_accuracy", "just switched to ternary"),
-              ("ternary_accuracy", "ternary (stage 2)"), ("final_accuracy", "frozen ternary (stage 3)")]
-    for ax, distill in zip(axes, (False, True)):
+    dense = next((r for r in summary if r["variant"] == "dense"), None)
+
+    def series(distill):
         chosen = [r for r in summary if r["variant"] != "dense" and str(r["distillation"]) == str(distill)]
-        chosen.sort(key=lambda r: float(r["num_multiplications"]))
-        for field, label in stages:
-            ax.errorbar([float(r["num_multiplications"]) for r in chosen],
-                        [100 * r[f"{field}_mean"] for r in chosen], yerr=[100 * r[f"{field}_std"] for r in chosen],
-                        marker="o", capsize=3, label=label)
-        dense = next((r for r in summary if r["variant"] == "dense"), None)
+        return sorted(chosen, key=lambda r: float(r["num_multiplications"]))
+
+    def line(ax, chosen, field, **style):
+        if chosen:
+            ax.errorbar([float(r["num_multiplications"]) for r in chosen], [100 * r[f"{field}_mean"] for r in chosen],
+                        yerr=[100 * r[f"{field}_std"] for r in chosen], marker="o", capsize=3, **style)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    line(left, series(False), "full_precision_accuracy", label="full precision (stage 1)")
+    line(left, series(False), "final_accuracy", label="ternary, final (stage 3)")
+    line(left, series(True), "final_accuracy", ls="--", label="ternary, final, with distillation")
+    for field, label in (("ternary_switch_accuracy", "just switched to ternary"),
+                         ("ternary_accuracy", "after the ternary stage (2)"),
+                         ("final_accuracy", "after the frozen stage (3)")):
+        line(right, series(False), field, label=label)
+    for ax in (left, right):
         if dense is not None:
-            ax.axhline(100 * dense["final_accuracy_mean"], color="k", ls="--",
-                       label=f"dense MLP ({dense['multiplications_mean']:.0f} mult.)")
+            ax.axhline(100 * dense["final_accuracy_mean"], color="k", ls=":",
+                       label=f"dense MLP ({dense['multiplications_mean']:.0f} multiplications)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("r (multiplications per sum-product layer)")
-        ax.set_title("with distillation from the dense MLP" if distill else "without distillation")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=8)
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("accuracy against the multiplication budget")
+    right.set_title("ternary switch and recovery (no distillation)")
     fig.suptitle(title or "StrassenNets sum-product MLP")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

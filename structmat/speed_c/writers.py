@@ -55,11 +55,38 @@ def _sss_layout(M):
     return meta, arrays
 
 
+def _sparse_product_layout(M):
+    """``[J, d_1, …, d_{J-1}]``; per factor in the order applied (``S_J`` first): values, column indices, row
+    pointers (CSR exactly as :class:`~structmat.matrices.SparseProduct` stores them)."""
+    factors = M.csr_factors()
+    meta = [len(factors)] + [shape[0] for *_, shape in factors[1:]]
+    arrays = []
+    for indptr, indices, data, _ in reversed(factors):
+        arrays += [_f32(data), indices, indptr]
+    return meta, arrays
+
+
+def _sparse_layout(M):
+    """No metadata; values, column indices, row pointers of the one CSR factor."""
+    indptr, indices, data, _ = M.csr_factors()[0]
+    return [], [_f32(data), indices, indptr]
+
+
+def _monarch_layout(M):
+    """``[K, J, t, I, L_r]``; ``R`` (K, J·t, I) then ``L`` (J, L_r, K·t), row-major as Monarch stores them."""
+    K, Jt, I = M.R.shape
+    J, Lr, _ = M.L.shape
+    return [K, J, Jt // J, I, Lr], [_f32(M.R), _f32(M.L)]
+
+
 #: family name -> writer. Ids are written into layer files: never reuse or renumber one.
 WRITERS: dict[str, CWriter] = {
     "dense": CWriter(1, _dense_layout),
     "lowrank": CWriter(2, _lowrank_layout),
     "sss": CWriter(3, _sss_layout),
+    "sparse_product": CWriter(7, _sparse_product_layout),
+    "sparse": CWriter(8, _sparse_layout),
+    "monarch": CWriter(9, _monarch_layout),
 }
 
 

@@ -28,7 +28,8 @@ the :math:`k_h \times k_w` kernel slice ``W[o, i]`` of each (output, input) chan
 feature. Activations stay unstructured in both modes, as in the paper.
 
 Evaluation mode uses the exact top-K weight of the current dense weight (the trained network *is* the sparse one)
-with dense activations, and changes no state.
+with dense activations, and changes no state. ``to_matrix()`` exports that sparse weight as a ``"sparse"``
+:class:`~structmat.matrices.base.StructuredMatrix`.
 
 References
 ----------
@@ -135,6 +136,19 @@ class _TopKMixin:
     def sparse_weight(self) -> torch.Tensor:
         """The exact top-K weight (a detached copy): what the trained layer computes with."""
         return (self.weight.detach() * self.weight_mask()).clone()
+
+    def to_matrix(self):
+        """The exact top-K weight as a float64 :class:`~structmat.matrices.sparse_product.Sparse` matrix, the
+        ``"sparse"`` family (a single CSR factor of the sparse-product family), e.g. for
+        :func:`structmat.layers.layer_from_matrix`, ``save`` or the C benchmark.
+
+        A convolution's weight is exported as its ``(C_out, C_in/groups · k_h · k_w)`` matrix, the product with
+        unfolded (im2col) input patches.
+        """
+        from structmat.matrices.sparse_product import Sparse
+
+        weight = self.sparse_weight().double().cpu().numpy()
+        return Sparse(weight.reshape(weight.shape[0], -1))
 
     @property
     def nparams(self) -> int:

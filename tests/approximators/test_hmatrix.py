@@ -43,6 +43,16 @@ def test_hierarchy_beats_low_rank_on_a_smooth_kernel_and_never_loses():
         assert structmat.relative_error(P, structmat.approximate(P, family, 0.2, seed=0)) <= low + 1e-9
 
 
+def test_auto_ordering_tries_co_bisection_on_small_matrices():
+    """A shuffled smooth kernel: the natural order hides the structure, co-bisection recovers much of it, and
+    "auto" (natural + co-bisection) keeps whichever is better."""
+    rng = np.random.default_rng(0)
+    W = smooth_kernel(128, 96)[rng.permutation(128)][:, rng.permutation(96)]
+    natural = structmat.relative_error(W, fit_hodlr(W, 0.15, ordering="none", seed=0))
+    auto = fit_hodlr(W, 0.15, seed=0)
+    assert auto.row_order is not None and structmat.relative_error(W, auto) < 0.8 * natural
+
+
 def test_same_seed_same_result_and_float64():
     W = synthetic_weight("gaussian", (300, 260))  # large enough for randomized leaf SVDs
     a, b = fit_hmatrix(W, 0.3, seed=7), fit_hmatrix(W, 0.3, seed=7)
@@ -64,14 +74,14 @@ def test_orderings_are_stored_and_applied():
     permuted = fit_hodlr(W, 0.5, ordering="principal", seed=0)
     assert permuted.row_order is not None and permuted.col_order is not None
     assert structmat.relative_error(W, fitted) <= min(
-        structmat.relative_error(W, permuted), structmat.relative_error(W, fit_hodlr(W, 0.5, seed=0))) + 1e-12
+        structmat.relative_error(W, permuted), structmat.relative_error(W, fit_hodlr(W, 0.5, ordering="none", seed=0))) + 1e-12
 
 
 def test_bad_options_raise():
     W = np.ones((20, 20))
     with pytest.raises(ValueError, match="allocation must be one of"):
         fit_hodlr(W, 0.5, allocation="greedy")
-    with pytest.raises(ValueError, match="ordering must be one of"):
+    with pytest.raises(ValueError, match="ordering must be .auto., one of"):
         fit_hodlr(W, 0.5, ordering="random")
     with pytest.raises(ValueError, match=r"depth must be in \[0, 4\]"):
         fit_hedlr(W, 0.5, depth=5)
@@ -104,7 +114,7 @@ def test_hedlr_with_equal_leaves_is_exactly_optimal():
     σ² of all blocks (checked directly from the blocks' spectra)."""
     W = synthetic_weight("powerlaw", (64, 64), seed=2)
     budget = 7 * 32  # seven rank-one terms of cost 16 + 16 in the 4x4 grid of 16x16 blocks; a dense leaf (256) does not fit
-    fitted = fit_hedlr(W, budget, depth=2, seed=0)
+    fitted = fit_hedlr(W, budget, depth=2, ordering="none", seed=0)
     sigma2 = np.concatenate([np.linalg.svd(W[i:i + 16, j:j + 16], compute_uv=False) ** 2
                              for i in range(0, 64, 16) for j in range(0, 64, 16)])
     expected = np.sqrt((np.sum(W**2) - np.sort(sigma2)[::-1][:7].sum()) / np.sum(W**2))

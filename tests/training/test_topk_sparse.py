@@ -150,3 +150,44 @@ def test_allocate_uniform_and_errors():
     assert allocate_densities([(4, 4), (8, 2)], 0.75) == [0.25, 0.25]
     with pytest.raises(ValueError, match="distribution must be one of"):
         allocate_densities([(4, 4)], 0.5, "momentum")
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_linear_exports_its_sparse_weight_as_a_sparse_matrix(tmp_path):
+    import numpy as np
+
+    import structmat
+    from structmat.layers import layer_from_matrix
+
+    torch.manual_seed(0)
+    layer = TopKSparseLinear(12, 7, sparsity=0.8, topk_period=4)
+    for _ in range(3):
+        layer(torch.randn(16, 12)).square().sum().backward()
+        with torch.no_grad():
+            layer.weight -= 0.1 * layer.weight.grad
+        layer.weight.grad = None
+    layer.eval()
+    M = layer.to_matrix()
+    assert M.family == "sparse" and M.shape == (7, 12) and M.dtype == np.float64
+    assert M.nparams == layer.nparams == math.ceil(0.2 * 84)
+    np.testing.assert_array_equal(M.to_dense(), layer.sparse_weight().double().numpy())
+    x = torch.randn(5, 12)
+    np.testing.assert_allclose(M @ x.double().numpy().T, (layer(x) - layer.bias).detach().double().numpy().T,
+                               rtol=1e-5, atol=1e-6)
+    rebuilt = layer_from_matrix(M, layer.bias)  # the sparse family's own layer computes the same function
+    torch.testing.assert_close(rebuilt(x), layer(x), rtol=1e-5, atol=1e-6)
+    M.save(tmp_path / "w.npz")
+    assert structmat.load(tmp_path / "w.npz").nparams == M.nparams
+
+
+def test_conv_exports_its_im2col_matrix():
+    import numpy as np
+
+    torch.manual_seed(0)
+    layer = TopKSparseConv2d(3, 4, 3, padding=1, sparsity=0.5, structure="channel").eval()
+    M = layer.to_matrix()
+    assert M.shape == (4, 27) and M.nparams == 6 * 9  # 6 of the 12 kernel slices, 9 weights each
+    x = torch.randn(2, 3, 5, 5)
+    patches = torch.nn.functional.unfold(x, 3, padding=1).double().numpy()  # (2, 27, 25)
+    out = np.stack([M @ p for p in patches]).reshape(2, 4, 5, 5)
+    np.testing.assert_allclose(out, (layer(x) - layer.bias.view(1, -1, 1, 1)).detach().numpy(), rtol=1e-5, atol=1e-5)
