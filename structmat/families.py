@@ -15,6 +15,7 @@ from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.monarch import fit_monarch
 from structmat.approximators.sparse_product import fit_sparse, fit_sparse_product
+from structmat.approximators.ldr import fit_ldr
 from structmat.approximators.toeplitz_like import fit_toeplitz_like
 from structmat.approximators.sss import fit_sss
 from structmat.matrices.dense import Dense
@@ -22,6 +23,7 @@ from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.lowrank import LowRank
 from structmat.matrices.monarch import Monarch
 from structmat.matrices.sparse_product import Sparse, SparseProduct
+from structmat.matrices.ldr import LDR
 from structmat.matrices.toeplitz_like import ToeplitzLike
 from structmat.matrices.sss import SSS
 
@@ -52,6 +54,7 @@ FAMILIES: dict[str, Family] = {
     "sparse_product": Family("sparse_product", SparseProduct, fit_sparse_product, "structmat.layers.sparse_product:SparseProductLinear", "Σ_j nnz(S_j)"),
     "monarch": Family("monarch", Monarch, fit_monarch, "structmat.layers.monarch:MonarchLinear", "t·J·K·(⌈n/K⌉+⌈m/J⌉)"),
     "toeplitz_like": Family("toeplitz_like", ToeplitzLike, fit_toeplitz_like, "structmat.layers.toeplitz_like:ToeplitzLikeLinear", "2·r·max(m,n)"),
+    "ldr": Family("ldr", LDR, fit_ldr, "structmat.layers.ldr:LDRLinear", "2·r·max(m,n) + 6·max(m,n)"),
     "hodlr": Family("hodlr", HODLRMatrix, fit_hodlr, "structmat.layers.hmatrix:HODLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hedlr": Family("hedlr", HEDLRMatrix, fit_hedlr, "structmat.layers.hmatrix:HEDLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hmatrix": Family("hmatrix", HMatrix, fit_hmatrix, "structmat.layers.hmatrix:HMatrixLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),

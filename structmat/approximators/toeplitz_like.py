@@ -119,6 +119,8 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
     progress : bool
         Show a tqdm bar over the sweeps.
 
+    Runs on one thread (BLAS), like the benchmarks.
+
     Returns
     -------
     ToeplitzLike
@@ -161,6 +163,13 @@ def fit_toeplitz_like_rank(W, rank: int, *, refine: bool = True, max_iterations:
     rank = check_positive_int(rank, "rank")
     max_iterations = check_positive_int(max_iterations, "max_iterations", minimum=0)
     cg_iterations = check_positive_int(cg_iterations, "cg_iterations")
+    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
+
+    with single_thread():
+        return _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, seed, progress)
+
+
+def _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, seed, progress) -> ToeplitzLikeFit:
     start = time.perf_counter()
     problem = _Problem(W)
     rank = min(rank, problem.N)

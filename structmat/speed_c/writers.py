@@ -55,6 +55,18 @@ def _sss_layout(M):
     return meta, arrays
 
 
+def _hmatrix_layout(M):
+    """``[L, has_row_order, has_col_order]``; the values re-laid per leaf (dense ``D_bᵀ``; low rank ``V_bᵀ`` then
+    ``U_bᵀ``, all row-major, same sizes and offsets), the leaf table ``(r0, r1, c0, c1, rank, offset)``, the orders."""
+    parts = []
+    for _, payload in M.blocks():
+        parts += [payload.T] if not isinstance(payload, tuple) else [payload[1].T, payload[0].T]
+    meta = [M.num_leaves, int(M.row_order is not None), int(M.col_order is not None)]
+    arrays = [np.concatenate([_f32(p) for p in parts]), M.leaves]
+    arrays += [order for order in (M.row_order, M.col_order) if order is not None]
+    return meta, arrays
+
+
 def _sparse_product_layout(M):
     """``[J, d_1, …, d_{J-1}]``; per factor in the order applied (``S_J`` first): values, column indices, row
     pointers (CSR exactly as :class:`~structmat.matrices.SparseProduct` stores them)."""
@@ -87,6 +99,9 @@ WRITERS: dict[str, CWriter] = {
     "sparse_product": CWriter(7, _sparse_product_layout),
     "sparse": CWriter(8, _sparse_layout),
     "monarch": CWriter(9, _monarch_layout),
+    "hodlr": CWriter(4, _hmatrix_layout),
+    "hedlr": CWriter(5, _hmatrix_layout),
+    "hmatrix": CWriter(6, _hmatrix_layout),
 }
 
 

@@ -1,0 +1,223 @@
+"""Fit an LDR matrix with learned tridiagonal-plus-corner operators: Toeplitz-like start, then autograd.
+
+1. **Start.** The Toeplitz-like fit at the displacement rank the budget leaves after the operators,
+   ``r = (budget - 6N) // (2N)``, converted exactly: ``A = Z_1``, ``B = Z_{-1}``, ``G``, ``H' = ½ τ_{-1}(J H)``
+   (``= -½ Z_{-1} H``; implementation note ldr-sparse-monarch.md §2.3).
+2. **Refinement.** Adam on the operators and generators together, through PyTorch autograd on the fast product of
+   :mod:`structmat.layers._ldr_functions` (Krylov recurrences and Horner sums; no operator power is formed). The
+   objective is the exact ``‖W − M‖²_F / ‖W‖²_F`` when forming ``M`` from its Krylov blocks is cheap
+   (``2 r N³ <= 2·10⁹`` flops), else its unbiased estimate ``‖(W − M) X‖² / ‖W X‖²`` on ``probes`` fresh Gaussian
+   probe vectors per step (seeded), checked every few steps on a fixed validation set of probes.
+3. **Stopping.** After ``max_iterations`` steps, after ``patience`` checks without a relative improvement of
+   ``1e-3`` since the last one that had it, or when ``max_seconds`` (shared with the start) would be exceeded. The
+   best-checked candidate is compared with the start by its exact error (one Horner evaluation) and the better one
+   is returned, so the fit is never worse than its Toeplitz-like start. Given ``seed`` the result is deterministic
+   unless ``max_seconds`` stops it.
+
+References
+----------
+A. Thomas, A. Gu, T. Dao, A. Rudra, C. Ré, "Learning compressed transforms with low displacement rank",
+NeurIPS 2018, arXiv:1810.02309 (operators and generators learned jointly by gradient descent).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.toeplitz_like import fit_toeplitz_like_rank
+from structmat.matrices.ldr import LDR, shift_operator
+from structmat.matrices.toeplitz_like import ToeplitzLike, tau
+from structmat.metrics import relative_error
+
+__all__ = ["fit_ldr", "ldr_from_toeplitz_like"]
+
+logger = logging.getLogger(__name__)
+
+#: The exact objective is used when forming M from its Krylov blocks costs at most this many flops (2 r N³).
+_EXACT_OBJECTIVE_FLOPS = 2e9
+#: Probe vectors per step of the estimated objective, and the fixed validation probes it is checked on.
+_PROBES = 8
+_VALIDATION_PROBES = 32
+#: Steps between two checks of the estimated objective (the exact objective is checked at every step).
+_CHECK_EVERY = 10
+#: Flops per second assumed when reserving time for the final exact check (Horner, ≈ 12 N³ flops).
+_HORNER_FLOPS_PER_SECOND = 2e9
+#: A check counts as progress when the objective fell by this share since the last progress.
+_MIN_IMPROVEMENT = 1e-3
+#: Share of ``max_seconds`` the Toeplitz-like start may use.
+_START_SHARE = 0.5
+
+
+def ldr_from_toeplitz_like(T: ToeplitzLike) -> LDR:
+    """The same matrix as an :class:`LDR` with ``A = Z_1``, ``B = Z_{-1}`` (exact, float64)."""
+    N = T.size
+    H = 0.5 * tau(T.H[::-1].astype(np.float64), -1.0)
+    return LDR(shift_operator(N, 1.0), shift_operator(N, -1.0), T.G.astype(np.float64), H, shape=T.shape)
+
+
+def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None = 30.0, learning_rate: float = 3e-3,
+            probes: int | None = None, patience: int = 4, seed=0, progress: bool = False) -> LDR:
+    """LDR approximation of ``W`` with ``2 r N + 6 N <= budget`` parameters, ``N = max(m, n)``.
+
+    Parameters
+    ----------
+    W : array_like of shape (out_features, in_features)
+        Real, finite; fitted in float64.
+    budget : int >= 1 or float in (0, 1]
+        Parameter count, or a share of ``m * n``.
+    max_iterations : int
+        Adam steps at most (0: return the Toeplitz-like start).
+    max_seconds : float or None
+        Wall-clock limit for the whole fit, start included (None: none). A step is not started when the previous
+        one's duration would overrun it.
+    learning_rate : float
+        Adam's step for the generators, relative to their RMS; the operators' step is ``learning_rate / N``
+        (M depends on them through powers up to N − 1).
+    probes : int or None
+        Probe vectors per step for the estimated objective; None chooses the exact objective when it is cheap
+        (module docstring) and 8 probes otherwise (checked every 10 steps on 32 fixed ones).
+    patience : int
+        Checks without improvement before stopping.
+    seed : int
+        Seeds the probes and the start's randomized SVD (large N).
+    progress : bool
+        Show a tqdm bar over the steps.
+
+    Runs on one thread (BLAS and torch), like the benchmarks.
+
+    Returns
+    -------
+    LDR
+        float64; never worse (in relative Frobenius error) than the Toeplitz-like start.
+
+    Raises
+    ------
+    ValueError
+        if ``budget < 8 max(m, n)`` (rank 1 plus the two operators), or for bad ``W``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> T = np.array([[float(i - j) ** 2 for j in range(6)] for i in range(8)])  # Toeplitz
+    >>> M = fit_ldr(T, 2 * 2 * 8 + 6 * 8)
+    >>> M.rank, bool(np.allclose(M.to_dense(), T))
+    (2, True)
+    """
+    W = check_weight(W)
+    limit = resolve_budget(budget, W.shape)
+    max_iterations = check_positive_int(max_iterations, "max_iterations", minimum=0)
+    patience = check_positive_int(patience, "patience")
+    m, n = W.shape
+    N = max(m, n)
+    rank = min((limit - 6 * N) // (2 * N), N)
+    if rank < 1:
+        raise ValueError(
+            f"budget={budget} allows {limit} parameters, below the smallest LDR matrix for shape ({m}, {n}): "
+            f"{8 * N} parameters (rank 1: 2·N generators + 6·N operator entries, N = max(m, n))"
+        )
+    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
+
+    with single_thread():
+        return _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes, patience, seed, progress)
+
+
+def _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes, patience, seed, progress):
+    start = time.perf_counter()
+    start_seconds = None if max_seconds is None else _START_SHARE * max_seconds
+    toeplitz = fit_toeplitz_like_rank(W, rank, max_seconds=start_seconds, seed=seed)
+    best = ldr_from_toeplitz_like(toeplitz.matrix)
+    errors = [e for e in (toeplitz.closed_form_error, toeplitz.refined_error) if e is not None]
+    start_error = min(errors)
+    if max_iterations == 0 or start_error <= 1e-11:
+        return best
+    reserve = 12.0 * best.size**3 / _HORNER_FLOPS_PER_SECOND  # the final exact check of a candidate
+    deadline = None if max_seconds is None else start + max_seconds - reserve
+    candidate = _refine(W, best, max_iterations=max_iterations, deadline=deadline, learning_rate=learning_rate,
+                        probes=probes, patience=patience, seed=seed, progress=progress)
+    if candidate is None:
+        logger.info("fit_ldr: shape=%s rank=%d: no step improved the Toeplitz-like start (error %.4g)",
+                    W.shape, rank, start_error)
+        return best
+    error = relative_error(W, candidate)
+    logger.info("fit_ldr: shape=%s rank=%d Toeplitz-like start %.4g, learned operators %.4g, %.1f s",
+                W.shape, rank, start_error, error, time.perf_counter() - start)
+    return candidate if error < start_error else best
+
+
+def _refine(W, start: LDR, *, max_iterations, deadline, learning_rate, probes, patience, seed, progress):
+    """Adam on (A, B, G, H); returns the best-checked candidate if a check improved on the start, else None."""
+    import torch
+
+    from structmat.layers._ldr_functions import ldr_dense, ldr_product
+
+    m, n = W.shape
+    N, r = start.size, start.rank
+    generator = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**31)))
+    params = {k: torch.tensor(np.array(getattr(start, k)), dtype=torch.float64, requires_grad=True) for k in "ABGH"}
+    W_t = torch.from_numpy(W)
+    exact = probes is None and 2.0 * r * N**3 <= _EXACT_OBJECTIVE_FLOPS
+    probes = _PROBES if probes is None else check_positive_int(probes, "probes")
+
+    def model(X=None):
+        A, B, G, H = (params[k] for k in "ABGH")
+        if X is None:
+            return ldr_dense(A, G, B, H)[:m, :n]
+        X_pad = torch.nn.functional.pad(X, (0, 0, 0, N - n))
+        return ldr_product(A, G, B, H, X_pad)[:m]
+
+    def objective(X=None):
+        if X is None:
+            return (W_t - model()).square().sum() / W_t.square().sum().clamp_min(1e-300)
+        target = W_t @ X
+        return (target - model(X)).square().sum() / target.square().sum().clamp_min(1e-300)
+
+    validation = None if exact else torch.randn(n, _VALIDATION_PROBES, generator=generator, dtype=torch.float64)
+    check = (lambda: objective()) if exact else (lambda: objective(validation))  # noqa: E731
+    # M depends on the operators through powers up to N-1, so their steps are N times smaller (relative to 1)
+    groups = [{"params": [params["A"], params["B"]], "lr": learning_rate / N}]
+    for k in "GH":
+        rms = float(params[k].detach().square().mean().sqrt())
+        groups.append({"params": [params[k]], "lr": learning_rate * max(rms, 1e-12)})
+    optimizer = torch.optim.Adam(groups)
+    every = 1 if exact else _CHECK_EVERY
+    with torch.no_grad():
+        best_value = float(check())
+    start_value, reference, best_state, stale, last = best_value, best_value, None, 0, 0.0
+    bar = tqdm(total=max_iterations, desc="fit_ldr", disable=not progress)
+    try:
+        for step in range(max_iterations):
+            now = time.perf_counter()
+            if deadline is not None and now + last > deadline:
+                logger.info("fit_ldr: stopped at max_seconds after %d steps", step)
+                break
+            optimizer.zero_grad()
+            X = None if exact else torch.randn(n, probes, generator=generator, dtype=torch.float64)
+            loss = objective(X)
+            loss.backward()
+            optimizer.step()
+            bar.update(1)
+            if (step + 1) % every == 0:
+                with torch.no_grad():
+                    value = float(check())
+                bar.set_postfix(objective=f"{value:.4g}")
+                if value < best_value:
+                    best_value = value
+                    best_state = {k: v.detach().numpy().copy() for k, v in params.items()}
+                if value < reference * (1 - _MIN_IMPROVEMENT):
+                    reference, stale = value, 0
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        break
+            last = time.perf_counter() - now
+    finally:
+        bar.close()
+    logger.debug("fit_ldr refinement: checked objective %.6g -> %.6g", start_value, best_value)
+    if best_state is None:
+        return None
+    return LDR(best_state["A"], best_state["B"], best_state["G"], best_state["H"], shape=(m, n))

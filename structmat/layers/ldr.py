@@ -1,0 +1,120 @@
+"""``LDRLinear``: a linear layer whose weight is an LDR matrix with learned tridiagonal-plus-corner operators.
+
+Two forward paths, both through autograd functions over the Numba kernels (:mod:`structmat.layers._ldr_functions`),
+neither forming an operator power:
+
+* ``"krylov"`` (matrix-free): ``y = Σ_k A^k G Hᵀ (Bᵀ)^k x`` for the batch, ``(10 + 4r) N²`` flops per row;
+* ``"dense"``: form ``W = Σ_j K(A, g_j) K(B, h_j)ᵀ`` once per forward (``2 r N³`` flops), then ``x Wᵀ``
+  (``2 N²`` per row).
+
+``path="auto"`` (the default) takes ``"dense"`` when the batch has more than ``N / 2`` rows (where forming W is the
+cheaper of the two) and ``"krylov"`` otherwise. Either way this family saves parameters, not time: its layers are
+slower than ``nn.Linear`` (implementation note ldr-sparse-monarch.md §2.2). Fitted matrices are float64; the layer
+stores ``dtype`` (float32 by default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from structmat._validation import check_positive_int
+from structmat.layers._ldr_functions import ldr_dense, ldr_product
+from structmat.layers.base import StructuredLinear
+from structmat.matrices.ldr import LDR, shift_operator
+
+__all__ = ["LDRLinear"]
+
+_PATHS = ("auto", "krylov", "dense")
+#: Numbers held by the Krylov block of one chunk of the batch on the matrix-free path (N · N · chunk).
+_CHUNK_ELEMENTS = 1 << 23
+
+
+class LDRLinear(StructuredLinear):
+    """A linear layer with weight ``[Σ_j K(A, g_j) K(B, h_j)ᵀ][:out, :in]`` (see :class:`~structmat.matrices.LDR`).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    rank : int
+        r; ``G``, ``H`` have shape ``(N, rank)`` and ``A``, ``B`` shape ``(3, N)``, ``N = max(in, out)``.
+    path : {"auto", "krylov", "dense"}
+        How the forward computes (module docstring).
+
+    Notes
+    -----
+    ``nparams = 2 · rank · N + 6 N``.
+    """
+
+    family = "ldr"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int, path: str = "auto",
+                 device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        rank = check_positive_int(rank, "rank")
+        if path not in _PATHS:
+            raise ValueError(f"path must be one of {_PATHS}; got {path!r}")
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"LDRLinear runs on the CPU (Numba kernels); got device {device!r}")
+        self.path = path
+        size = max(in_features, out_features)
+        self.A = nn.Parameter(torch.empty(3, size, device=device, dtype=dtype))
+        self.B = nn.Parameter(torch.empty(3, size, device=device, dtype=dtype))
+        self.G = nn.Parameter(torch.empty(size, rank, device=device, dtype=dtype))
+        self.H = nn.Parameter(torch.empty(size, rank, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    @property
+    def rank(self) -> int:
+        return self.G.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.G.shape[0]
+
+    def reset_parameters(self) -> None:
+        """Operators ``Z_1`` and ``Z_{-1}`` (orthogonal shifts: powers neither explode nor vanish) and uniform
+        generators giving entries of W ``nn.Linear``'s variance ``1 / (3 in)``: ``Var g = Var h = (3 in r N)^{-1/2}``."""
+        with torch.no_grad():
+            self.A.copy_(torch.from_numpy(shift_operator(self.size, 1.0)))
+            self.B.copy_(torch.from_numpy(shift_operator(self.size, -1.0)))
+        bound = np.sqrt(3.0) * (3.0 * self.in_features * self.rank * self.size) ** -0.25
+        nn.init.uniform_(self.G, -bound, bound)
+        nn.init.uniform_(self.H, -bound, bound)
+        self.reset_bias()
+
+    def chosen_path(self, batch: int) -> str:
+        """The path the forward takes for a batch of ``batch`` rows."""
+        if self.path != "auto":
+            return self.path
+        return "dense" if batch > self.size / 2 else "krylov"
+
+    def dense_weight(self) -> torch.Tensor:
+        return ldr_dense(self.A, self.G, self.B, self.H)[: self.out_features, : self.in_features]
+
+    def _weight_product(self, x):
+        if self.chosen_path(x.shape[0]) == "dense":
+            return x @ self.dense_weight().T
+        N = self.size
+        X = nn.functional.pad(x, (0, N - x.shape[1])).T
+        step = max(1, _CHUNK_ELEMENTS // (N * N))
+        columns = [ldr_product(self.A, self.G, self.B, self.H, X[:, s:s + step].contiguous())
+                   for s in range(0, X.shape[1], step)]
+        return torch.cat(columns, dim=1)[: self.out_features].T
+
+    def to_matrix(self) -> LDR:
+        arrays = [p.detach().cpu().double().numpy() for p in (self.A, self.B, self.G, self.H)]
+        return LDR(*arrays, shape=(self.out_features, self.in_features))
+
+    @classmethod
+    def _build_from_matrix(cls, M: LDR, bias, device, dtype):
+        layer = cls(M.shape[1], M.shape[0], bias, rank=M.rank, device=device, dtype=dtype)
+        with torch.no_grad():
+            for name in "ABGH":
+                getattr(layer, name).copy_(torch.from_numpy(np.array(getattr(M, name))))
+        return layer
+
+    def _structure_repr(self) -> str:
+        return f"rank={self.rank}, path={self.path!r}"
