@@ -13,10 +13,12 @@ Two objectives:
     averaged over the batch; the factor :math:`T^2` keeps gradient magnitudes independent of ``T`` (ibid.).
     No labels are needed.
 
-Training uses Adam (Kingma & Ba 2015) by default, divides the learning rate by ``1/lr_factor`` when the
-validation loss stops improving (``ReduceLROnPlateau``), stops early after ``patience`` epochs without
-improvement or when ``max_seconds`` have passed, and restores the state with the best validation loss. The
-validation rows are a seeded share of the training rows. Features may be in memory or a memory-mapped
+Training uses Adam (Kingma & Ba 2015) by default with a linear learning-rate warm-up, multiplies the learning
+rate by ``lr_factor`` when the validation loss stops improving (``ReduceLROnPlateau``), goes back to the best state
+at a smaller learning rate when the training loss runs away (structured parametrizations differ widely in how far
+one step moves the weight: a Toeplitz-like head diverges where a low-rank one is fine), stops early after
+``patience`` epochs without improvement or when ``max_seconds`` have passed, and restores the state with the best
+validation loss. The validation rows are a seeded share of the training rows. Features may be in memory or a memory-mapped
 :class:`~structmat.features.cache.ChunkedArray`; above ``max_memory_bytes`` batches are read from disk.
 Parameters are trained in float32.
 """
@@ -53,7 +55,35 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How to train a head. Defaults suit heads of a few hundred thousand parameters on a few thousand rows."""
+    """How to train a head. Defaults suit heads of a few hundred thousand parameters on a few thousand rows.
+
+    Attributes
+    ----------
+    objective : {"distill", "labels"}
+    temperature : float
+        Distillation temperature T.
+    epochs, batch_size : int
+        Most passes over the training rows; rows per step.
+    lr, weight_decay, optimizer
+        Adam (default) or SGD with momentum 0.9.
+    lr_factor, lr_patience : float, int
+        ``ReduceLROnPlateau``: multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a
+        better validation loss.
+    patience : int
+        Stop after this many epochs without a better validation loss.
+    validation_share, seed
+        The seeded share of the training rows kept for validation.
+    max_seconds : float or None
+        Stop (after validating what was trained) once this many seconds have passed.
+    max_memory_bytes : int
+        Arrays up to this size are loaded into memory; larger ones are read batch by batch.
+    warmup_epochs : float
+        The learning rate rises linearly from ``lr / steps`` to ``lr`` over this many epochs.
+    spike_factor, backoff_factor, max_backoffs
+        When the smoothed training loss exceeds ``spike_factor`` times the best validation loss (or is not
+        finite), the best state is restored and training restarts at ``backoff_factor`` times the learning rate,
+        at most ``max_backoffs`` times (then training stops as "diverged"). ``spike_factor=None`` turns this off.
+    """
 
     objective: str = "distill"
     temperature: float = 2.0
@@ -69,15 +99,19 @@ class TrainingConfig:
     seed: int = 0
     max_seconds: float | None = None
     max_memory_bytes: int = 1 << 30
+    warmup_epochs: float = 1.0
+    spike_factor: float | None = 2.0
+    backoff_factor: float = 0.3
+    max_backoffs: int = 4
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
-        for name in ("epochs", "batch_size", "lr_patience", "patience", "max_memory_bytes"):
+        for name in ("epochs", "batch_size", "lr_patience", "patience", "max_memory_bytes", "max_backoffs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if name == "lr_patience" else 1):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if name in ("lr_patience", "max_backoffs") else 1):
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         for name in ("temperature", "lr"):
             if not getattr(self, name) > 0:
@@ -90,6 +124,12 @@ class TrainingConfig:
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0 or None; got {self.max_seconds!r}")
+        if not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0; got {self.warmup_epochs!r}")
+        if self.spike_factor is not None and not self.spike_factor > 1:
+            raise ValueError(f"spike_factor must be > 1 or None; got {self.spike_factor!r}")
+        if not 0 < self.backoff_factor < 1:
+            raise ValueError(f"backoff_factor must be in (0, 1); got {self.backoff_factor!r}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +156,7 @@ class FinetuneResult:
     train_count: int
     val_count: int
     config: TrainingConfig = field(repr=False)
+    backoffs: int = 0
 
     @property
     def best(self) -> EpochRecord:
@@ -123,6 +164,7 @@ class FinetuneResult:
 
     def to_json(self) -> dict:
         return {"best_epoch": self.best_epoch, "stop_reason": self.stop_reason, "seconds": self.seconds,
+                "backoffs": self.backoffs,
                 "train_count": self.train_count, "val_count": self.val_count, "config": asdict(self.config),
                 "history": [asdict(r) for r in self.history]}
 
@@ -175,7 +217,14 @@ def _rows(array, name, count, max_bytes, dtype=torch.float32):
 
 
 def split_indices(indices, validation_share: float, seed) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded split of ``indices`` (an int count or an index array) into ``(train, validation)``, each sorted."""
+    """A seeded split of ``indices`` (an int count or an index array) into ``(train, validation)``, each sorted.
+
+    Examples
+    --------
+    >>> train, val = split_indices(10, 0.2, seed=0)
+    >>> len(train), len(val), sorted([*train, *val]) == list(range(10))
+    (8, 2, True)
+    """
     indices = np.arange(indices) if isinstance(indices, numbers.Integral) else np.asarray(indices, dtype=np.int64)
     if not 0 < validation_share < 1:
         raise ValueError(f"validation_share must be in (0, 1); got {validation_share!r}")
@@ -258,12 +307,17 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
     rng = np.random.default_rng(config.seed)
 
     params = [p for p in head.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.lr_factor,
-                                                           patience=config.lr_patience)
+
+    def make_optimizer(lr):
+        if config.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+        return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor,
+                                                               patience=config.lr_patience)
+
+    base_lr = config.lr
+    optimizer, scheduler = make_optimizer(base_lr)
 
     def record(epoch, train_loss):
         val_loss, accuracy, agreement = _validate(head, config, X, y, z, val)
@@ -272,7 +326,11 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
 
     history = [record(0, None)]
     best_epoch, best_state, stale, stop_reason = 0, copy.deepcopy(head.state_dict()), 0, "epochs"
-    out_of_time = False
+    out_of_time, backoffs = False, 0
+    # Linear warm-up of the learning rate: Adam's first steps, before its moment estimates settle, otherwise knock
+    # a fitted head far from its starting point (Goyal et al., "Accurate, Large Minibatch SGD", 2017, sec. 2.2).
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    warmup_steps, step, smoothed = int(config.warmup_epochs * steps_per_epoch), 0, None
     bar = tqdm(range(1, config.epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         head.train()
@@ -280,15 +338,36 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
         total, seen = 0.0, 0
         for b in range(0, len(order), config.batch_size):
             rows = order[b:b + config.batch_size]
+            if step < warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = base_lr * (step + 1) / warmup_steps
+            step += 1
             outputs = head(X[rows])
             loss = _loss(outputs, config, y[rows] if y is not None else None, z[rows] if z is not None else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
+            value = float(loss.detach())
+            total, seen = total + value * len(rows), seen + len(rows)
+            smoothed = value if smoothed is None else 0.7 * smoothed + 0.3 * value
+            if config.spike_factor is not None and (not math.isfinite(value)
+                                                    or smoothed > config.spike_factor * history[best_epoch].val_loss):
+                # The loss ran away: go back to the best state and start again at a smaller learning rate.
+                backoffs += 1
+                if backoffs > config.max_backoffs:
+                    stop_reason = "diverged"
+                    break
+                head.load_state_dict(best_state)
+                base_lr *= config.backoff_factor
+                optimizer, scheduler = make_optimizer(base_lr)
+                step, smoothed = 0, None
+                logger.debug("loss spike (%.3g vs best %.3g): learning rate backed off to %.3g", value,
+                             history[best_epoch].val_loss, base_lr)
             if config.max_seconds is not None and time.perf_counter() - start_time > config.max_seconds:
                 out_of_time = True
                 break
+        if stop_reason == "diverged":
+            break
         history.append(record(epoch, total / max(seen, 1)))
         current = history[-1]
         bar.set_postfix(val_loss=f"{current.val_loss:.4f}")
@@ -311,7 +390,7 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
     logger.debug("fine-tuned %s: %d epochs, best %d, stopped by %s", type(head).__name__, len(history) - 1,
                  best_epoch, stop_reason)
     return FinetuneResult(tuple(history), best_epoch, stop_reason, time.perf_counter() - start_time, len(train),
-                          len(val), config)
+                          len(val), config, backoffs)
 
 
 def evaluate(head: nn.Module, features, *, labels=None, teacher_logits=None, indices=None,
@@ -399,10 +478,11 @@ def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | 
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.get_cmap("tab10" if len(results) <= 10 else "tab20")
     metric_name = None
-    for name, result in results.items():
+    for i, (name, result) in enumerate(results.items()):
         epochs = [r.epoch for r in result.history]
-        (line,) = ax_loss.plot(epochs, [r.val_loss for r in result.history], label=name)
+        (line,) = ax_loss.plot(epochs, [r.val_loss for r in result.history], label=name, color=colours(i % colours.N))
         agreement = [r.val_agreement for r in result.history]
         accuracy = [r.val_accuracy for r in result.history]
         values, metric_name = ((agreement, "validation top-1 agreement with the dense head")

@@ -134,3 +134,14 @@ def test_history_json_and_plot(problem, tmp_path):
     assert [r["epoch"] for r in data["history"]] == [0, 1, 2] and data["config"]["objective"] == "distill"
     plot_histories({"lowrank": result}, tmp_path / "h.png", title="t")
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_a_runaway_loss_backs_off_to_the_best_state(problem):
+    X, W, b, logits, _ = problem
+    config = TrainingConfig(epochs=6, lr=3.0, warmup_epochs=0, max_backoffs=8)  # far too large a step on purpose
+    result = finetune(fitted_head("lowrank", 0.2, W, b), X, teacher_logits=logits, config=config)
+    assert result.backoffs >= 1 and result.to_json()["backoffs"] == result.backoffs
+    assert result.best.val_loss < result.history[0].val_loss and result.history[-1].lr < 3.0 * 0.3 + 1e-12
+    unguarded = finetune(fitted_head("lowrank", 0.2, W, b), X, teacher_logits=logits,
+                         config=dataclasses.replace(config, spike_factor=None))
+    assert unguarded.backoffs == 0

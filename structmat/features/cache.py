@@ -29,7 +29,7 @@ from structmat.matrices.io import StructmatFileError, atomic_write
 
 __all__ = [
     "FeatureCache", "ChunkedArray", "FeatureCacheError", "CacheMismatchError", "CACHE_FORMAT", "CACHE_FORMAT_VERSION",
-    "MANIFEST", "read_manifest", "write_manifest", "write_array", "chunk_file", "mismatches",
+    "MANIFEST", "read_manifest", "write_manifest", "write_array", "file_sha256", "chunk_file", "mismatches",
 ]
 
 CACHE_FORMAT = "structmat-features"
@@ -61,7 +61,7 @@ def write_array(path, array: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -123,6 +123,13 @@ class ChunkedArray:
 
     Supports ``len``, ``shape``, ``dtype``, integer and slice indexing (returns ndarrays), :meth:`take` for
     index arrays, and :meth:`chunks` to stream it. Only the rows touched are read from disk.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows = ChunkedArray([np.arange(6.0).reshape(3, 2), np.arange(6.0, 10.0).reshape(2, 2)])
+    >>> rows.shape, rows[2:4].tolist(), rows.take([4, 0]).tolist()
+    ((5, 2), [[4.0, 5.0], [6.0, 7.0]], [[8.0, 9.0], [0.0, 1.0]])
     """
 
     def __init__(self, parts: list[np.ndarray]) -> None:
@@ -260,7 +267,7 @@ class FeatureCache:
             path = self.directory / name
             if not path.exists():
                 raise FeatureCacheError(f"{self.directory}: {name} is missing")
-            if _file_sha256(path) != digest:
+            if file_sha256(path) != digest:
                 raise FeatureCacheError(f"{path} does not match its checksum in the manifest: the cache is corrupt")
 
     # ------------------------------------------------------------------ summaries

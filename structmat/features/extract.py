@@ -21,7 +21,7 @@ from structmat._validation import check_positive_int
 from structmat.features.backbones import Backbone
 from structmat.features.cache import (
     CACHE_FORMAT, CACHE_FORMAT_VERSION, MANIFEST, CacheMismatchError, FeatureCache, FeatureCacheError,
-    _file_sha256, chunk_file, mismatches, read_manifest, write_array, write_manifest,
+    file_sha256, chunk_file, mismatches, read_manifest, write_array, write_manifest,
 )
 
 __all__ = ["extract_features", "cache_key", "FEATURE_DTYPES"]
@@ -69,7 +69,7 @@ def _valid_prefix(directory: Path, manifest: dict) -> list[dict]:
     kept = []
     for index, chunk in enumerate(manifest["chunks"]):
         ok = all((directory / chunk_file(kind, index)).exists()
-                 and _file_sha256(directory / chunk_file(kind, index)) == digest
+                 and file_sha256(directory / chunk_file(kind, index)) == digest
                  for kind, digest in chunk["sha256"].items())
         if not ok:
             logger.warning("%s: chunk %d is missing or damaged; extracting again from there", directory, index)
