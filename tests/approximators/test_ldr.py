@@ -1,0 +1,67 @@
+"""fit_ldr: the Toeplitz-like start, learned operators that never make it worse, determinism, time bounds."""
+
+import time
+
+import numpy as np
+import pytest
+
+import structmat
+from structmat.approximators.ldr import fit_ldr
+from structmat.approximators.toeplitz_like import fit_toeplitz_like_rank
+from structmat.matrices.ldr import LDR
+from structmat.metrics import relative_error
+
+
+def start_error(W, rank):
+    fit = fit_toeplitz_like_rank(W, rank)
+    return min(e for e in (fit.closed_form_error, fit.refined_error) if e is not None)
+
+
+def test_learned_operators_improve_on_a_perturbed_ldr_matrix():
+    W = LDR.random((48, 48), rank=3, operator_noise=0.05, seed=1).to_dense()
+    budget = 2 * 3 * 48 + 6 * 48
+    M = fit_ldr(W, budget)
+    assert M.nparams <= budget and M.rank == 3
+    assert relative_error(W, M) < 0.9 * start_error(W, 3)
+    assert not np.allclose(M.A[1], 0.0)  # the diagonals moved away from the shift operators
+
+
+@pytest.mark.parametrize("shape, budget, probes", [((40, 64), 0.3, None), ((64, 40), 0.3, 4), ((50, 50), 0.9, None)])
+def test_never_worse_than_the_toeplitz_like_start(shape, budget, probes):
+    W = np.random.default_rng(2).standard_normal(shape)
+    M = fit_ldr(W, budget, probes=probes, max_iterations=30)
+    rank = M.rank
+    assert M.nparams <= int(budget * W.size)
+    assert relative_error(W, M) <= start_error(W, rank) + 1e-12
+
+
+def test_deterministic_given_a_seed():
+    W = LDR.random((30, 20), rank=2, operator_noise=0.05, seed=3).to_dense()
+    first = fit_ldr(W, 400, probes=4, max_iterations=20, seed=5)
+    second = fit_ldr(W, 400, probes=4, max_iterations=20, seed=5)
+    for name in "ABGH":
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+
+
+def test_exact_toeplitz_like_input_is_recovered_without_refinement():
+    from structmat.matrices.toeplitz_like import ToeplitzLike
+
+    W = ToeplitzLike.random((30, 45), rank=2, seed=4).to_dense()
+    M = fit_ldr(W, 2 * 2 * 45 + 6 * 45)
+    assert relative_error(W, M) < 1e-10
+
+
+def test_budget_error_names_the_smallest_ldr():
+    with pytest.raises(ValueError, match=r"smallest LDR matrix for shape \(20, 30\): 240 parameters"):
+        structmat.approximate(np.ones((20, 30)), "ldr", 239)
+
+
+@pytest.mark.slow
+def test_1024_fits_within_120_seconds_on_one_core():
+    from structmat.weights import load_weight
+
+    W = load_weight("powerlaw:1024x1024")
+    start = time.perf_counter()
+    M = fit_ldr(W, 0.25)
+    assert time.perf_counter() - start < 120
+    assert relative_error(W, M) <= start_error(W, M.rank) + 1e-12
