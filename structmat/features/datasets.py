@@ -41,7 +41,9 @@ def _digest(*parts) -> str:
     for part in parts:
         if isinstance(part, np.ndarray):
             h.update(json.dumps([str(part.dtype), list(part.shape)]).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
+            rows = max(1, (1 << 24) // max(1, part[:1].nbytes))  # about 16 MB at a time: memory maps stay cheap
+            for start in range(0, max(len(part), 1), rows):
+                h.update(np.ascontiguousarray(part[start:start + rows]).data)
         else:
             h.update(json.dumps(part, sort_keys=True).encode())
     return h.hexdigest()
@@ -118,7 +120,8 @@ class ArrayDataset(Dataset):
 
 
 def read_idx(path) -> np.ndarray:
-    """Read an IDX file (the MNIST / Fashion-MNIST format), gzip-compressed or not.
+    """Read an IDX file (the MNIST / Fashion-MNIST format), gzip-compressed or not; an uncompressed file of
+    bytes (the usual image files) is returned as a read-only memory map.
 
     The header is two zero bytes, a type code (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float,
     0x0E double), the number of dimensions, then each dimension as a big-endian int32; the data follow
@@ -127,6 +130,19 @@ def read_idx(path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_TYPES:  # uncompressed: memory-map it
+            dims = f.read(4 * head[3])
+            if len(dims) == 4 * head[3]:
+                shape = tuple(int(d) for d in np.frombuffer(dims, ">i4"))
+                dtype = np.dtype(_IDX_TYPES[head[2]])
+                expected = 4 + len(dims) + int(np.prod(shape)) * dtype.itemsize
+                if path.stat().st_size != expected:
+                    raise ValueError(f"{path}: IDX shape {shape} of {dtype} needs {expected} bytes; the file has "
+                                     f"{path.stat().st_size}")
+                if dtype.itemsize == 1 and 0 not in shape:
+                    return np.memmap(path, dtype=dtype, mode="r", offset=4 + len(dims), shape=shape)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
