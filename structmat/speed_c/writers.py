@@ -91,6 +91,11 @@ def _monarch_layout(M):
     return [K, J, Jt // J, I, Lr], [_f32(M.R), _f32(M.L)]
 
 
+def _toeplitz_like_layout(M):
+    """``[N, r]``; ``Gᵀ`` (r, N) then ``(J H)ᵀ`` (r, N), row-major: one generator per row, ``h_j`` reversed."""
+    return [M.size, M.rank], [_f32(M.G.T), _f32(M.H[::-1].T)]
+
+
 #: family name -> writer. Ids are written into layer files: never reuse or renumber one.
 WRITERS: dict[str, CWriter] = {
     "dense": CWriter(1, _dense_layout),
@@ -99,6 +104,7 @@ WRITERS: dict[str, CWriter] = {
     "sparse_product": CWriter(7, _sparse_product_layout),
     "sparse": CWriter(8, _sparse_layout),
     "monarch": CWriter(9, _monarch_layout),
+    "toeplitz_like": CWriter(10, _toeplitz_like_layout),
     "hodlr": CWriter(4, _hmatrix_layout),
     "hedlr": CWriter(5, _hmatrix_layout),
     "hmatrix": CWriter(6, _hmatrix_layout),
