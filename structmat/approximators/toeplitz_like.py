@@ -26,7 +26,9 @@ so every PCG step lowers the error too. Fitting the padded square and cropping i
 when square. The refinement starts from the top-r singular vectors of that part, so an exactly Toeplitz-like block
 is recovered by one least-squares half-step.
 
-The fit returns whichever of the closed form and the refinement has the smaller error, and logs both.
+The refinement's first candidate is the best multiple of the closed form (``α = <W, M>/‖M‖²``, error at most
+``‖W‖``). The fit returns whichever of the closed form and the refinement has the smaller error, and logs both.
+A first half-step whose estimated duration exceeds ``max_seconds`` is not started (large ``N`` and ``r``).
 
 References
 ----------
@@ -59,6 +61,8 @@ logger = logging.getLogger(__name__)
 _RIDGE = 1e-13
 #: The displacement's SVD is LAPACK's (deterministic) up to this side, randomized (seeded) beyond.
 _EXACT_SVD_MAX = 2048
+#: Effective flops per second assumed by the estimate of a first half-step's duration (see ``half_step_estimate``).
+_FLOPS_PER_SECOND = 4e9
 #: A relative error below this is exact to rounding: nothing is refined further.
 _EXACT = 1e-11
 #: Rectangular half-steps with at most this many unknowns (N·r) are solved exactly through the dense normal
@@ -177,10 +181,16 @@ def _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, 
     closed_error = problem.error(G, V)
     best, refined_error, sweeps = (G, V), None, 0
     if refine and max_iterations > 0 and closed_error > _EXACT * problem.norm:
-        G2, V2, refined_error, sweeps = problem.refine(known, rank, max_iterations, max_seconds, tol, cg_iterations,
-                                                       start, progress)
-        if refined_error < closed_error:
-            best = (G2, V2)
+        # the cheapest refinement first: the best multiple of the closed form (its error is at most ‖W‖)
+        model = problem.model(G, V)
+        alpha = float(np.vdot(W, model)) / max(float(np.vdot(model, model)), 1e-300)
+        best, refined_error = (alpha * G, V), float(np.linalg.norm(W - alpha * model))
+        G2, V2, als_error, sweeps = problem.refine(known, rank, max_iterations, max_seconds, tol, cg_iterations,
+                                                   start, progress)
+        if als_error < refined_error:
+            best, refined_error = (G2, V2), als_error
+        if refined_error >= closed_error:
+            best = (G, V)
     G, V = _balance(*best)
     seconds = time.perf_counter() - start
     scale = max(problem.norm, np.finfo(float).tiny)
@@ -387,9 +397,20 @@ class _Problem:
             rz = rz_new
         return x
 
+    def half_step_estimate(self, rank: int) -> float:
+        """A rough duration of one half-step in seconds: the Gram (``r² N log N``), its factorisation (``r³ N``)
+        and the products (``N² r``) at ``_FLOPS_PER_SECOND``. Only used to skip a first half-step that could not
+        finish within ``max_seconds``."""
+        N = self.N
+        flops = 8.0 * rank**2 * N * np.log2(max(N, 2)) + 2.0 * rank**3 * N + 8.0 * N**2 * rank
+        if not self.square and N * rank <= DENSE_LIMIT:
+            flops += (N * rank) ** 3 / 3.0
+        return flops / _FLOPS_PER_SECOND
+
     def refine(self, known, rank, max_iterations, max_seconds, tol, cg_iterations, start, progress):
         """ALS from the start ``known``; stops on ``tol``, exactness, ``max_iterations`` sweeps or ``max_seconds``
-        (checked before each half-step: one is not started when the previous one's duration would overrun)."""
+        (checked before each half-step: one is not started when the previous one's duration, or for the first one
+        an estimate, would overrun)."""
         side, value = known
         N = self.N
         if side == "V":
@@ -403,7 +424,8 @@ class _Problem:
             while sweeps < max_iterations and not stop:
                 for which in order:
                     elapsed = time.perf_counter() - start
-                    if max_seconds is not None and np.isfinite(error) and elapsed + last_duration > max_seconds:
+                    expected = last_duration if np.isfinite(error) else self.half_step_estimate(rank)
+                    if max_seconds is not None and elapsed + expected > max_seconds:
                         logger.info("fit_toeplitz_like: stopped after %d sweeps at max_seconds=%s", sweeps,
                                     max_seconds)
                         stop = True
