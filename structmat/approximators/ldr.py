@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: The exact objective is used when forming M from its Krylov blocks costs at most this many flops (2 r N³).
 _EXACT_OBJECTIVE_FLOPS = 2e9
+#: Numbers in one Krylov block of a probe product (N² per probe column): bounds its memory (~5 such blocks live).
+_KRYLOV_ELEMENTS = 1 << 24
 #: Probe vectors per step of the estimated objective, and the fixed validation probes it is checked on.
 _PROBES = 8
 _VALIDATION_PROBES = 32
@@ -162,6 +164,14 @@ def _refine(W, start: LDR, *, max_iterations, deadline, learning_rate, probes, p
     W_t = torch.from_numpy(W)
     exact = probes is None and 2.0 * r * N**3 <= _EXACT_OBJECTIVE_FLOPS
     probes = _PROBES if probes is None else check_positive_int(probes, "probes")
+    columns = max(1, _KRYLOV_ELEMENTS // N**2)  # probe columns per product: its Krylov blocks hold N² of each
+    if deadline is not None and time.perf_counter() >= deadline:
+        logger.info("fit_ldr: no time left for the refinement (N=%d, rank=%d)", N, r)
+        return None
+    if not exact and probes > columns:
+        logger.info("fit_ldr: %d probes per step instead of %d (N=%d: Krylov blocks of N² per probe)", columns,
+                    probes, N)
+        probes = columns
 
     def model(X=None):
         A, B, G, H = (params[k] for k in "ABGH")
@@ -174,7 +184,9 @@ def _refine(W, start: LDR, *, max_iterations, deadline, learning_rate, probes, p
         if X is None:
             return (W_t - model()).square().sum() / W_t.square().sum().clamp_min(1e-300)
         target = W_t @ X
-        return (target - model(X)).square().sum() / target.square().sum().clamp_min(1e-300)
+        residual = sum((target[:, s:s + columns] - model(X[:, s:s + columns])).square().sum()
+                       for s in range(0, X.shape[1], columns))
+        return residual / target.square().sum().clamp_min(1e-300)
 
     validation = None if exact else torch.randn(n, _VALIDATION_PROBES, generator=generator, dtype=torch.float64)
     check = (lambda: objective()) if exact else (lambda: objective(validation))  # noqa: E731

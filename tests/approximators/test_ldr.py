@@ -20,7 +20,7 @@ def start_error(W, rank):
 def test_learned_operators_improve_on_a_perturbed_ldr_matrix():
     W = LDR.random((48, 48), rank=3, operator_noise=0.05, seed=1).to_dense()
     budget = 2 * 3 * 48 + 6 * 48
-    M = fit_ldr(W, budget)
+    M = fit_ldr(W, budget, max_seconds=None)  # no wall-clock limit: the same steps on a slow or busy machine
     assert M.nparams <= budget and M.rank == 3
     assert relative_error(W, M) < 0.9 * start_error(W, 3)
     assert not np.allclose(M.A[1], 0.0)  # the diagonals moved away from the shift operators
