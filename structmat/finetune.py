@@ -330,13 +330,17 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
     # Linear warm-up of the learning rate: Adam's first steps, before its moment estimates settle, otherwise knock
     # a fitted head far from its starting point (Goyal et al., "Accurate, Large Minibatch SGD", 2017, sec. 2.2).
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    warmup_steps, step, smoothed = int(config.warmup_epochs * steps_per_epoch), 0, None
+    warmup_steps, step, smoothed, last_step = int(config.warmup_epochs * steps_per_epoch), 0, None, 0.0
     bar = tqdm(range(1, config.epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         head.train()
         order = rng.permutation(train)
         total, seen = 0.0, 0
         for b in range(0, len(order), config.batch_size):
+            step_start = time.perf_counter()
+            if config.max_seconds is not None and step_start + last_step - start_time > config.max_seconds:
+                out_of_time = True  # the next step would end past the time limit
+                break
             rows = order[b:b + config.batch_size]
             if step < warmup_steps:
                 for group in optimizer.param_groups:
@@ -363,12 +367,14 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
                 step, smoothed = 0, None
                 logger.debug("loss spike (%.3g vs best %.3g): learning rate backed off to %.3g", value,
                              history[best_epoch].val_loss, base_lr)
+            last_step = time.perf_counter() - step_start
             if config.max_seconds is not None and time.perf_counter() - start_time > config.max_seconds:
                 out_of_time = True
                 break
-        if stop_reason == "diverged":
+        if stop_reason == "diverged" or seen == 0:
+            stop_reason = "time" if seen == 0 else stop_reason
             break
-        history.append(record(epoch, total / max(seen, 1)))
+        history.append(record(epoch, total / seen))
         current = history[-1]
         bar.set_postfix(val_loss=f"{current.val_loss:.4f}")
         if not math.isfinite(current.val_loss):

@@ -49,7 +49,7 @@ class HeadResult:
     """One head of a study. ``before``/``after`` are measured on the held-out test rows."""
 
     family: str
-    status: str                      # "ok", "fit failed", "fit timed out" or "failed"
+    status: str                      # "ok", "fit failed", "fit timed out", "too slow" or "failed"
     message: str = ""
     nparams: int | None = None
     share: float | None = None
@@ -230,11 +230,25 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         common = dict(nparams=nparams, share=nparams / weight.size, fit_error=head.fit_error if init == "fit" else None,
                       fit_seconds=fit_seconds)
         try:
-            before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
             seconds = config.max_seconds
             if time_budget is not None:
                 share = max(_remaining(start, time_budget) / left, 1.0)
+                # Two evaluations and at least one validation pass must fit in the family's share: time a small
+                # batch first, so that a layer whose forward pass is very slow is reported instead of overrunning.
+                probe = test[:min(len(test), 32)]
+                t_probe = time.perf_counter()
+                evaluate(head, features, labels=labels, teacher_logits=teacher, indices=probe)
+                per_row = (time.perf_counter() - t_probe) / len(probe)
+                needed = per_row * (2 * len(test) + config.validation_share * len(train_pool))
+                if needed > share:
+                    message = (f"forward pass too slow for its time share: {1000 * per_row:.2f} s per 1000 rows, "
+                               f"~{needed:.0f} s to evaluate against {share:.0f} s left for this family")
+                    logger.warning("%s: %s", family, message)
+                    heads.append(HeadResult(family, "too slow", message, **common))
+                    continue
+                share -= needed
                 seconds = share if seconds is None else min(seconds, share)
+            before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
             result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,
                               indices=train_pool, config=dataclasses.replace(config, max_seconds=seconds),
                               progress=progress)

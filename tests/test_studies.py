@@ -66,3 +66,21 @@ def test_efficientnet_lite0_heads_agree_more_after_distillation(tmp_path):
     for head in study.heads:
         assert head.status == "ok", (head.family, head.message)
         assert head.after.agreement >= head.before.agreement + 0.1, (head.family, head.before, head.after)
+
+
+def test_a_layer_too_slow_for_its_time_share_is_reported(cache, monkeypatch):
+    import time
+
+    import structmat.studies as studies
+
+    real = studies.evaluate
+
+    def slow_probe(head, features, **kwargs):
+        if len(kwargs["indices"]) <= 32:
+            time.sleep(0.5)  # pretend the forward pass costs ~15 ms per row
+        return real(head, features, **kwargs)
+
+    monkeypatch.setattr(studies, "evaluate", slow_probe)
+    study = compare_heads(cache, ["lowrank"], 0.5, config=CONFIG, time_budget=0.5)
+    assert study.heads[0].status == "too slow" and "s per 1000 rows" in study.heads[0].message
+    assert study.heads[0].fit_error is not None and study.seconds < 10
