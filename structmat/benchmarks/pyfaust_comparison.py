@@ -20,9 +20,12 @@ from structmat._validation import check_weight, resolve_budget
 from structmat.benchmarks.results import read_rows, write_rows
 from structmat.benchmarks.timing import single_thread
 
-__all__ = ["run_pyfaust_comparison", "summarize_pyfaust_comparison", "PYFAUST_COLUMNS"]
+__all__ = ["run_pyfaust_comparison", "summarize_pyfaust_comparison", "PYFAUST_COLUMNS", "DEFAULT_VARIANTS"]
 
 logger = logging.getLogger(__name__)
+
+#: structmat's rows: the default fit, and a slower budget ramp with a tighter stopping rule (still seconds).
+DEFAULT_VARIANTS = {"structmat": {}, "structmat-thorough": {"ramp_rate": 0.004, "tol": 1e-4, "max_iter": 400}}
 
 PYFAUST_COLUMNS = [
     "matrix", "m", "n", "budget", "budget_params", "method", "split", "iterations", "nparams", "relative_error",
@@ -61,7 +64,7 @@ def run_pyfaust_comparison(matrices: Mapping[str, np.ndarray], budgets: Sequence
     faust_iterations : int or mapping of matrix name to int
         pyfaust's iterations per PALM4MSA run (its default is 500).
     structmat_variants : mapping of method label to ``fit_sparse_product`` options, optional
-        Default: ``{"structmat": {}}`` (the default fit).
+        Default :data:`DEFAULT_VARIANTS`: the default fit, and a slower continuation (``"structmat-thorough"``).
     csv_path : path, optional
         Rewritten after every cell; with ``resume``, finished cells are skipped.
 
@@ -72,7 +75,7 @@ def run_pyfaust_comparison(matrices: Mapping[str, np.ndarray], budgets: Sequence
     """
     from structmat.approximators.sparse_product import fit_sparse_product
 
-    variants = dict(structmat_variants or {"structmat": {}})
+    variants = dict(structmat_variants or DEFAULT_VARIANTS)
     rows = read_rows(csv_path) if (csv_path is not None and resume) else []
     done = {(r["matrix"], r["budget"], r["method"], r["split"]) for r in rows}
     cells = []
