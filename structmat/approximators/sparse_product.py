@@ -112,7 +112,9 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
         factors.reverse()
     state = _PalmState(W_fit, factors, scale * math.sqrt(d))
     state.full = pruned / (scale * math.sqrt(d))
-    k_mix, step = d, max(1, math.ceil(ramp_rate * limit))
+    # the step is a share of the budget, capped at its value for a quarter of the weights: larger steps made the
+    # error climb too far before the mixing factor paid off (the classifier at share 0.5)
+    k_mix, step = d, max(1, math.ceil(ramp_rate * min(limit, W.size // 4)))
     k_cap = min(d * d, limit - 1)
     best = (state.error(), list(state.factors), state.lam, k_mix)
     errors = [best[0]]
@@ -205,8 +207,8 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         Stopping rule: after the split is chosen, stop once a sweep lowers the relative error by less than
         ``tol`` times its value (``"palm4msa"``/``"hierarchical"``: the PALM4MSA rule, see :func:`palm4msa`).
     ramp_rate : float
-        Share of the budget moved to the mixing factor per sweep of the continuation: smaller is slower and
-        usually a little better.
+        Share of the budget (of ``m·n/4`` for larger budgets) moved to the mixing factor per sweep of the
+        continuation: smaller is slower and usually a little better.
     progress : bool
         Show a progress bar over the sweeps.
 
