@@ -1,11 +1,10 @@
 """Hierarchical-matrix layers: trainable leaf factors, a forward pass that never forms the dense weight.
 
-Leaves of the same shape and kind are grouped, and each group runs as two batched products (``torch.bmm``) between
-a gather of the input columns and a scatter-add into the output (``index_add_``). Low-rank leaves of one shape with
-different ranks share a group padded to its largest rank when the padding adds at most ``PAD_SLACK`` of the
-group's numbers; a fixed 0/1 mask zeroes the padded columns of ``V``, so they never reach the output and get no
-gradient. ``nparams`` counts only the real numbers, exactly as the matrix does. Parameters are float32 by default;
-``to_matrix`` returns a float64 copy.
+Low-rank leaves run in two stages batched over column and row clusters, dense leaves in batches of equal shape
+(:mod:`structmat.layers._hmatrix_plan`): each stage is a gather of input columns, one ``torch.bmm`` per group of
+equal-sized clusters, and an add (or a scatter-add) into the output. ``nparams`` counts only the real numbers,
+exactly as the matrix does; padding slots of a batch are dead parameters that never reach the output and get no
+gradient. Parameters are float32 by default; ``to_matrix`` returns a float64 copy.
 """
 
 from __future__ import annotations
@@ -17,16 +16,13 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
+from structmat.layers._hmatrix_plan import make_plan
 from structmat.layers.base import StructuredLinear
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix_partition import eta_blocks, hedlr_blocks, hodlr_blocks, max_depth
 from structmat.matrices.permutation import inverse_permutation
 
-__all__ = ["HMatrixLinear", "HODLRLinear", "HEDLRLinear", "PAD_SLACK"]
-
-#: A low-rank group is padded to its largest rank only while padding adds at most this share of its numbers.
-PAD_SLACK = 0.25
-
+__all__ = ["HMatrixLinear", "HODLRLinear", "HEDLRLinear"]
 
 def _fresh_table(blocks: np.ndarray, rank: int) -> np.ndarray:
     """Leaf table for a new layer: admissible leaves at ``rank`` (if cheaper than dense), the others dense."""
@@ -37,31 +33,6 @@ def _fresh_table(blocks: np.ndarray, rank: int) -> np.ndarray:
         r = min(rank, mb, nb)
         table[i, 4] = r if (admissible and r * (mb + nb) < mb * nb) else -1
     return table
-
-
-def _groups(table: np.ndarray) -> list[tuple[str, list[int], int]]:
-    """``(kind, leaf indices, padded rank)`` per group: dense leaves by shape; low-rank leaves by shape, split by
-    rank where padding to the group's largest rank would add more than ``PAD_SLACK``. Rank-0 leaves are dropped."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, (r0, r1, c0, c1, r) in enumerate(table[:, :5].tolist()):
-        if r != 0:
-            by_shape.setdefault(("dense" if r < 0 else "lowrank", r1 - r0, c1 - c0), []).append(i)
-    groups = []
-    for (kind, _, _), members in by_shape.items():
-        if kind == "dense":
-            groups.append((kind, members, -1))
-            continue
-        members = sorted(members, key=lambda i: -table[i, 4])
-        current = [members[0]]
-        for i in members[1:]:
-            top = table[current[0], 4]
-            if top * (len(current) + 1) <= (1 + PAD_SLACK) * (table[current, 4].sum() + table[i, 4]):
-                current.append(i)
-            else:
-                groups.append((kind, current, int(top)))
-                current = [i]
-        groups.append((kind, current, int(table[current[0], 4])))
-    return groups
 
 
 class HMatrixLinear(StructuredLinear):
@@ -100,39 +71,34 @@ class HMatrixLinear(StructuredLinear):
 
     # ---------------------------------------------------------------- structure
     def _setup(self, table, partition, row_order, col_order, device, dtype) -> None:
-        """Register the structure (buffers) and the grouped, uninitialised factors (parameters)."""
+        """Register the structure (buffers) and the batched, uninitialised factors (parameters)."""
         table = np.asarray(table, dtype=np.int64)[:, :5]
         self.partition = dict(partition)
-        self.register_buffer("leaves", torch.from_numpy(table.copy()).to(device))
+        self._plan = plan = make_plan(table, self.out_features)
         long = dict(device=device, dtype=torch.long)
+        self.register_buffer("leaves", torch.tensor(table, **long))
         self.register_buffer("col_order", None if col_order is None else torch.tensor(np.array(col_order), **long))
         self.register_buffer("inverse_row_order",
                              None if row_order is None else torch.tensor(inverse_permutation(row_order), **long))
-        self._group_specs = []
-        for g, (kind, members, rank) in enumerate(_groups(table)):
-            r0, r1, c0, c1 = table[members[0], :4]
-            mb, nb = int(r1 - r0), int(c1 - c0)
-            rows = np.concatenate([np.arange(table[i, 0], table[i, 1]) for i in members])
-            cols = np.stack([np.arange(table[i, 2], table[i, 3]) for i in members])
-            self.register_buffer(f"group{g}_rows", torch.as_tensor(rows, **long))
-            self.register_buffer(f"group{g}_cols", torch.as_tensor(cols, **long))
-            count = len(members)
-            if kind == "dense":
-                self.register_parameter(f"group{g}_D", nn.Parameter(torch.empty(count, mb, nb, device=device,
-                                                                                dtype=dtype)))
-                self.register_buffer(f"group{g}_mask", None)
-            else:
-                self.register_parameter(f"group{g}_U", nn.Parameter(torch.empty(count, mb, rank, device=device,
-                                                                                dtype=dtype)))
-                self.register_parameter(f"group{g}_V", nn.Parameter(torch.empty(count, nb, rank, device=device,
-                                                                                dtype=dtype)))
-                ranks = table[members, 4]
-                mask = None
-                if (ranks < rank).any():
-                    mask = torch.from_numpy((np.arange(rank)[None, :] < ranks[:, None]).astype(np.float32))
-                    mask = mask.to(device=device, dtype=dtype or torch.get_default_dtype())[:, None, :]
-                self.register_buffer(f"group{g}_mask", mask)
-            self._group_specs.append((kind, list(members), rank))
+
+        def parameter(*shape):
+            return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype))
+
+        def index(values):
+            return None if values is None else torch.tensor(values, **long)
+
+        for g, group in enumerate(plan.dense):
+            mb, nb = group.size
+            self.register_parameter(f"dense{g}", parameter(len(group.members), mb, nb))
+            self.register_buffer(f"dense{g}_cols", index(group.in_index))
+            self.register_buffer(f"dense{g}_rows", index(group.out_rows))
+        for g, group in enumerate(plan.columns):
+            self.register_parameter(f"V{g}", parameter(len(group.members), group.size, group.width))
+            self.register_buffer(f"V{g}_cols", index(group.in_index))
+        for g, group in enumerate(plan.rows):
+            self.register_parameter(f"U{g}", parameter(len(group.members), group.size, group.width))
+            self.register_buffer(f"U{g}_gather", index(group.in_index))
+            self.register_buffer(f"U{g}_rows", index(group.out_rows))
 
     @property
     def nparams(self) -> int:
@@ -141,23 +107,28 @@ class HMatrixLinear(StructuredLinear):
         mb, nb, r = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2], t[:, 4]
         return int(np.where(r < 0, mb * nb, np.maximum(r, 0) * (mb + nb)).sum())
 
+    def _slot_scales(self, slots: dict, groups: list, power: float) -> list[np.ndarray]:
+        """Per group, a (members, 1, width) array with ``r_b ** power`` on each leaf's slots and 0 on padding."""
+        out = [np.zeros((len(g.members), 1, g.width)) for g in groups]
+        ranks = self.leaves[:, 4].cpu().numpy()
+        for b, (g, i, slot) in slots.items():
+            out[g][i, 0, slot:slot + ranks[b]] = float(ranks[b]) ** power
+        return out
+
     def reset_parameters(self) -> None:
         """Entries of the weight get ``nn.Linear``'s variance ``1/(3 in_features)``: dense leaves uniform on
-        ``±1/√in``; low-rank leaves ``V`` with variance ``1/in`` and ``U`` with ``1/(3 r_b)``."""
+        ``±1/√in``; low-rank leaves ``V_b`` with variance ``1/in`` and ``U_b`` with ``1/(3 r_b)``; padding zero."""
         bound = 1.0 / math.sqrt(self.in_features)
         with torch.no_grad():
-            for g, (kind, members, rank) in enumerate(self._group_specs):
-                if kind == "dense":
-                    nn.init.uniform_(getattr(self, f"group{g}_D"), -bound, bound)
-                    continue
-                nn.init.uniform_(getattr(self, f"group{g}_V"), -math.sqrt(3.0) * bound, math.sqrt(3.0) * bound)
-                U = getattr(self, f"group{g}_U")
-                ranks = torch.as_tensor(self.leaves[members, 4].cpu().numpy(), dtype=U.dtype, device=U.device)
-                U.uniform_(-1.0, 1.0).mul_(ranks.clamp(min=1).rsqrt()[:, None, None])
-                mask = getattr(self, f"group{g}_mask")
-                if mask is not None:
-                    U.mul_(mask)
-                    getattr(self, f"group{g}_V").mul_(mask)
+            for g in range(len(self._plan.dense)):
+                nn.init.uniform_(getattr(self, f"dense{g}"), -bound, bound)
+            for g, scale in enumerate(self._slot_scales(self._plan.v_slot, self._plan.columns, 0.0)):
+                V = getattr(self, f"V{g}")
+                V.uniform_(-math.sqrt(3.0) * bound, math.sqrt(3.0) * bound).mul_(torch.as_tensor(scale, dtype=V.dtype,
+                                                                                                  device=V.device))
+            for g, scale in enumerate(self._slot_scales(self._plan.u_slot, self._plan.rows, -0.5)):
+                U = getattr(self, f"U{g}")
+                U.uniform_(-1.0, 1.0).mul_(torch.as_tensor(scale, dtype=U.dtype, device=U.device))
         self.reset_bias()
 
     # ---------------------------------------------------------------- products
@@ -165,18 +136,37 @@ class HMatrixLinear(StructuredLinear):
         if self.col_order is not None:
             x = x.index_select(1, self.col_order)
         batch = x.shape[0]
-        y = x.new_zeros(batch, self.out_features)
-        for g, (kind, members, _) in enumerate(self._group_specs):
-            cols = getattr(self, f"group{g}_cols")  # (G, n_b)
-            xs = x[:, cols].permute(1, 0, 2)  # (G, batch, n_b)
-            if kind == "dense":
-                out = torch.bmm(xs, getattr(self, f"group{g}_D").transpose(1, 2))
+        tiled, scattered = [], []  # outputs covering [0, m) in order, and (rows, outputs) to scatter-add once
+
+        def collect(out, rows):  # out (G, batch, m_b)
+            flat = out.transpose(0, 1).reshape(batch, -1)
+            if rows is None:
+                tiled.append(flat)
             else:
-                V, mask = getattr(self, f"group{g}_V"), getattr(self, f"group{g}_mask")
-                if mask is not None:
-                    V = V * mask
-                out = torch.bmm(torch.bmm(xs, V), getattr(self, f"group{g}_U").transpose(1, 2))
-            y = y.index_add(1, getattr(self, f"group{g}_rows"), out.permute(1, 0, 2).reshape(batch, -1))
+                scattered.append((rows, flat))
+
+        def gathered(source, positions, members, width):  # (G, batch, width) view of source's columns
+            return source.index_select(1, positions).view(batch, members, width).transpose(0, 1)
+
+        for g, group in enumerate(self._plan.dense):
+            xs = gathered(x, getattr(self, f"dense{g}_cols"), len(group.members), group.size[1])
+            collect(torch.bmm(xs, getattr(self, f"dense{g}").transpose(1, 2)), getattr(self, f"dense{g}_rows"))
+        if self._plan.columns:
+            parts = []
+            for g, group in enumerate(self._plan.columns):
+                xs = gathered(x, getattr(self, f"V{g}_cols"), len(group.members), group.size)
+                parts.append(torch.bmm(xs, getattr(self, f"V{g}")).transpose(0, 1).reshape(batch, -1))
+            t = torch.cat(parts + [x.new_zeros(batch, 1)], dim=1)
+            for g, group in enumerate(self._plan.rows):
+                ts = gathered(t, getattr(self, f"U{g}_gather"), len(group.members), group.width)
+                collect(torch.bmm(ts, getattr(self, f"U{g}").transpose(1, 2)), getattr(self, f"U{g}_rows"))
+        y = tiled[0] if tiled else x.new_zeros(batch, self.out_features) + 0.0 * x.sum()
+        for flat in tiled[1:]:
+            y = y + flat
+        if scattered:
+            rows = torch.cat([r for r, _ in scattered]) if len(scattered) > 1 else scattered[0][0]
+            values = torch.cat([v for _, v in scattered], dim=1) if len(scattered) > 1 else scattered[0][1]
+            y = y.index_add(1, rows, values)
         if self.inverse_row_order is not None:
             y = y.index_select(1, self.inverse_row_order)
         return y
@@ -184,22 +174,25 @@ class HMatrixLinear(StructuredLinear):
     # ---------------------------------------------------------------- matrices
     def to_matrix(self) -> HMatrix:
         table = self.leaves.cpu().numpy()
-        payload: list = [None] * len(table)
-        for g, (kind, members, _) in enumerate(self._group_specs):
-            if kind == "dense":
-                D = getattr(self, f"group{g}_D").detach().cpu().double().numpy()
-                for j, i in enumerate(members):
-                    payload[i] = D[j]
-            else:
-                U = getattr(self, f"group{g}_U").detach().cpu().double().numpy()
-                V = getattr(self, f"group{g}_V").detach().cpu().double().numpy()
-                for j, i in enumerate(members):
-                    payload[i] = (U[j, :, : table[i, 4]], V[j, :, : table[i, 4]])
+        plan = self._plan
+
+        def numpy(name):
+            return getattr(self, name).detach().cpu().double().numpy()
+
+        dense = [numpy(f"dense{g}") for g in range(len(plan.dense))]
+        V = [numpy(f"V{g}") for g in range(len(plan.columns))]
+        U = [numpy(f"U{g}") for g in range(len(plan.rows))]
         blocks = []
-        for i, (r0, r1, c0, c1, r) in enumerate(table.tolist()):
-            if payload[i] is None:  # a rank-0 leaf
-                payload[i] = (np.zeros((r1 - r0, 0)), np.zeros((c1 - c0, 0)))
-            blocks.append(((r0, r1, c0, c1), payload[i]))
+        for b, (r0, r1, c0, c1, r) in enumerate(table.tolist()):
+            if r < 0:
+                g, i = plan.d_slot[b]
+                payload = dense[g][i]
+            elif r == 0:
+                payload = (np.zeros((r1 - r0, 0)), np.zeros((c1 - c0, 0)))
+            else:
+                (gv, iv, sv), (gu, iu, su) = plan.v_slot[b], plan.u_slot[b]
+                payload = (U[gu][iu, :, su:su + r], V[gv][iv, :, sv:sv + r])
+            blocks.append(((r0, r1, c0, c1), payload))
         col_order = None if self.col_order is None else self.col_order.cpu().numpy()
         row_order = None if self.inverse_row_order is None else inverse_permutation(self.inverse_row_order.cpu().numpy())
         return self._matrix_class.from_blocks((self.out_features, self.in_features), blocks, row_order=row_order,
@@ -210,26 +203,29 @@ class HMatrixLinear(StructuredLinear):
         layer = cls.__new__(cls)
         StructuredLinear.__init__(layer, M.shape[1], M.shape[0], bias, device=device, dtype=dtype)
         layer._setup(M.leaves, M.partition, M.row_order, M.col_order, device, dtype)
-        payload = list(M.blocks())
+        plan = layer._plan
+        dense = [np.zeros(tuple(getattr(layer, f"dense{g}").shape)) for g in range(len(plan.dense))]
+        V = [np.zeros(tuple(getattr(layer, f"V{g}").shape)) for g in range(len(plan.columns))]
+        U = [np.zeros(tuple(getattr(layer, f"U{g}").shape)) for g in range(len(plan.rows))]
+        for b, (_, payload) in enumerate(M.blocks()):
+            if not isinstance(payload, tuple):
+                g, i = plan.d_slot[b]
+                dense[g][i] = payload
+            elif payload[0].shape[1] > 0:
+                r = payload[0].shape[1]
+                (gv, iv, sv), (gu, iu, su) = plan.v_slot[b], plan.u_slot[b]
+                V[gv][iv, :, sv:sv + r] = payload[1]
+                U[gu][iu, :, su:su + r] = payload[0]
         with torch.no_grad():
-            for g, (kind, members, rank) in enumerate(layer._group_specs):
-                if kind == "dense":
-                    D = np.stack([payload[i][1] for i in members])
-                    getattr(layer, f"group{g}_D").copy_(torch.from_numpy(D))
-                    continue
-                U = np.zeros((len(members), payload[members[0]][1][0].shape[0], rank))
-                V = np.zeros((len(members), payload[members[0]][1][1].shape[0], rank))
-                for j, i in enumerate(members):
-                    Ub, Vb = payload[i][1]
-                    U[j, :, : Ub.shape[1]] = Ub
-                    V[j, :, : Vb.shape[1]] = Vb
-                getattr(layer, f"group{g}_U").copy_(torch.from_numpy(U))
-                getattr(layer, f"group{g}_V").copy_(torch.from_numpy(V))
+            for name, arrays in (("dense", dense), ("V", V), ("U", U)):
+                for g, array in enumerate(arrays):
+                    getattr(layer, f"{name}{g}").copy_(torch.from_numpy(array))
         return layer
 
     def _structure_repr(self) -> str:
         ranks = self.leaves[:, 4]
-        text = f"leaves={len(ranks)} ({int((ranks < 0).sum())} dense), groups={len(self._group_specs)}"
+        batches = len(self._plan.dense) + len(self._plan.columns) + len(self._plan.rows)
+        text = f"leaves={len(ranks)} ({int((ranks < 0).sum())} dense), batched products={batches}"
         details = ", ".join(f"{k}={v}" for k, v in self.partition.items() if k != "kind")
         return text + (f", {details}" if details else "")
 

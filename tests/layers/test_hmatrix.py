@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import structmat
+import structmat.matrices.hmatrix
 from structmat.layers import layer_from_matrix, replace_linear, replacement_report
 from structmat.layers.hmatrix import HEDLRLinear, HMatrixLinear, HODLRLinear
 from structmat.matrices.hmatrix import HMatrix, HODLRMatrix
@@ -29,8 +30,9 @@ def test_grouped_and_padded_layer_matches_the_matrix():
     M = varied_ranks_matrix()
     layer = layer_from_matrix(M, np.arange(32.0), dtype=torch.float64)
     assert layer.nparams == M.nparams
-    assert len(layer._group_specs) < M.num_leaves - 1  # leaves of one shape share batched products
-    assert sum(p.numel() for n, p in layer.named_parameters() if n != "bias") > M.nparams  # padding exists
+    plan = layer._plan
+    assert len(plan.dense) + len(plan.columns) + len(plan.rows) < M.num_leaves - 1  # clusters share products
+    assert sum(p.numel() for n, p in layer.named_parameters() if n != "bias") >= M.nparams
     x = torch.randn(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = x.numpy() @ M.to_dense().T + np.arange(32.0)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-12)
@@ -40,22 +42,40 @@ def test_grouped_and_padded_layer_matches_the_matrix():
     np.testing.assert_array_equal(back.row_order, M.row_order)
 
 
+def padding_masks(layer):
+    """Per stage-1/stage-2 parameter, a 0/1 mask of the slots that belong to a leaf."""
+    ranks = layer.leaves[:, 4].numpy()
+    masks = {}
+    for prefix, groups, slots in (("V", layer._plan.columns, layer._plan.v_slot), ("U", layer._plan.rows,
+                                                                                  layer._plan.u_slot)):
+        arrays = [np.zeros((len(g.members), 1, g.width)) for g in groups]
+        for b, (g, i, slot) in slots.items():
+            arrays[g][i, 0, slot:slot + ranks[b]] = 1
+        masks.update({f"{prefix}{g}": torch.from_numpy(a) for g, a in enumerate(arrays)})
+    return masks
+
+
 def test_padding_gets_no_gradient_and_stays_out_of_the_output():
     layer = layer_from_matrix(varied_ranks_matrix(1), dtype=torch.float64)
+    masks = padding_masks(layer)
+    assert any(bool((mask == 0).any()) for mask in masks.values())  # this matrix needs padding
     x = torch.randn(3, 40, dtype=torch.float64)
     layer(x).square().sum().backward()
-    for g, (kind, members, rank) in enumerate(layer._group_specs):
-        mask = getattr(layer, f"group{g}_mask")
-        if mask is not None:
-            assert torch.all(getattr(layer, f"group{g}_V").grad * (1 - mask) == 0)
-            assert torch.all(getattr(layer, f"group{g}_U").grad * (1 - mask) == 0)
+    for name, mask in masks.items():
+        assert torch.all(getattr(layer, name).grad * (1 - mask) == 0)
     with torch.no_grad():  # garbage in the padding changes nothing
-        for g, (kind, members, rank) in enumerate(layer._group_specs):
-            mask = getattr(layer, f"group{g}_mask")
-            if mask is not None:
-                getattr(layer, f"group{g}_V").add_(1 - mask)
-                getattr(layer, f"group{g}_U").add_(1 - mask)
+        for name, mask in masks.items():
+            getattr(layer, name).add_(1 - mask)
     np.testing.assert_allclose(layer.to_matrix().to_dense(), layer.dense_weight().detach().numpy(), atol=1e-12)
+
+
+def test_hedlr_grid_takes_two_batched_products():
+    M = structmat.matrices.hmatrix.HEDLRMatrix.random((64, 48), rank=2, depth=3, seed=0)
+    layer = layer_from_matrix(M, dtype=torch.float64)
+    assert len(layer._plan.columns) == 1 and len(layer._plan.rows) == 1 and not layer._plan.dense
+    assert layer._plan.rows[0].out_rows is None  # the row clusters tile the output: a plain add, no scatter
+    x = torch.randn(4, 48, dtype=torch.float64)
+    np.testing.assert_allclose(layer(x).detach().numpy(), x.numpy() @ M.to_dense().T, atol=1e-12)
 
 
 def test_gradcheck_with_padding_and_permutations():
