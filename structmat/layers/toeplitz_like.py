@@ -73,29 +73,7 @@ class ToeplitzLikeLinear(StructuredLinear):
         self.reset_bias()
 
     def _weight_product(self, x):
-        N, K = self.size, self.size // 2
-        if x.shape[1] < N:
-            x = nn.functional.pad(x, (0, N - x.shape[1]))
-        V = self.H.flip(0).T  # (r, N): v_j = J h_j
-        G_hat = torch.fft.rfft(self.G.T, dim=-1)  # (r, N/2 + 1)
-        if N % 2 == 0:
-            twist = _twist(K, N, self.G)
-            V_hat = torch.fft.fft(_pack(V, K) * twist, dim=-1)
-            X_hat = torch.fft.fft(_pack(x, K) * twist, dim=-1)
-        else:
-            twist = _twist(N, N, self.G)
-            V_hat = torch.fft.fft(V * twist, dim=-1)
-            X_hat = torch.fft.fft(x * twist, dim=-1)
-        step = max(1, _CHUNK_ELEMENTS // (self.rank * max(K, 1)))
-        outputs = []
-        for start in range(0, x.shape[0], step):
-            # stage 1: u_j = Z_{-1}(v_j) x (negacyclic convolutions), for the r generators at once
-            U = torch.fft.ifft(X_hat[start:start + step, None, :] * V_hat, dim=-1) * twist.conj()
-            U = torch.cat([U.real, U.imag], dim=-1) if N % 2 == 0 else U.real
-            # stage 2: Σ_j Z_1(g_j) u_j (cyclic convolutions), summed in frequency space
-            outputs.append((torch.fft.rfft(U, dim=-1) * G_hat).sum(dim=1))
-        y = torch.fft.irfft(torch.cat(outputs), n=N, dim=-1)
-        return 0.5 * y[:, : self.out_features]
+        return _ToeplitzLikeProduct.apply(x, self.G, self.H, self.out_features)
 
     def to_matrix(self) -> ToeplitzLike:
         return ToeplitzLike(self.G.detach().cpu().double().numpy(), self.H.detach().cpu().double().numpy(),
@@ -113,13 +91,97 @@ class ToeplitzLikeLinear(StructuredLinear):
         return f"rank={self.rank}"
 
 
+class _ToeplitzLikeProduct(torch.autograd.Function):
+    """``y = x Mᵀ`` for ``x`` (B, in) with a hand-written backward of the same FFT cost as the forward.
+
+    With ``u_{bj} = Z_{-1}(v_j) x_b`` and ``w_{bj} = ½ Z_1(g_j)ᵀ ∂y_b`` (``Z_f(a)ᵀ = Z_f(τ_f a)``):
+    ``∂x_b = Σ_j Z_{-1}(τ v_j) w_{bj}``, ``∂v_j = Σ_b Z_{-1}(τ x_b) w_{bj}``, ``∂g_j = ½ Σ_b Z_1(τ u_{bj}) ∂y_b``,
+    each a sum of products in the transformed domains. The forward saves the spectra of the ``u_{bj}``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, G, H, out_features):
+        N, r = G.shape
+        ctx.in_features = x.shape[1]
+        x = nn.functional.pad(x, (0, N - x.shape[1]))
+        G_hat = 0.5 * torch.fft.rfft(G.T, dim=-1)  # (r, N/2 + 1), the ½ of the formula folded in
+        V_neg = _negacyclic_forward(H.flip(0).T)  # (r, ·): v_j = J h_j
+        X_neg = _negacyclic_forward(x)
+        U_hat = torch.empty((x.shape[0], r, N // 2 + 1), dtype=G_hat.dtype)
+        Y_hat = torch.empty((x.shape[0], N // 2 + 1), dtype=G_hat.dtype)
+        for rows in _chunks(x.shape[0], r * V_neg.shape[-1]):
+            # stage 1: u_j = Z_{-1}(v_j) x (negacyclic convolutions); stage 2: Σ_j Z_1(g_j) u_j in frequency space
+            torch.fft.rfft(_negacyclic_inverse(X_neg[rows, None, :] * V_neg, N), dim=-1, out=U_hat[rows])
+            torch.sum(U_hat[rows] * G_hat, dim=1, out=Y_hat[rows])
+        ctx.save_for_backward(x, G, H, U_hat)
+        return torch.fft.irfft(Y_hat, n=N, dim=-1)[:, :out_features]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, G, H, U_hat = ctx.saved_tensors
+        N, r = G.shape
+        need_x, need_G, need_H = ctx.needs_input_grad[:3]
+        Y_hat = torch.fft.rfft(nn.functional.pad(grad_y, (0, N - grad_y.shape[1])), dim=-1)
+        grad_x = grad_G = grad_H = None
+        if need_G:
+            grad_G = 0.5 * torch.fft.irfft((U_hat.conj() * Y_hat[:, None, :]).sum(dim=0), n=N, dim=-1).T
+        if need_x or need_H:
+            G_hat = 0.5 * torch.fft.rfft(G.T, dim=-1)
+            Vt_neg = _negacyclic_forward(_tau_skew(H.flip(0).T))
+            Xt_neg = _negacyclic_forward(_tau_skew(x)) if need_H else None
+            grad_x_neg = torch.empty((x.shape[0], Vt_neg.shape[-1]), dtype=Vt_neg.dtype) if need_x else None
+            grad_v_neg = torch.zeros_like(Vt_neg) if need_H else None
+            for rows in _chunks(x.shape[0], r * Vt_neg.shape[-1]):
+                W = torch.fft.irfft(G_hat.conj() * Y_hat[rows, None, :], n=N, dim=-1)  # w_bj = ½ Z_1(g_j)ᵀ ∂y_b
+                W_neg = _negacyclic_forward(W)
+                if need_x:
+                    grad_x_neg[rows] = (W_neg * Vt_neg).sum(dim=1)
+                if need_H:
+                    grad_v_neg += (W_neg * Xt_neg[rows, None, :]).sum(dim=0)
+            if need_x:
+                grad_x = _negacyclic_inverse(grad_x_neg, N)
+            if need_H:
+                grad_H = _negacyclic_inverse(grad_v_neg, N).flip(-1).T
+        if grad_x is not None:
+            grad_x = grad_x[:, : ctx.in_features]
+        return grad_x, grad_G, grad_H, None
+
+
+def _chunks(rows: int, per_row: int):
+    """Row slices of the batch, each with about ``_CHUNK_ELEMENTS`` complex numbers in its intermediates."""
+    step = max(1, _CHUNK_ELEMENTS // max(per_row, 1))
+    return [slice(s, min(rows, s + step)) for s in range(0, rows, step)]
+
+
+def _tau_skew(a: torch.Tensor) -> torch.Tensor:
+    """``τ_{-1} a = (a_0, -a_{N-1}, …, -a_1)`` along the last axis: ``Z_{-1}(a)ᵀ = Z_{-1}(τ_{-1} a)``."""
+    return torch.cat([a[..., :1], -a[..., 1:].flip(-1)], dim=-1)
+
+
+def _negacyclic_forward(a: torch.Tensor) -> torch.Tensor:
+    """A transform turning negacyclic convolution (``Z_{-1}(a) b``) into a pointwise product, along the last axis.
+
+    Even N: ``a mod (z^{N/2} - i)`` packed as ``a_low + i a_high``, twisted by ``e^{iπk/N}``, FFT of length N/2
+    (for real ``a`` the other half of the roots of ``z^N + 1`` carry the conjugate values). Odd N: the twisted
+    FFT of length N, ``fft(e^{iπk/N} a)``."""
+    N = a.shape[-1]
+    if N % 2 == 0:
+        return torch.fft.fft(torch.complex(a[..., : N // 2], a[..., N // 2:]) * _twist(N // 2, N, a), dim=-1)
+    return torch.fft.fft(a * _twist(N, N, a), dim=-1)
+
+
+def _negacyclic_inverse(spectrum: torch.Tensor, N: int) -> torch.Tensor:
+    """The real vector of length N whose :func:`_negacyclic_forward` is ``spectrum``."""
+    values = torch.fft.ifft(spectrum, dim=-1).mul_(_twist(spectrum.shape[-1], N, spectrum).conj())
+    if N % 2 == 0:
+        return torch.cat([values.real, values.imag], dim=-1)
+    return values.real.contiguous()
+
+
 def _twist(length: int, N: int, like: torch.Tensor) -> torch.Tensor:
-    """``e^{iπk/N}`` for k < length, in the complex type matching ``like``."""
-    complex_dtype = torch.complex128 if like.dtype == torch.float64 else torch.complex64
+    """``e^{iπk/N}`` for k < length, in the complex type matching ``like`` (real or complex)."""
+    complex_dtype = torch.complex128 if like.dtype in (torch.float64, torch.complex128) else torch.complex64
     angle = torch.arange(length, dtype=torch.float64, device=like.device) * (math.pi / N)
     return torch.polar(torch.ones_like(angle), angle).to(complex_dtype)
 
-
-def _pack(a: torch.Tensor, K: int) -> torch.Tensor:
-    """``a mod (z^K - i)`` for real ``a`` of length 2K along the last axis: ``a_low + i a_high``."""
-    return torch.complex(a[..., :K], a[..., K:])

@@ -20,10 +20,19 @@ def test_batch_chunks_agree(monkeypatch):
     import structmat.layers.toeplitz_like as module
 
     layer = ToeplitzLikeLinear(24, 20, rank=3, dtype=torch.float64)
-    x = torch.randn(50, 24, dtype=torch.float64)
-    whole = layer(x)
+    x = torch.randn(50, 24, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x)
+        (y * torch.arange(20.0, dtype=torch.float64)).sum().backward()
+        return y.detach(), x.grad.clone(), layer.G.grad.clone(), layer.H.grad.clone()
+
+    whole = run()
     monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 3 * 12 * 4)  # 4 rows per chunk
-    torch.testing.assert_close(layer(x), whole)
+    for a, b in zip(run(), whole):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("shape", [(4, 6), (5, 5)])
