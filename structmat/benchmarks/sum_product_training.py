@@ -127,13 +127,13 @@ def plot_sum_product(rows, path, *, title: str | None = None) -> None:
                         yerr=[100 * r[f"{field}_std"] for r in chosen], marker="o", capsize=3, **style)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    line(left, series(False), "full_precision_accuracy", label="full precision (stage 1)")
-    line(left, series(False), "final_accuracy", label="ternary, final (stage 3)")
-    line(left, series(True), "final_accuracy", ls="--", label="ternary, final, with distillation")
-    for field, label in (("ternary_switch_accuracy", "just switched to ternary"),
-                         ("ternary_accuracy", "after the ternary stage (2)"),
-                         ("final_accuracy", "after the frozen stage (3)")):
-        line(right, series(False), field, label=label)
+    line(left, series(False), "full_precision_accuracy", color="C0", label="full precision (stage 1)")
+    line(left, series(False), "final_accuracy", color="C1", label="ternary, final (stage 3)")
+    line(left, series(True), "final_accuracy", color="C2", ls="--", label="ternary, final, with distillation")
+    for field, label, color in (("ternary_switch_accuracy", "just switched to ternary", "C3"),
+                                ("ternary_accuracy", "after the ternary stage (2)", "C4"),
+                                ("final_accuracy", "after the frozen stage (3)", "C1")):
+        line(right, series(False), field, color=color, label=label)
     for ax in (left, right):
         if dense is not None:
             ax.axhline(100 * dense["final_accuracy_mean"], color="k", ls=":",

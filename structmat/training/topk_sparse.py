@@ -86,7 +86,9 @@ class _TopKMixin:
         self.register_buffer("topk_step", torch.zeros((), dtype=torch.long, device=self.weight.device))
         #: Multiply-adds of the last training step; None before the first.
         self.last_cost: TrainingCost | None = None
-        #: Share of non-zero entries in the sparse weight / the saved activation of the last training step.
+        #: Share of non-zero entries in the sparse weight / the saved activation of the last training step: what
+        #: a sparse kernel multiplies (zeros already in the input, e.g. after a ReLU, count as removed; at
+        #: sparsity 0 the product is dense and the density 1). ``last_cost`` is computed from these.
         self.last_weight_density: float | None = None
         self.last_activation_density: float | None = None
 
