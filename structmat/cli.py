@@ -109,6 +109,8 @@ def _add_info(sub):
                        description="Print what a saved structured-matrix file holds.")
     p.add_argument("path")
     p.add_argument("--against", help="a weight spec to compute the relative error against")
+    p.add_argument("--plot", metavar="PNG", help="also draw the matrix's structure (families that have a picture, "
+                                                  "e.g. the hierarchical ones: leaves and their ranks)")
 
 
 def _run_info(args):
@@ -127,6 +129,11 @@ def _run_info(args):
         from structmat.weights import load_weight
 
         print(f"relative error against {args.against}: {structmat.relative_error(load_weight(args.against), M):.6f}")
+    if args.plot:
+        if not hasattr(M, "plot"):
+            raise UserError(f"family {M.family!r} has no structure picture; --plot works for hodlr, hedlr, hmatrix")
+        M.plot(args.plot)
+        print(f"wrote {args.plot}")
 
 
 # ------------------------------------------------------------------------------------------------ families

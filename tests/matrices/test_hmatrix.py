@@ -160,3 +160,15 @@ def test_plot_shows_ranks(tmp_path):
     assert (tmp_path / "blocks.png").stat().st_size > 1000
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert labels.count("D") == 4 and labels.count("3") == 6
+
+
+def test_cli_info_draws_the_leaves(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from structmat.cli import main
+
+    HODLRMatrix.random((64, 48), rank=2, seed=0).save(tmp_path / "h.npz")
+    assert main(["info", str(tmp_path / "h.npz"), "--plot", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").stat().st_size > 1000 and "depth" in capsys.readouterr().out
+    structmat.LowRank.random((6, 5), seed=0).save(tmp_path / "l.npz")
+    assert main(["info", str(tmp_path / "l.npz"), "--plot", str(tmp_path / "l.png")]) == 2
+    assert "no structure picture" in capsys.readouterr().err
