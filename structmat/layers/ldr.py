@@ -7,8 +7,9 @@ neither forming an operator power:
 * ``"dense"``: form ``W = Σ_j K(A, g_j) K(B, h_j)ᵀ`` once per forward (``2 r N³`` flops), then ``x Wᵀ``
   (``2 N²`` per row).
 
-``path="auto"`` (the default) takes ``"dense"`` when the batch has more than ``N / 2`` rows (where forming W is the
-cheaper of the two) and ``"krylov"`` otherwise. Either way this family saves parameters, not time: its layers are
+``path="auto"`` (the default) takes ``"dense"`` when that is cheaper: by flops once the batch exceeds ``N / 2``
+rows, but the matrix-free path runs at a small fraction of GEMM speed (measured: forming W costs as much as about
+15 rows at 1000×1280, r = 8), so the switch uses the flop counts weighted by ``KRYLOV_FLOP_PENALTY``. Either way this family saves parameters, not time: its layers are
 slower than ``nn.Linear`` (implementation note ldr-sparse-monarch.md §2.2). Fitted matrices are float64; the layer
 stores ``dtype`` (float32 by default).
 """
@@ -27,6 +28,10 @@ from structmat.matrices.ldr import LDR, shift_operator
 __all__ = ["LDRLinear"]
 
 _PATHS = ("auto", "krylov", "dense")
+#: Measured cost of a matrix-free flop over a GEMM flop of the formed-W path (sequential Numba recurrences on a few
+#: columns against one large GEMM): 1000x1280, r = 8, one thread, forward+backward: matrix-free 0.27 s at batch 1
+#: and 5.7 s at 32, forming W 3.0-3.6 s at any batch, i.e. about 40 (20 here, leaning to the matrix-free path).
+KRYLOV_FLOP_PENALTY = 20
 #: Numbers held by the Krylov block of one chunk of the batch on the matrix-free path (N · N · chunk).
 _CHUNK_ELEMENTS = 1 << 23
 
@@ -86,10 +91,12 @@ class LDRLinear(StructuredLinear):
         self.reset_bias()
 
     def chosen_path(self, batch: int) -> str:
-        """The path the forward takes for a batch of ``batch`` rows."""
+        """The path the forward takes for a batch of ``batch`` rows: ``"dense"`` once the matrix-free flops
+        ``batch (10 + 4r) N²``, weighted by ``KRYLOV_FLOP_PENALTY``, exceed the ``2 r N³`` of forming W."""
         if self.path != "auto":
             return self.path
-        return "dense" if batch > self.size / 2 else "krylov"
+        krylov = KRYLOV_FLOP_PENALTY * batch * (10 + 4 * self.rank) * self.size**2
+        return "dense" if krylov > 2 * self.rank * self.size**3 else "krylov"
 
     def dense_weight(self) -> torch.Tensor:
         return ldr_dense(self.A, self.G, self.B, self.H)[: self.out_features, : self.in_features]

@@ -19,8 +19,9 @@ def test_paths_match_the_matrix(path, shape):
 
 
 def test_auto_path_forms_w_for_large_batches():
-    layer = LDRLinear(10, 10, rank=2)
-    assert layer.chosen_path(5) == "krylov" and layer.chosen_path(6) == "dense"
+    layer = LDRLinear(1280, 1000, rank=8)
+    assert layer.chosen_path(1) == "krylov" and layer.chosen_path(256) == "dense"
+    assert LDRLinear(10, 10, rank=2, path="krylov").chosen_path(1000) == "krylov"
     with pytest.raises(ValueError, match="path must be one of"):
         LDRLinear(10, 10, rank=2, path="fast")
 
