@@ -402,7 +402,7 @@ class _Problem:
         and the products (``N² r``) at ``_FLOPS_PER_SECOND``. Only used to skip a first half-step that could not
         finish within ``max_seconds``."""
         N = self.N
-        flops = 8.0 * rank**2 * N * np.log2(max(N, 2)) + 2.0 * rank**3 * N + 8.0 * N**2 * rank
+        flops = 8.0 * rank**2 * N * np.log2(max(N, 2)) + 0.7 * rank**3 * N + 8.0 * N**2 * rank  # Cholesky: ~N/2 blocks
         if not self.square and N * rank <= DENSE_LIMIT:
             flops += (N * rank) ** 3 / 3.0
         return flops / _FLOPS_PER_SECOND
