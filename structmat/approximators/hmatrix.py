@@ -32,7 +32,8 @@ from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix_partition import blocks_for, check_eta, max_depth
 from structmat.matrices.permutation import permute
 
-__all__ = ["fit_hodlr", "fit_hedlr", "fit_hmatrix", "fit_partitions", "DEFAULT_ETAS", "DEFAULT_MIN_BLOCKS"]
+__all__ = ["fit_hodlr", "fit_hedlr", "fit_hmatrix", "fit_partitions", "default_min_block", "DEFAULT_ETAS",
+           "DEFAULT_MIN_BLOCKS"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,18 @@ EXACT_MAX_SIDE = 96
 INITIAL_RANK_FACTOR = 1.25
 INITIAL_RANK_EXTRA = 8
 DEFAULT_ETAS = (0.5, 1.0)
-DEFAULT_MIN_BLOCKS = (8, 16, 32)
-DEFAULT_MIN_BLOCK = 8
+#: Default smallest cluster: ``max(8, min(m, n) // 64)``, i.e. at most 64 clusters per side (depth <= 6). Finer
+#: partitions store a 6-number table entry per leaf and pay per-leaf overhead in every product: a 4096×4096
+#: Gaussian fitted down to 8×8 leaves (262 144 of them) ran its C product 4× slower than dense.
+MIN_BLOCK_FLOOR = 8
+MAX_CLUSTERS_PER_SIDE = 64
+#: fit_hmatrix's default minimum block sizes, as multiples of the default smallest cluster.
+DEFAULT_MIN_BLOCKS = (1, 2, 4)
+
+
+def default_min_block(m: int, n: int) -> int:
+    """``max(8, min(m, n) // 64)``: the smallest cluster the default searches go down to."""
+    return max(MIN_BLOCK_FLOOR, min(m, n) // MAX_CLUSTERS_PER_SIDE)
 DEFAULT_ORDERING = "auto"
 #: ``ordering="auto"`` tries the natural order and spectral co-bisection up to this many entries, else natural only.
 AUTO_ORDERING_MAX_ENTRIES = 2**21
@@ -207,7 +218,7 @@ def _check_options(power_iterations, oversamples, allocation, ordering, size: in
 
 
 def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
-                   power_iterations: int = 4, oversamples: int = 10, min_block: int = DEFAULT_MIN_BLOCK,
+                   power_iterations: int = 4, oversamples: int = 10, min_block: int = MIN_BLOCK_FLOOR,
                    seed=None, progress: bool = False, family_name: str = "hierarchical") -> HMatrix:
     """Fit ``W`` with each partition record in ``partitions`` (and each ordering) and return the best.
 
@@ -346,7 +357,7 @@ _RAISES_DOC = """    Raises
 """
 
 
-def fit_hodlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, ordering=DEFAULT_ORDERING,
+def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
               allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
               progress: bool = False) -> HODLRMatrix:
     """Best HODLR (hierarchically off-diagonal low-rank) approximation with at most ``budget`` parameters.
@@ -359,8 +370,9 @@ def fit_hodlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, orde
         Parameter count, or a share of ``m * n``.
     depth : int, sequence of int, or None
         Depths to try; None tries ``0 .. max_depth(m, n, min_block)`` (depth 0 is plain low rank).
-    min_block : int
-        With ``depth=None``, the smallest cluster size of the deepest partition tried.
+    min_block : int or None
+        With ``depth=None``, the smallest cluster size of the deepest partition tried (None:
+        :func:`default_min_block`, ``max(8, min(m, n) // 64)``).
     {common}
     Returns
     -------
@@ -386,14 +398,14 @@ def fit_hodlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, orde
     True
     """
     W = check_weight(W)
-    min_block = check_positive_int(min_block, "min_block")
+    min_block = default_min_block(*W.shape) if min_block is None else check_positive_int(min_block, "min_block")
     partitions = [{"kind": "hodlr", "depth": d} for d in _depths(depth, *W.shape, min_block)]
     return fit_partitions(W, budget, partitions, HODLRMatrix, ordering=ordering, allocation=allocation,
                           power_iterations=power_iterations, oversamples=oversamples, min_block=min_block,
                           seed=seed, progress=progress, family_name="HODLR")
 
 
-def fit_hedlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, ordering=DEFAULT_ORDERING,
+def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
               allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
               progress: bool = False) -> HEDLRMatrix:
     """Best HEDLR (uniform ``2^L × 2^L`` grid of low-rank blocks, i.e. block low rank) approximation.
@@ -404,8 +416,8 @@ def fit_hedlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, orde
     budget : int >= 1 or float in (0, 1]
     depth : int, sequence of int, or None
         Grid depths to try; None tries ``0 .. max_depth(m, n, min_block)``.
-    min_block : int
-        With ``depth=None``, the smallest cluster size of the finest grid tried.
+    min_block : int or None
+        With ``depth=None``, the smallest cluster size of the finest grid tried (None: :func:`default_min_block`).
     {common}
     Returns
     -------
@@ -429,7 +441,7 @@ def fit_hedlr(W, budget, *, depth=None, min_block: int = DEFAULT_MIN_BLOCK, orde
     True
     """
     W = check_weight(W)
-    min_block = check_positive_int(min_block, "min_block")
+    min_block = default_min_block(*W.shape) if min_block is None else check_positive_int(min_block, "min_block")
     partitions = [{"kind": "hedlr", "depth": d} for d in _depths(depth, *W.shape, min_block)]
     return fit_partitions(W, budget, partitions, HEDLRMatrix, ordering=ordering, allocation=allocation,
                           power_iterations=power_iterations, oversamples=oversamples, min_block=min_block,
@@ -447,8 +459,8 @@ def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERIN
     eta : float, sequence of float, or None
         Admissibility parameters to try (None: ``DEFAULT_ETAS`` = 0.5, 1). Every η >= 1 gives the same partition.
     min_block : int, sequence of int, or None
-        Minimum block sizes to try (None: ``DEFAULT_MIN_BLOCKS`` = 8, 16, 32, and the whole matrix as one leaf
-        so that low rank is a candidate too).
+        Minimum block sizes to try (None: 1, 2 and 4 times :func:`default_min_block` — 8, 16, 32 up to
+        1024×1024 — and the whole matrix as one leaf, so that low rank is a candidate too).
     {common}
     Returns
     -------
@@ -477,7 +489,7 @@ def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERIN
     etas = DEFAULT_ETAS if eta is None else ((eta,) if not isinstance(eta, (list, tuple, np.ndarray)) else eta)
     etas = [check_eta(e) for e in etas]
     if min_block is None:
-        sizes = list(DEFAULT_MIN_BLOCKS) + [max(m, n)]
+        sizes = [factor * default_min_block(m, n) for factor in DEFAULT_MIN_BLOCKS] + [max(m, n)]
     else:
         sizes = [min_block] if not isinstance(min_block, (list, tuple, range, np.ndarray)) else list(min_block)
         sizes = [check_positive_int(b, "min_block") for b in sizes]
