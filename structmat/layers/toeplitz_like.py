@@ -107,25 +107,27 @@ class _ToeplitzLikeProduct(torch.autograd.Function):
         G_hat = 0.5 * torch.fft.rfft(G.T, dim=-1)  # (r, N/2 + 1), the ½ of the formula folded in
         V_neg = _negacyclic_forward(H.flip(0).T)  # (r, ·): v_j = J h_j
         X_neg = _negacyclic_forward(x)
-        U_hat = torch.empty((x.shape[0], r, N // 2 + 1), dtype=G_hat.dtype)
-        Y_hat = torch.empty((x.shape[0], N // 2 + 1), dtype=G_hat.dtype)
-        for rows in _chunks(x.shape[0], r * V_neg.shape[-1]):
+        U_hats, Y_hats, chunks = [], [], _chunks(x.shape[0], r * V_neg.shape[-1])
+        for rows in chunks:
             # stage 1: u_j = Z_{-1}(v_j) x (negacyclic convolutions); stage 2: Σ_j Z_1(g_j) u_j in frequency space
-            torch.fft.rfft(_negacyclic_inverse(X_neg[rows, None, :] * V_neg, N), dim=-1, out=U_hat[rows])
-            torch.sum(U_hat[rows] * G_hat, dim=1, out=Y_hat[rows])
-        ctx.save_for_backward(x, G, H, U_hat)
-        return torch.fft.irfft(Y_hat, n=N, dim=-1)[:, :out_features]
+            U_hats.append(torch.fft.rfft(_negacyclic_inverse(X_neg[rows, None, :] * V_neg, N), dim=-1))
+            Y_hats.append((U_hats[-1] * G_hat).sum(dim=1))
+        ctx.save_for_backward(x, G, H)
+        ctx.U_hats, ctx.chunks = U_hats, chunks  # the spectra of the u_bj per chunk of rows (for the gradient of G)
+        return torch.fft.irfft(torch.cat(Y_hats), n=N, dim=-1)[:, :out_features]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        x, G, H, U_hat = ctx.saved_tensors
+        x, G, H = ctx.saved_tensors
+        U_hats = ctx.U_hats
         N, r = G.shape
         need_x, need_G, need_H = ctx.needs_input_grad[:3]
         Y_hat = torch.fft.rfft(nn.functional.pad(grad_y, (0, N - grad_y.shape[1])), dim=-1)
         grad_x = grad_G = grad_H = None
         if need_G:
-            grad_G = 0.5 * torch.fft.irfft((U_hat.conj() * Y_hat[:, None, :]).sum(dim=0), n=N, dim=-1).T
+            correlation = sum((U.conj() * Y_hat[rows, None, :]).sum(dim=0) for U, rows in zip(U_hats, ctx.chunks))
+            grad_G = 0.5 * torch.fft.irfft(correlation, n=N, dim=-1).T
         if need_x or need_H:
             G_hat = 0.5 * torch.fft.rfft(G.T, dim=-1)
             Vt_neg = _negacyclic_forward(_tau_skew(H.flip(0).T))
