@@ -60,8 +60,8 @@ DEFAULT_ORDERING = "auto"
 AUTO_ORDERING_MAX_ENTRIES = 2**21
 AUTO_ORDERINGS = ("none", "bisection")
 #: Polishing (exact SVDs for the best candidates' randomized leaves): how many, how close to the best, how costly.
-POLISH_MAX_CANDIDATES = 3
-POLISH_TOLERANCE = 0.05
+POLISH_MAX_CANDIDATES = 2
+POLISH_TOLERANCE = 0.02
 POLISH_MAX_WORK = 2.5e9
 
 
@@ -244,6 +244,8 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
         if cost > limit:
             logger.debug("%s %s: smallest leaf option costs %d > budget %d", family_name, partition, cost, limit)
             continue
+        if len(boxes) == 1 and ordering_name != orderings[0]:
+            continue  # one leaf (plain low rank): a permutation changes nothing, fit it once
         if ordering_name not in spectra:
             rows, cols = order_rows_and_columns(W, ordering_name, min_size=min_block, seed=seed)
             orders[ordering_name] = (rows, cols)
