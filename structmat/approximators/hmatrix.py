@@ -14,19 +14,16 @@ Depth 0 is a single leaf, i.e. plain low rank (or dense), so the search never lo
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators.hmatrix_allocation import RULES, Allocation, LeafSpectrum, allocate_ranks
-from structmat.approximators.lowrank import truncated_svd
+from structmat.approximators._hmatrix_spectra import LeafSpectra
+from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix_partition import blocks_for, check_eta, max_depth
@@ -37,11 +34,6 @@ __all__ = ["fit_hodlr", "fit_hedlr", "fit_hmatrix", "fit_partitions", "default_m
 
 logger = logging.getLogger(__name__)
 
-#: Leaves with a side up to this use the exact SVD; larger ones the randomized SVD of their leading part.
-EXACT_MAX_SIDE = 96
-#: First guess of a leaf's useful rank: this multiple of the rank it would get at the budget's share of its area.
-INITIAL_RANK_FACTOR = 1.25
-INITIAL_RANK_EXTRA = 8
 DEFAULT_ETAS = (0.5, 1.0)
 #: Default smallest cluster: ``max(8, min(m, n) // 64)``, i.e. at most 64 clusters per side (depth <= 6). Finer
 #: partitions store a 6-number table entry per leaf and pay per-leaf overhead in every product: a 4096×4096
@@ -55,6 +47,8 @@ DEFAULT_MIN_BLOCKS = (1, 2, 4)
 def default_min_block(m: int, n: int) -> int:
     """``max(8, min(m, n) // 64)``: the smallest cluster the default searches go down to."""
     return max(MIN_BLOCK_FLOOR, min(m, n) // MAX_CLUSTERS_PER_SIDE)
+
+
 DEFAULT_ORDERING = "auto"
 #: ``ordering="auto"`` tries the natural order and spectral co-bisection up to this many entries, else natural only.
 AUTO_ORDERING_MAX_ENTRIES = 2**21
@@ -63,130 +57,6 @@ AUTO_ORDERINGS = ("none", "bisection")
 POLISH_MAX_CANDIDATES = 2
 POLISH_TOLERANCE = 0.02
 POLISH_MAX_WORK = 2.5e9
-
-
-#: Leaves up to this side run with one BLAS thread: threads only add overhead on many small factorizations (on
-#: a busy 2-core machine, 25× slower wall time for a 300×280 fit).
-SINGLE_THREAD_MAX_SIDE = 512
-
-
-@functools.lru_cache(maxsize=1)
-def _threadpools():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _one_thread():
-    return _threadpools().limit(limits=1)
-
-
-@dataclass
-class _LeafSVD:
-    """Cached leading singular triplets of one leaf (``U`` (m_b, k), ``s`` (k,), ``Vt`` (k, n_b)) and ``‖W_b‖²``."""
-
-    norm2: float
-    U: np.ndarray
-    s: np.ndarray
-    Vt: np.ndarray
-    complete: bool
-    exact: bool
-
-
-class _Spectra:
-    """Leaf SVDs of one (reordered) matrix, computed on demand, cached by box and extended when needed."""
-
-    def __init__(self, W: np.ndarray, budget: int, *, power_iterations: int, oversamples: int, seed_base: int):
-        self.W = W
-        self.budget = budget
-        self.share = budget / W.size
-        self.power_iterations = power_iterations
-        self.oversamples = oversamples
-        self.seed_base = seed_base
-        self.cache: dict[tuple[int, int, int, int], _LeafSVD] = {}
-        self.svd_seconds = 0.0
-
-    def _cap(self, mb: int, nb: int) -> int:
-        """Ranks beyond this are never used: dense is cheaper, or the budget cannot pay for them."""
-        return min((mb * nb - 1) // (mb + nb), self.budget // (mb + nb), mb, nb)
-
-    def _compute(self, box, k: int, exact: bool = False) -> _LeafSVD:
-        r0, r1, c0, c1 = box
-        A = self.W[r0:r1, c0:c1]
-        mb, nb = A.shape
-        cap = self._cap(mb, nb)
-        k = max(1, min(k, cap))
-        side = min(mb, nb)
-        start = time.perf_counter()
-        norm2 = float(np.einsum("ij,ij->", A, A))
-        with _one_thread() if side <= SINGLE_THREAD_MAX_SIDE else contextlib.nullcontext():
-            U, s, Vt, k, exact = self._factor(A, k, cap, exact, (r0, r1, c0, c1))
-        self.svd_seconds += time.perf_counter() - start
-        return _LeafSVD(norm2, U, s, Vt, complete=k >= cap, exact=exact or k >= side)
-
-    def _factor(self, A, k, cap, exact, box):
-        mb, nb = A.shape
-        if cap <= 0:
-            U, s, Vt = np.zeros((mb, 0)), np.zeros(0), np.zeros((0, nb))
-            k, exact = 0, True
-        elif exact or self._wants_exact(mb, nb, k):
-            U, s, Vt = truncated_svd(A, cap, method="svd")
-            k, exact = cap, True
-        else:
-            U, s, Vt = truncated_svd(A, k, method="randomized", oversamples=self.oversamples,
-                                     power_iterations=self.power_iterations, seed=[self.seed_base, *box, k])
-        return U, s, Vt, k, exact
-
-    def _initial_rank(self, mb: int, nb: int) -> int:
-        return math.ceil(INITIAL_RANK_FACTOR * self.share * mb * nb / (mb + nb)) + INITIAL_RANK_EXTRA
-
-    def _wants_exact(self, mb: int, nb: int, k: int) -> bool:
-        side = min(mb, nb)
-        return side <= EXACT_MAX_SIDE or min(k, self._cap(mb, nb)) + self.oversamples >= side / 2
-
-    def prefetch(self, boxes: np.ndarray) -> None:
-        """Compute the exact SVDs of all new small leaves, one batched LAPACK call per leaf shape."""
-        groups: dict[tuple[int, int], list] = {}
-        for box in boxes.tolist():
-            r0, r1, c0, c1 = box
-            mb, nb = r1 - r0, c1 - c0
-            if tuple(box) not in self.cache and self._wants_exact(mb, nb, self._initial_rank(mb, nb)):
-                groups.setdefault((mb, nb), []).append(tuple(box))
-        for (mb, nb), group in groups.items():
-            if len(group) < 2 or self._cap(mb, nb) <= 0:
-                continue
-            start = time.perf_counter()
-            stack = np.stack([self.W[r0:r1, c0:c1] for r0, r1, c0, c1 in group])
-            with _one_thread():
-                U, s, Vt = np.linalg.svd(stack, full_matrices=False)
-            norm2 = np.einsum("gij,gij->g", stack, stack)
-            cap = self._cap(mb, nb)
-            for i, box in enumerate(group):
-                self.cache[box] = _LeafSVD(float(norm2[i]), U[i, :, :cap].copy(), s[i, :cap].copy(),
-                                           Vt[i, :cap].copy(), complete=True, exact=True)
-            self.svd_seconds += time.perf_counter() - start
-
-    def leaf(self, box) -> _LeafSVD:
-        box = tuple(int(v) for v in box)
-        if box not in self.cache:
-            r0, r1, c0, c1 = box
-            self.cache[box] = self._compute(box, self._initial_rank(r1 - r0, c1 - c0))
-        return self.cache[box]
-
-    def extend(self, box) -> None:
-        box = tuple(int(v) for v in box)
-        old = self.cache[box]
-        if not old.complete:
-            self.cache[box] = self._compute(box, 2 * len(old.s) + INITIAL_RANK_EXTRA)
-
-    def make_exact(self, box) -> None:
-        box = tuple(int(v) for v in box)
-        if not self.leaf(box).exact:
-            self.cache[box] = self._compute(box, 0, exact=True)
-
-    def spectrum(self, box) -> LeafSpectrum:
-        svd = self.leaf(box)
-        return LeafSpectrum(int(box[1] - box[0]), int(box[3] - box[2]), svd.norm2, svd.s ** 2, svd.complete)
 
 
 @dataclass(frozen=True)
@@ -234,7 +104,7 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
     total2 = max(float(np.einsum("ij,ij->", W, W)), np.finfo(float).tiny)
     floor = None
     candidates: list[_Candidate] = []
-    spectra: dict[str, _Spectra] = {}
+    spectra: dict[str, LeafSpectra] = {}
     orders: dict[str, tuple] = {}
     jobs = [(o, p) for o in orderings for p in partitions]
     for ordering_name, partition in tqdm(jobs, desc=f"fit {family_name}", disable=not progress):
@@ -249,7 +119,7 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
         if ordering_name not in spectra:
             rows, cols = order_rows_and_columns(W, ordering_name, min_size=min_block, seed=seed)
             orders[ordering_name] = (rows, cols)
-            spectra[ordering_name] = _Spectra(permute(W, rows, cols), limit, power_iterations=power_iterations,
+            spectra[ordering_name] = LeafSpectra(permute(W, rows, cols), limit, power_iterations=power_iterations,
                                               oversamples=oversamples, seed_base=seed_base)
         alloc = _allocate(spectra[ordering_name], boxes, limit, allocation)
         candidates.append(_Candidate(ordering_name, dict(partition), boxes, alloc))
@@ -267,7 +137,7 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
     return _build(matrix_class, W.shape, best, spectra[best.ordering], orders[best.ordering])
 
 
-def _allocate(cache: _Spectra, boxes: np.ndarray, limit: int, rule: str) -> Allocation:
+def _allocate(cache: LeafSpectra, boxes: np.ndarray, limit: int, rule: str) -> Allocation:
     """Allocate, extending the spectra of leaves that want more singular values than are known, until none do."""
     cache.prefetch(boxes)
     while True:
@@ -301,7 +171,7 @@ def _polish(candidates: list[_Candidate], spectra: dict, limit: int, rule: str) 
     return out
 
 
-def _build(matrix_class, shape, candidate: _Candidate, cache: _Spectra, order) -> HMatrix:
+def _build(matrix_class, shape, candidate: _Candidate, cache: LeafSpectra, order) -> HMatrix:
     blocks = []
     for box, rank in zip(candidate.boxes.tolist(), candidate.allocation.ranks.tolist()):
         r0, r1, c0, c1 = box
@@ -344,7 +214,7 @@ _COMMON_DOC = """
         Rank allocation rule: error reduction per parameter with dense leaves (default), or the absolute-error
         rule of structurednets, kept for comparison (:mod:`structmat.approximators.hmatrix_allocation`).
     power_iterations, oversamples : int
-        Randomized SVD settings for leaves larger than ``EXACT_MAX_SIDE`` on both sides.
+        Randomized SVD settings for leaves larger than 96 on both sides (smaller ones get exact SVDs).
     seed : int or None
         Seeds the randomized SVDs and orderings; the same seed gives the same result.
     progress : bool
