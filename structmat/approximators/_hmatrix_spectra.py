@@ -53,6 +53,7 @@ class LeafSVD:
     Vt: np.ndarray
     complete: bool
     exact: bool
+    spectrum: LeafSpectrum | None = None  # built once, on first use
 
 
 class LeafSpectra:
@@ -148,4 +149,7 @@ class LeafSpectra:
 
     def spectrum(self, box) -> LeafSpectrum:
         svd = self.leaf(box)
-        return LeafSpectrum(int(box[1] - box[0]), int(box[3] - box[2]), svd.norm2, svd.s ** 2, svd.complete)
+        if svd.spectrum is None:
+            svd.spectrum = LeafSpectrum(int(box[1] - box[0]), int(box[3] - box[2]), svd.norm2, svd.s ** 2,
+                                        svd.complete)
+        return svd.spectrum

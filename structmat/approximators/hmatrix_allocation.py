@@ -33,7 +33,7 @@ so the caller can extend their spectra and allocate again.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class LeafSpectrum:
     norm2: float
     sigma2: np.ndarray
     complete: bool
+    _errors: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def weight(self) -> int:
@@ -82,9 +83,11 @@ class LeafSpectrum:
         return int(min(self.cheaper_rank, len(self.sigma2)))
 
     def errors(self) -> np.ndarray:
-        """``e_b(r)`` for ``r = 0..max_rank()``, clipped at 0 against rounding."""
-        kept = np.concatenate([[0.0], np.cumsum(self.sigma2[: self.max_rank()])])
-        return np.maximum(self.norm2 - kept, 0.0)
+        """``e_b(r)`` for ``r = 0..max_rank()``, clipped at 0 against rounding (computed once; do not modify)."""
+        if self._errors is None:
+            kept = np.concatenate([[0.0], np.cumsum(self.sigma2[: self.max_rank()])])
+            self._errors = np.maximum(self.norm2 - kept, 0.0)
+        return self._errors
 
 
 @dataclass(frozen=True)
