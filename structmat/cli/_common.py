@@ -1,0 +1,74 @@
+"""What the sub-commands share: the error type that prints as one line, budget and option parsing, output
+directories and weight loading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_OUTPUT = Path("structmat-output")
+DEMO_BUDGETS = (0.1, 0.25, 0.5)
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs, reported as one line."""
+
+
+def parse_budget(text: str):
+    """``"0.25"`` → 0.25 (a share), ``"5000"`` → 5000 (a count); ``"1"`` is one parameter, ``"1.0"`` all."""
+    try:
+        if any(c in text for c in ".eE"):
+            return float(text)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget must be an int >= 1 or a float in (0, 1]; got {text!r}") from None
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON when it parses (``rank=8``, ``method="svd"`` or ``method=svd``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are key=value; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def output_dir(args, command: str) -> Path:
+    out = Path(args.output_dir) if args.output_dir else DEFAULT_OUTPUT / command
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_matrices(specs: list[str]) -> dict:
+    from structmat.weights import EFFICIENTNET_LITE0_MATRICES, load_weight
+
+    matrices = {}
+    for spec in specs:
+        if spec == "efficientnet_lite0:all":
+            for key in EFFICIENTNET_LITE0_MATRICES:
+                matrices[f"efficientnet_lite0:{key}"] = load_weight(f"efficientnet_lite0:{key}")
+        else:
+            matrices[spec] = load_weight(spec)
+    return matrices
+
+
+def add_matrix_args(p):
+    """The ``--matrix/--family/--output-dir/--quiet`` options of the commands that loop over matrices x families."""
+    p.add_argument("--matrix", "-m", action="append", required=True,
+                   help="weight spec (repeatable); efficientnet_lite0:all = the classifier and largest 1x1 convs")
+    p.add_argument("--family", "-f", action="append", help="family name (repeatable; default: every structured family)")
+    p.add_argument("--output-dir", "-o", help=f"directory for CSV and PNG (default: {DEFAULT_OUTPUT}/<command>)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
+
+
+def family_names(args) -> list[str]:
+    """``--family`` values (default: every structured family), each checked against the registry."""
+    from structmat.families import get_family, structured_family_names
+
+    names = args.family or structured_family_names()
+    for name in names:
+        get_family(name)
+    return names

@@ -1,0 +1,155 @@
+"""``structmat sweep``, ``bench-layers``, ``bench-rsvd`` and ``bench-c``: error and speed across families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_matrix_args, family_names,
+                                  load_matrices, output_dir, parse_budget, parse_option)
+
+__all__ = ["BENCHMARK_COMMANDS"]
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="error vs parameters for matrices x families x budgets",
+                       description="Fit every matrix with every family at every budget; write sweep.csv and "
+                                   "sweep.png. Reruns resume from the CSV unless --no-resume.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
+                   help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in sweep.csv")
+    p.add_argument("--save-matrices", action="store_true", help="also save every fitted matrix in OUTPUT/matrices")
+
+
+def _run_sweep(args):
+    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.sweep import plot_sweep, run_sweep
+
+    out = output_dir(args, "sweep")
+    rows = run_sweep(load_matrices(args.matrix), family_names(args), args.budget, csv_path=out / "sweep.csv",
+                     resume=not args.no_resume, progress=not args.quiet,
+                     save_dir=(out / "matrices") if args.save_matrices else None)
+    print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
+                              "fit_seconds", "status"]))
+    if any(r["status"] == "ok" for r in rows):
+        plot_sweep(rows, out / "sweep.png")
+    print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
+
+
+# ------------------------------------------------------------------------------------------------ bench-layers
+def _add_bench_layers(sub):
+    p = sub.add_parser("bench-layers", help="forward+backward time of structured layers vs nn.Linear",
+                       description="Time each family's layer against nn.Linear (one thread) at several batch sizes; "
+                                   "write layer_speed.csv and layer_speed.png.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 32, 256], help="batch sizes (default 1 32 256)")
+    p.add_argument("--repeats", type=int, default=15, help="timed repeats per cell (default 15)")
+
+
+def _run_bench_layers(args):
+    from structmat.benchmarks.layer_speed import plot_layer_speed, run_layer_speed
+    from structmat.benchmarks.results import format_table
+
+    out = output_dir(args, "bench-layers")
+    rows = run_layer_speed(load_matrices(args.matrix), family_names(args), args.budget, batch_sizes=args.batch,
+                           repeats=args.repeats, csv_path=out / "layer_speed.csv", resume=False,
+                           progress=not args.quiet)
+    print(format_table(rows, ["matrix", "variant", "nparams", "batch", "forward_ms", "forward_backward_ms",
+                              "speedup_vs_linear"]))
+    plot_layer_speed(rows, out / "layer_speed.png")
+    print(f"wrote {out / 'layer_speed.csv'} and {out / 'layer_speed.png'}")
+
+
+# ------------------------------------------------------------------------------------------------ bench-rsvd
+def _add_bench_rsvd(sub):
+    p = sub.add_parser("bench-rsvd", help="randomized vs exact truncated SVD: error and speed",
+                       description="Time LAPACK's full SVD and the randomized SVD on one thread; write rsvd.csv.")
+    p.add_argument("--matrix", "-m", action="append", default=None,
+                   help="weight spec (repeatable; default: powerlaw:4096x4096 and gaussian:4096x4096)")
+    p.add_argument("--rank", "-r", nargs="+", type=int, default=[256], help="ranks (default 256)")
+    p.add_argument("--output-dir", "-o", help=f"directory for the CSV (default: {DEFAULT_OUTPUT}/bench-rsvd)")
+
+
+def _run_bench_rsvd(args):
+    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.rsvd import RSVD_COLUMNS, run_rsvd_benchmark
+
+    out = output_dir(args, "bench-rsvd")
+    specs = args.matrix or ["powerlaw:4096x4096", "gaussian:4096x4096"]
+    rows = run_rsvd_benchmark(load_matrices(specs), args.rank, csv_path=out / "rsvd.csv")
+    print(format_table(rows, RSVD_COLUMNS))
+    print(f"wrote {out / 'rsvd.csv'}")
+
+
+# ------------------------------------------------------------------------------------------------ bench-c
+def _add_bench_c(sub):
+    p = sub.add_parser("bench-c", help="single-core C speed of structured vs dense products",
+                       description="Fit W with each family at each budget, time y = W x in C on one core (batch 1) "
+                                   "against the dense C loop and NumPy's one-thread BLAS, check every C output "
+                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
+    p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
+                                             "(.npz), which is timed as it is")
+    p.add_argument("--family", "-f", nargs="+", action="extend",
+                   help="families with a C kernel (default: all of them)")
+    p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
+                   help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="[FAMILY.]KEY=VALUE",
+                   help="a fit option for every family, or for one as sss.num_stages=8 (repeatable)")
+    p.add_argument("--repeats", type=int, default=51, help="timed samples per product (default 51)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up products (default 10)")
+    p.add_argument("--cc", help="C compiler (default: $CC or cc)")
+    p.add_argument("--cflags", help="compile flags (default: $STRUCTMAT_CFLAGS or '-O3 -march=native')")
+    p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
+    p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default: {DEFAULT_OUTPUT}/bench-c)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _run_bench_c(args):
+    import structmat
+    from structmat.benchmarks.results import format_table
+    from structmat.speed_c import CompilerError, OutputMismatchError, c_family_names, plot_c_benchmark
+    from structmat.speed_c import run_c_benchmark
+    from structmat.weights import load_weight
+
+    families = args.family or c_family_names()
+    options = {f: {} for f in families}
+    for key, value in args.option:
+        prefix, dot, name = key.partition(".")
+        for f in ([prefix] if dot else families):
+            if f not in options:
+                raise UserError(f"--option {key}: {prefix!r} is not one of the families benchmarked, {families}")
+            options[f][name if dot else key] = value
+    matrices = {}
+    for spec in args.weight:
+        path = Path(spec)
+        if path.suffix == ".npz" and path.exists():
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as data:
+                structured = "meta" in data.files
+            matrices[spec] = structmat.load(path) if structured else load_weight(spec)
+        else:
+            matrices[spec] = load_weight(spec)
+    out = output_dir(args, "bench-c")
+    try:
+        rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
+                               repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
+                               csv_path=out / "bench_c.csv", json_path=out / "bench_c.json",
+                               progress=not args.quiet)
+    except (CompilerError, OutputMismatchError) as exc:
+        raise UserError(str(exc)) from None
+    print(format_table(rows, ["matrix", "family", "implementation", "budget", "nparams", "share", "median_ns",
+                              "ratio_to_c_dense", "ratio_to_blas_dense", "ratio_over_share", "within_target",
+                              "relative_error"]))
+    plot_c_benchmark(rows, out / "bench_c.png")
+    print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
+
+
+BENCHMARK_COMMANDS = {
+    "sweep": (_add_sweep, _run_sweep),
+    "bench-layers": (_add_bench_layers, _run_bench_layers),
+    "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
+    "bench-c": (_add_bench_c, _run_bench_c),
+}

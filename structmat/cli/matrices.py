@@ -1,0 +1,100 @@
+"""``structmat approximate``, ``info`` and ``families``: one matrix at a time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from structmat.cli._common import UserError, parse_budget, parse_option
+
+__all__ = ["MATRIX_COMMANDS"]
+
+
+# ------------------------------------------------------------------------------------------------ approximate
+def _add_approximate(sub):
+    p = sub.add_parser("approximate", help="fit one weight matrix and save the structured matrix",
+                       description="Fit W by a structured matrix under a budget; save it (.npz) and a JSON report.")
+    p.add_argument("weight", help="weight spec: W.npy, W.npz[:name], model.pt[:layer.weight], "
+                                  "efficientnet_lite0[:name], gaussian:MxN, powerlaw:MxN")
+    p.add_argument("--family", required=True, help="family name (see `structmat families`)")
+    p.add_argument("--budget", required=True, type=parse_budget, help="int parameter count or float share in (0, 1]")
+    p.add_argument("--output", "-o", required=True, help="where to save the structured matrix (.npz)")
+    p.add_argument("--report", help="JSON report path (default: OUTPUT with .json)")
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="a fit option of the family, e.g. --option method=randomized (repeatable)")
+
+
+def _run_approximate(args):
+    import structmat
+    from structmat.weights import load_weight
+
+    W = load_weight(args.weight)
+    start = time.perf_counter()
+    M = structmat.approximate(W, args.family, args.budget, **dict(args.option))
+    seconds = time.perf_counter() - start
+    output = Path(args.output)
+    M.save(output)
+    report = {
+        "weight": args.weight, "shape": list(M.shape), "family": M.family, "budget": args.budget,
+        "options": dict(args.option), "nparams": M.nparams, "nbytes": M.nbytes, "share": M.params_share,
+        "relative_error": structmat.relative_error(W, M), "fit_seconds": seconds, "output": str(output),
+        "repr": repr(M),
+    }
+    report_path = Path(args.report) if args.report else output.with_suffix(".json")
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{M!r}\nrelative error {report['relative_error']:.6f}, fit {seconds:.2f} s -> {output}, {report_path}")
+
+
+# ------------------------------------------------------------------------------------------------ info
+def _add_info(sub):
+    p = sub.add_parser("info", help="describe a saved structured matrix",
+                       description="Print what a saved structured-matrix file holds.")
+    p.add_argument("path")
+    p.add_argument("--against", help="a weight spec to compute the relative error against")
+    p.add_argument("--plot", metavar="PNG", help="also draw the matrix's structure (families that have a picture, "
+                                                  "e.g. the hierarchical ones: leaves and their ranks)")
+
+
+def _run_info(args):
+    import structmat
+    from structmat.matrices.io import read_meta
+
+    meta = read_meta(args.path)
+    M = structmat.load(args.path)
+    print(repr(M))
+    print(f"nbytes (float32 values + int32 indices): {M.nbytes:_}")
+    for key, value in meta.items():
+        if key not in ("format", "arrays"):
+            print(f"  {key}: {value}")
+    print("  arrays: " + ", ".join(f"{k}{tuple(v)}" for k, v in meta["arrays"].items()))
+    if args.against:
+        from structmat.weights import load_weight
+
+        print(f"relative error against {args.against}: {structmat.relative_error(load_weight(args.against), M):.6f}")
+    if args.plot:
+        if not hasattr(M, "plot"):
+            raise UserError(f"family {M.family!r} has no structure picture; --plot works for hodlr, hedlr, hmatrix")
+        M.plot(args.plot)
+        print(f"wrote {args.plot}")
+
+
+# ------------------------------------------------------------------------------------------------ families
+def _add_families(sub):
+    sub.add_parser("families", help="list the families and their parameter counts",
+                   description="List registered families, their nparams formula, matrix class and layer.")
+
+
+def _run_families(args):
+    from structmat.families import FAMILIES
+
+    print(f"{'family':<16} {'nparams':<28} {'matrix':<16} layer")
+    for f in FAMILIES.values():
+        print(f"{f.name:<16} {f.nparams_formula:<28} {f.matrix_class.__name__:<16} {f.layer}")
+
+
+MATRIX_COMMANDS = {
+    "approximate": (_add_approximate, _run_approximate),
+    "info": (_add_info, _run_info),
+    "families": (_add_families, _run_families),
+}
