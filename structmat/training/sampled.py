@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from structmat.training._conv import (check_conv_input, conv_geometry, conv_input_grad, conv_weight_grad,
-                                      output_hw, pad_input)
+from structmat.training._conv import (check_conv_input, conv_input_grad, conv_weight_grad, output_hw,
+                                      pad_input)
+from structmat.training._copy import copied_layer
 from structmat.training.cost import TrainingCost, conv2d_macs, linear_macs
 from structmat.training.sampling import PairSampler, sampled_matmul
 
@@ -228,13 +229,7 @@ class SampledLinear(_SamplingMixin, nn.Linear):
         """A sampled layer with ``linear``'s weight, bias, device and dtype (copies)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear; got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype, **options)
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        return layer
+        return copied_layer(cls, linear, **options)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.shape[-1:] != (self.in_features,):
@@ -393,12 +388,7 @@ class SampledConv2d(_SamplingMixin, nn.Conv2d):
         """A sampled layer with ``conv``'s geometry, weight, bias, device and dtype (copies)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
-        layer = cls(**conv_geometry(conv), device=conv.weight.device, dtype=conv.weight.dtype, **options)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer
+        return copied_layer(cls, conv, **options)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         check_conv_input(self, input)

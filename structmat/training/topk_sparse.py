@@ -47,8 +47,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from structmat._validation import check_positive_int
-from structmat.training._conv import (check_conv_input, conv_geometry, conv_input_grad, conv_weight_grad,
-                                      output_hw, pad_input)
+from structmat.training._conv import (check_conv_input, conv_input_grad, conv_weight_grad, output_hw,
+                                      pad_input)
+from structmat.training._copy import copied_layer
 from structmat.training.allocation import check_sparsity
 from structmat.training.cost import TrainingCost, conv2d_macs, linear_macs
 
@@ -245,13 +246,7 @@ class TopKSparseLinear(_TopKMixin, nn.Linear):
         """A SWAT layer whose dense master weight and bias are copies of ``linear``'s."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear; got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype, **options)
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        return layer
+        return copied_layer(cls, linear, **options)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.shape[-1:] != (self.in_features,):
@@ -321,12 +316,7 @@ class TopKSparseConv2d(_TopKMixin, nn.Conv2d):
         """A SWAT layer with ``conv``'s geometry, and copies of its weight and bias."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
-        layer = cls(**conv_geometry(conv), device=conv.weight.device, dtype=conv.weight.dtype, **options)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer
+        return copied_layer(cls, conv, **options)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         check_conv_input(self, input)
