@@ -9,7 +9,9 @@ identity on the larger side, the other factor the pruned ``W``), then moves non-
 mixing factor a few at a time, one PALM4MSA sweep per step, while the error falls. It keeps the best state met, goes
 back to it when the error has clearly risen past its minimum, and polishes it with PALM4MSA at that split. The
 split of the budget between the factors is thereby chosen by the path itself, and the result is never worse than
-pruning to ``budget − d`` entries (the start). ``method="palm4msa"`` instead runs PALM4MSA from FAµST's start for
+pruning to ``budget − d`` entries (the start). How slowly it moves and how long it polishes (its *effort*) follows
+the cost of a sweep, about ``m·n·d`` multiply-adds: small matrices, whose sweeps take milliseconds, get a slow ramp
+and a tight stopping rule, large ones the fast settings (:func:`continuation_effort`). ``method="palm4msa"`` instead runs PALM4MSA from FAµST's start for
 each split of a grid (the peer library's linear split shares) and keeps the best; ``method="hierarchical"`` runs
 the hierarchical variant (Algorithm 3) with a geometric residual schedule.
 
@@ -29,13 +31,25 @@ from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, 
                                               hierarchical)
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 
-__all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "METHODS"]
+__all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "continuation_effort", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("continuation", "palm4msa", "hierarchical")
-#: Share of the budget moved from the pruned factor to the mixing factor per sweep of the continuation.
-RAMP_RATE = 0.015
+#: Share of the budget moved from the pruned factor to the mixing factor per sweep of the continuation, and its
+#: stopping tolerance, for matrices whose sweeps are expensive (``m·n·d >= FAST_WORK``).
+RAMP_RATE, TOL = 0.015, 2e-3
+#: The same for cheap sweeps (``m·n·d <= THOROUGH_WORK``): four times as many ramp sweeps and a polish to a 1e-4
+#: relative gain. On a Gaussian 256×256 matrix (m·n·d = 2^24) this lowered the error at share 0.5 from 0.206 to
+#: 0.185 (pyfaust's best split: 0.196) for 0.5 s of CPU instead of 0.15 s; on EfficientNet-Lite0's 1000×1280
+#: classifier (1.3·10^9) it would cost 15 s instead of 3 s for 0.426 against 0.464, so large matrices keep the fast
+#: settings.
+THOROUGH_RAMP_RATE, THOROUGH_TOL = 0.004, 1e-4
+#: Sweep costs (multiply-adds ``m·n·d``) at or below which the continuation is thorough and at or above which it is
+#: fast; in between, the ramp rate and tolerance are interpolated geometrically in the cost.
+THOROUGH_WORK, FAST_WORK = 2**24, 2**26
+#: Sweeps allowed by default at the fast ramp rate; slower ramps get proportionally more.
+MAX_SWEEPS = 150
 #: The continuation turns back once the error is this much (relatively) above the best seen.
 RISE_TOLERANCE = 0.002
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
@@ -93,10 +107,41 @@ def _mixing_sides(shape) -> list[str]:
     return ["left", "right"] if m < n else ["right", "left"]
 
 
+def continuation_effort(shape, d: int) -> tuple[float, float, int]:
+    """The continuation's default ``(ramp_rate, tol, max_iter)`` for a matrix of ``shape`` with a ``d × d`` mixing
+    factor, from the cost of one sweep, ``w = m·n·d`` multiply-adds (each sweep multiplies the factors with
+    ``m × n`` matrices a few times).
+
+    ``w <= THOROUGH_WORK`` (2^24, a 256×256 matrix) gives ``(0.004, 1e-4)``; ``w >= FAST_WORK`` (2^26) gives
+    ``(0.015, 2e-3)``; in between both are interpolated geometrically in ``w``. ``max_iter`` is
+    ``MAX_SWEEPS · 0.015 / ramp_rate``, so a slower ramp is not cut short. The rule depends on the shape only, so
+    fits stay deterministic; it spends about half a second of CPU on a 256×256 matrix and leaves the 2-5 s fits of
+    EfficientNet-Lite0's largest matrices as they were.
+
+    Examples
+    --------
+    >>> continuation_effort((256, 256), 256)
+    (0.004, 0.0001, 562)
+    >>> continuation_effort((1000, 1280), 1000)
+    (0.015, 0.002, 150)
+    """
+    m, n = shape
+    work = float(m) * float(n) * float(d)
+    t = min(1.0, max(0.0, math.log(work / THOROUGH_WORK) / math.log(FAST_WORK / THOROUGH_WORK)))
+    ramp_rate = THOROUGH_RAMP_RATE * (RAMP_RATE / THOROUGH_RAMP_RATE) ** t
+    tol = THOROUGH_TOL * (TOL / THOROUGH_TOL) ** t
+    return float(f"{ramp_rate:.3g}"), float(f"{tol:.3g}"), int(MAX_SWEEPS * RAMP_RATE / ramp_rate)
+
+
 def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tuple[SparseProduct, list]:
-    """The budget-split continuation (module docstring) for two factors; returns the matrix and errors."""
+    """The budget-split continuation (module docstring) for two factors; returns the matrix and errors. ``None``
+    options take their value from :func:`continuation_effort`."""
     m, n = W.shape
     d = m if side == "left" else n
+    auto_ramp, auto_tol, auto_iter = continuation_effort((m, n), d)
+    ramp_rate = auto_ramp if ramp_rate is None else ramp_rate
+    tol = auto_tol if tol is None else tol
+    max_iter = auto_iter if max_iter is None else max_iter
     big_shape, mix_shape = (m, n), (d, d)
 
     def constraints(k_mix):
@@ -183,7 +228,7 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
 
 
 def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "continuation", mixing_side: str = "auto",
-                       max_iter: int = 150, tol: float = 2e-3, ramp_rate: float = RAMP_RATE,
+                       max_iter: int | None = None, tol: float | None = None, ramp_rate: float | None = None,
                        progress: bool = False) -> SparseProduct:
     """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that and magnitude pruning.
 
@@ -201,14 +246,19 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         Where the square mixing factor sits: ``"left"`` fits ``W ≈ S_1 S_2`` with ``S_1`` of shape ``(m, m)``,
         ``"right"`` with ``S_2`` of shape ``(n, n)``; ``"auto"`` takes rows for nearly square shapes and tries both
         sides when one is at least twice the other.
-    max_iter : int
-        At most this many PALM4MSA sweeps (per split for ``"palm4msa"``, per run for ``"hierarchical"``).
-    tol : float
+    max_iter : int, optional
+        At most this many PALM4MSA sweeps (per split for ``"palm4msa"``, per run for ``"hierarchical"``). Default:
+        from :func:`continuation_effort` for the continuation (150 at the fast ramp rate, more for slower ones),
+        150 for the other methods.
+    tol : float, optional
         Stopping rule: after the split is chosen, stop once a sweep lowers the relative error by less than
         ``tol`` times its value (``"palm4msa"``/``"hierarchical"``: the PALM4MSA rule, see :func:`palm4msa`).
-    ramp_rate : float
+        Default: from :func:`continuation_effort` (1e-4 for small matrices up to 2e-3 for large ones), 2e-3 for
+        the other methods.
+    ramp_rate : float in (0, 1], optional
         Share of the budget (of ``m·n/4`` for larger budgets) moved to the mixing factor per sweep of the
-        continuation: smaller is slower and usually a little better.
+        continuation: smaller is slower and usually a little better. Default: from :func:`continuation_effort`,
+        0.004 for matrices up to 256×256-sized sweeps, 0.015 from four times that cost.
     progress : bool
         Show a progress bar over the sweeps.
 
@@ -226,8 +276,10 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
     Notes
     -----
     The continuation is deterministic and costs about four products of the factors with an ``m × n`` matrix per
-    sweep. On EfficientNet-Lite0's classifier and its largest 1×1 convolutions at a quarter of the weights it
-    lowers the error of magnitude pruning from about 0.52 to 0.47–0.49 (see README, issue 8).
+    sweep; its default effort depends on the shape only (:func:`continuation_effort`). On EfficientNet-Lite0's
+    classifier and its largest 1×1 convolutions at a quarter of the weights it lowers the error of magnitude pruning
+    from about 0.52 to 0.44–0.48 in 1-3 s of CPU; on a Gaussian 256×256 matrix it is below pyfaust's hierarchical
+    factorization at shares 0.1, 0.25 and 0.5 (see README, issue 8).
 
     References
     ----------
@@ -249,9 +301,12 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if mixing_side not in ("auto", "left", "right"):
         raise ValueError(f"mixing_side must be 'auto', 'left' or 'right'; got {mixing_side!r}")
-    max_iter = check_positive_int(max_iter, "max_iter")
-    if not (0 < ramp_rate <= 1):
-        raise ValueError(f"ramp_rate must be a float in (0, 1]; got {ramp_rate!r}")
+    if max_iter is not None:
+        max_iter = check_positive_int(max_iter, "max_iter")
+    if ramp_rate is not None and not (0 < ramp_rate <= 1):
+        raise ValueError(f"ramp_rate must be a float in (0, 1] or None; got {ramp_rate!r}")
+    if tol is not None and not tol >= 0:
+        raise ValueError(f"tol must be a float >= 0 or None; got {tol!r}")
     pruned = SparseProduct([magnitude_prune(W, limit)])
     if num_factors == 1 or pruned.nparams == np.count_nonzero(W):
         return pruned  # pruning is exact (or one factor was asked for)
@@ -266,6 +321,9 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
 def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress) -> list:
     """The products ``fit_sparse_product`` compares with pruning."""
     candidates = []
+    if method != "continuation" or num_factors >= 3:
+        max_iter = MAX_SWEEPS if max_iter is None else max_iter
+        tol = TOL if tol is None else tol
     if num_factors >= 3 or method == "hierarchical":
         candidates.append(_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol))
     for side in (_mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]):
