@@ -137,3 +137,15 @@ def test_corrupt_layer_reported_through_time_c(driver, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "write_layer", truncating)
     with pytest.raises(LayerFileError, match="truncated"):
         time_c(structmat.LowRank.random((6, 5), seed=0), np.ones(5), binary=driver, work_dir=tmp_path)
+
+
+def test_sparse_families_are_judged_against_their_byte_share():
+    from structmat.speed_c.runner import _add_ratios
+
+    def row(family, share, byte_share, median_ns):
+        return {"matrix": "W", "family": family, "implementation": "c", "share": share, "byte_share": byte_share,
+                "median_ns": median_ns, "dense_c_ns": 100.0, "dense_blas_ns": 100.0}
+
+    low, sparse = _add_ratios([row("lowrank", 0.25, 0.25, 30.0), row("sparse", 0.25, 0.5, 60.0)])
+    assert low["ratio_over_share"] == pytest.approx(1.2) and low["within_target"]
+    assert sparse["ratio_over_share"] == pytest.approx(1.2) and sparse["within_target"]
