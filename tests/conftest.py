@@ -1,8 +1,15 @@
 import os
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# One thread per pytest-xdist worker, set before NumPy / torch load their thread pools: with `-n 2` on two cores,
+# multi-threaded BLAS and torch in both workers oversubscribe the machine (a 150-step MLP on the digits took 76 s
+# instead of a few).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Deterministic, no deadline: Numba compiles on the first call and would trip it.
 settings.register_profile(
