@@ -67,6 +67,11 @@ def _open(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+        # np.load would try to unpickle it (and its message suggests allow_pickle=True): never for a matrix file
+        raise StructmatFileError(f"{path} is not a structmat matrix file: not an .npz (zip) archive")
     try:
         data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:

@@ -41,8 +41,9 @@ def test_truncated_file(saved):
 def test_garbage_file(tmp_path):
     path = tmp_path / "garbage.npz"
     path.write_bytes(b"this is not a zip archive at all" * 10)
-    with pytest.raises(StructmatFileError, match="garbage.npz"):
+    with pytest.raises(StructmatFileError, match="garbage.npz") as info:
         structmat.load(path)
+    assert "zip" in str(info.value) and "allow_pickle" not in str(info.value)  # never suggests unpickling
 
 
 def test_foreign_npz_without_meta(tmp_path):
