@@ -11,9 +11,9 @@ back to it when the error has clearly risen past its minimum, and polishes it wi
 split of the budget between the factors is thereby chosen by the path itself, and the result is never worse than
 pruning to ``budget − d`` entries (the start). How slowly it moves and how long it polishes (its *effort*) follows
 the cost of a sweep, about ``m·n·d`` multiply-adds: small matrices, whose sweeps take milliseconds, get a slow ramp
-and a tight stopping rule, large ones the fast settings (:func:`continuation_effort`). ``method="palm4msa"`` instead runs PALM4MSA from FAµST's start for
-each split of a grid (the peer library's linear split shares) and keeps the best; ``method="hierarchical"`` runs
-the hierarchical variant (Algorithm 3) with a geometric residual schedule.
+and a tight stopping rule, large ones the fast settings (:func:`continuation_effort`). ``method="palm4msa"``
+instead runs PALM4MSA from FAµST's start for each split of a grid (the peer library's linear split shares) and keeps
+the best; ``method="hierarchical"`` runs the hierarchical variant (Algorithm 3) with a geometric residual schedule.
 
 All three are deterministic: they use no random numbers.
 """
@@ -278,7 +278,7 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
     The continuation is deterministic and costs about four products of the factors with an ``m × n`` matrix per
     sweep; its default effort depends on the shape only (:func:`continuation_effort`). On EfficientNet-Lite0's
     classifier and its largest 1×1 convolutions at a quarter of the weights it lowers the error of magnitude pruning
-    from about 0.52 to 0.44–0.48 in 1-3 s of CPU; on a Gaussian 256×256 matrix it is below pyfaust's hierarchical
+    from about 0.52 to 0.44–0.48 in 1.5–4 s of CPU; on a Gaussian 256×256 matrix it is below pyfaust's hierarchical
     factorization at shares 0.1, 0.25 and 0.5 (see README, issue 8).
 
     References
