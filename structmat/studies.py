@@ -97,13 +97,14 @@ class Study:
     train_count: int
     test_count: int
     seconds: float
+    config: dict = dataclasses.field(default_factory=dict)  # the TrainingConfig the heads were trained with
 
     def rows(self) -> list[dict]:
         return [self.dense.row()] + [h.row() for h in self.heads]
 
     def to_json(self) -> dict:
         return {"objective": self.objective, "budget": self.budget, "train_count": self.train_count,
-                "test_count": self.test_count, "seconds": self.seconds,
+                "test_count": self.test_count, "seconds": self.seconds, "config": self.config,
                 "heads": [{**h.row(), "history": h.finetune.to_json() if h.finetune else None}
                           for h in (self.dense, *self.heads)]}
 
@@ -260,4 +261,4 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         heads.append(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
         logger.info("%s: %d parameters, fit error %s, test %s -> %s", family, nparams, head.fit_error, before, after)
     return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
-                 time.perf_counter() - start)
+                 time.perf_counter() - start, dataclasses.asdict(config))

@@ -60,7 +60,7 @@ def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path, monkey
 def test_corrupt_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     code, _, err = run(capsys, "info", tmp_path / "bad.npz")
-    assert code == 2 and "not a readable .npz" in err
+    assert code == 2 and "not an .npz (zip) archive" in err and err.count("\n") == 1
 
 
 def test_bad_budget_text_is_argparse_error(capsys):

@@ -1,6 +1,7 @@
 """The feature, fine-tuning and extraction-benchmark commands (the demo's test is in test_cli.py)."""
 
 import csv
+import json
 
 import pytest
 
@@ -32,8 +33,12 @@ def test_finetune_both_objectives(digits_cache, tmp_path, capsys):
                        "--threads", "1")
     assert code == 0 and "agreement_before" in out and (tmp_path / "finetune-distill-fit.png").exists()
     code, out, _ = run(capsys, "finetune", digits_cache, "-f", "lowrank", "--objective", "labels", "--init", "fresh",
-                       "--epochs", "2", "-o", tmp_path, "-q")
+                       "--epochs", "2", "--batch-size", "16", "-o", tmp_path, "-q")
     assert code == 0 and "accuracy_after" in out and (tmp_path / "finetune-labels-fresh.csv").exists()
+    config = json.loads((tmp_path / "finetune-labels-fresh.json").read_text())["config"]
+    assert config["batch_size"] == 16 and config["objective"] == "labels" and config["epochs"] == 2
+    code, _, err = run(capsys, "finetune", digits_cache, "--batch-size", "0", "-o", tmp_path, "-q")
+    assert code == 2 and "batch_size" in err and err.count("\n") == 1
     code, _, err = run(capsys, "finetune", tmp_path, "-q")
     assert code == 2 and "not a feature cache" in err
 

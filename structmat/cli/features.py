@@ -134,7 +134,8 @@ def _add_training_args(p, *, seconds_default):
 def _training_config(args, objective):
     from structmat.finetune import TrainingConfig
 
-    return TrainingConfig(objective=objective, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
+    batch = {} if getattr(args, "train_batch_size", None) is None else {"batch_size": args.train_batch_size}
+    return TrainingConfig(objective=objective, epochs=args.epochs, lr=args.lr, temperature=args.temperature, **batch,
                           max_seconds=args.seconds, seed=args.seed)
 
 
@@ -164,6 +165,9 @@ def _add_finetune(sub):
     p.add_argument("--time-budget", type=float, help="seconds for the whole run; heads share what is left")
     p.add_argument("--fit-timeout", type=float, help="fit each head in a child process killed after this many seconds")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--batch-size", dest="train_batch_size", type=int,
+                   help="rows per training step (default 128; larger for a head whose forward has a high fixed "
+                        "cost per call, such as ldr)")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_training_args(p, seconds_default=60.0)
 
