@@ -22,6 +22,7 @@ bounded as families are added.
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import time
 from dataclasses import dataclass
@@ -144,6 +145,16 @@ def _fit_head(family, budget, weight, bias, timeout):
     return head, timed.seconds
 
 
+def _step_seconds(head, features, rows) -> float:
+    """Seconds of one training step's forward and backward pass on ``rows`` (the gradients are cleared after)."""
+    x = torch.as_tensor(np.asarray(features.take(np.sort(rows))), dtype=torch.float32)
+    start = time.perf_counter()
+    head(x).square().mean().backward()
+    seconds = time.perf_counter() - start
+    head.zero_grad(set_to_none=True)
+    return seconds
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -234,20 +245,21 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
             seconds = config.max_seconds
             if time_budget is not None:
                 share = max(_remaining(start, time_budget) / left, 1.0)
-                # Two evaluations and at least one validation pass must fit in the family's share: time a small
-                # batch first, so that a layer whose forward pass is very slow is reported instead of overrunning.
-                probe = test[:min(len(test), 32)]
-                t_probe = time.perf_counter()
-                evaluate(head, features, labels=labels, teacher_logits=teacher, indices=probe)
-                per_row = (time.perf_counter() - t_probe) / len(probe)
-                needed = per_row * (2 * len(test) + config.validation_share * len(train_pool))
+                # Two evaluations and one epoch must fit in the family's share: time one training step first, so
+                # that a layer whose forward pass is very slow is reported instead of overrunning.
+                step = _step_seconds(head, features, train_pool[:config.batch_size])
+                steps = math.ceil((1 - config.validation_share) * len(train_pool) / config.batch_size)
+                passes = (2 * len(test) + config.validation_share * len(train_pool)) / config.batch_size
+                needed = step * (steps + passes / 3)  # a forward pass costs about a third of a step
                 if needed > share:
-                    message = (f"forward pass too slow for its time share: {1000 * per_row:.2f} s per 1000 rows, "
-                               f"~{needed:.0f} s to evaluate against {share:.0f} s left for this family")
+                    message = (f"too slow for its time share: one training step of {config.batch_size} rows took "
+                               f"{step:.2f} s, so one epoch ({steps} steps) and the evaluations need ~{needed:.0f} s "
+                               f"against {share:.0f} s left for this family (`finetune --batch-size` larger, more "
+                               "--seconds)")
                     logger.warning("%s: %s", family, message)
                     heads.append(HeadResult(family, "too slow", message, **common))
                     continue
-                share -= needed
+                share -= passes / 3 * step
                 seconds = share if seconds is None else min(seconds, share)
             before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
             result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,

@@ -34,6 +34,28 @@ def test_distill_study_reports_every_family_and_failures(cache, tmp_path):
     assert failed.heads[0].status == "fit failed" and "ValueError" in failed.heads[0].message
 
 
+def test_a_head_too_slow_to_train_in_its_share_is_reported(cache, monkeypatch):
+    import structmat.studies as studies
+
+    monkeypatch.setattr(studies, "_step_seconds", lambda head, features, rows: 100.0)
+    study = compare_heads(cache, ["lowrank"], 0.5, config=CONFIG, time_budget=30.0)
+    head = study.heads[0]
+    assert head.status == "too slow" and head.after is None and "one training step of 128 rows took 100" in head.message
+    monkeypatch.undo()  # the real step takes milliseconds
+    assert compare_heads(cache, ["lowrank"], 0.5, config=CONFIG, time_budget=30.0).heads[0].status == "ok"
+
+
+def test_step_probe_times_a_forward_and_backward_and_leaves_no_gradient(cache):
+    import structmat
+    from structmat.layers import layer_from_matrix
+    from structmat.studies import _step_seconds
+
+    W, b = cache.head_weights()
+    head = layer_from_matrix(structmat.approximate(W, "lowrank", 0.5), b)
+    assert 0 < _step_seconds(head, cache.features, [3, 1, 2]) < 5
+    assert all(p.grad is None for p in head.parameters())
+
+
 def test_labels_study_trains_a_new_dense_head(cache):
     study = compare_heads(cache, ["lowrank"], 0.5, objective="labels", init="fresh", config=CONFIG)
     assert study.dense.after.accuracy is not None and study.dense.finetune is not None
