@@ -252,7 +252,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
                 passes = (2 * len(test) + config.validation_share * len(train_pool)) / config.batch_size
                 needed = step * (steps + passes / 3)  # a forward pass costs about a third of a step
                 if needed > share:
-                    message = (f"too slow for its time share: one training step of {config.batch_size} rows took "
+                    message = (f"one training step of {config.batch_size} rows took "
                                f"{step:.2f} s, so one epoch ({steps} steps) and the evaluations need ~{needed:.0f} s "
                                f"against {share:.0f} s left for this family (`finetune --batch-size` larger, more "
                                "--seconds)")
