@@ -12,32 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from structmat.matrices._block_kernels import acc_block, acc_block_t
+
 __all__ = ["hmatrix_matmat", "hmatrix_rmatmat", "hmatrix_to_dense", "hmatrix_coverage"]
 
 #: From this many columns on, each leaf's product goes through BLAS instead of explicit loops.
 _BLAS_MIN_COLUMNS = 16
-
-
-@njit(cache=True)
-def _dense_leaf_loops(values, off, mb, nb, X, c0, Y, r0):
-    """``Y[r0:r0+mb] += D X[c0:c0+nb]`` with ``D = values[off:off+mb*nb]`` (mb, nb); X (n, k), Y (m, k)."""
-    k = X.shape[1]
-    for i in range(mb):
-        for j in range(nb):
-            d = values[off + i * nb + j]
-            for col in range(k):
-                Y[r0 + i, col] += d * X[c0 + j, col]
-
-
-@njit(cache=True)
-def _dense_leaf_loops_t(values, off, mb, nb, Yin, r0, Xout, c0):
-    """``Xout[c0:c0+nb] += Dᵀ Yin[r0:r0+mb]``; D (mb, nb) at ``off``, Yin (m, k), Xout (n, k)."""
-    k = Yin.shape[1]
-    for i in range(mb):
-        for j in range(nb):
-            d = values[off + i * nb + j]
-            for col in range(k):
-                Xout[c0 + j, col] += d * Yin[r0 + i, col]
 
 
 @njit(cache=True)
@@ -74,7 +54,7 @@ def hmatrix_matmat(leaves, values, X, Y):
             if k >= _BLAS_MIN_COLUMNS:
                 Y[r0:r1] += np.dot(values[off:off + mb * nb].reshape(mb, nb), X[c0:c1])
             else:
-                _dense_leaf_loops(values, off, mb, nb, X, c0, Y, r0)
+                acc_block(values, off, mb, nb, X, c0, Y, r0)
         elif r > 0:
             if k >= _BLAS_MIN_COLUMNS:
                 U = values[off:off + mb * r].reshape(mb, r)
@@ -99,7 +79,7 @@ def hmatrix_rmatmat(leaves, values, Yin, Xout):
             if k >= _BLAS_MIN_COLUMNS:
                 Xout[c0:c1] += np.dot(values[off:off + mb * nb].reshape(mb, nb).T, Yin[r0:r1])
             else:
-                _dense_leaf_loops_t(values, off, mb, nb, Yin, r0, Xout, c0)
+                acc_block_t(values, off, mb, nb, Yin, r0, Xout, c0)
         elif r > 0:
             if k >= _BLAS_MIN_COLUMNS:
                 U = values[off:off + mb * r].reshape(mb, r)

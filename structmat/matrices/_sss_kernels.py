@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from structmat.matrices._block_kernels import acc_block, acc_block_t
+
 __all__ = ["sss_offsets", "sss_matmat", "sss_rmatmat", "sss_to_dense"]
 
 
@@ -34,28 +36,6 @@ def sss_offsets(m_sizes, n_sizes, d, e):
 
 
 @njit(cache=True)
-def _acc(flat, start, rows, cols, src, src0, out, out0):
-    """out[out0:out0+rows] += Mat @ src[src0:src0+cols], Mat = flat[start:].reshape(rows, cols) (row-major)."""
-    b = out.shape[1]
-    for i in range(rows):
-        for j in range(cols):
-            a = flat[start + i * cols + j]
-            for t in range(b):
-                out[out0 + i, t] += a * src[src0 + j, t]
-
-
-@njit(cache=True)
-def _acc_t(flat, start, rows, cols, src, src0, out, out0):
-    """out[out0:out0+cols] += Matᵀ @ src[src0:src0+rows], Mat = flat[start:].reshape(rows, cols) (row-major)."""
-    b = out.shape[1]
-    for i in range(rows):
-        for j in range(cols):
-            a = flat[start + i * cols + j]
-            for t in range(b):
-                out[out0 + j, t] += a * src[src0 + i, t]
-
-
-@njit(cache=True)
 def sss_matmat(m_sizes, n_sizes, d, e, A, B, C, D, E, F, G, X, Y):
     """Y (m, b) = M @ X (n, b): forward sweep (causal part and D), then backward sweep (anticausal). Y zeroed."""
     K = m_sizes.shape[0]
@@ -66,18 +46,18 @@ def sss_matmat(m_sizes, n_sizes, d, e, A, B, C, D, E, F, G, X, Y):
     nxt = np.zeros((width, b), dtype=Y.dtype)
     for k in range(K):  # causal: y_k = C_k x + D_k u_k;  x <- A_k x + B_k u_k
         r0, c0 = off[0, k], off[1, k]
-        _acc(C, off[4, k], m_sizes[k], d[k], cur, 0, Y, r0)
-        _acc(D, off[5, k], m_sizes[k], n_sizes[k], X, c0, Y, r0)
+        acc_block(C, off[4, k], m_sizes[k], d[k], cur, 0, Y, r0)
+        acc_block(D, off[5, k], m_sizes[k], n_sizes[k], X, c0, Y, r0)
         nxt[: d[k + 1]] = 0.0
-        _acc(A, off[2, k], d[k + 1], d[k], cur, 0, nxt, 0)
-        _acc(B, off[3, k], d[k + 1], n_sizes[k], X, c0, nxt, 0)
+        acc_block(A, off[2, k], d[k + 1], d[k], cur, 0, nxt, 0)
+        acc_block(B, off[3, k], d[k + 1], n_sizes[k], X, c0, nxt, 0)
         cur, nxt = nxt, cur
     for k in range(K - 1, -1, -1):  # anticausal: y_k += G_k z;  z <- E_k z + F_k u_k
         r0, c0 = off[0, k], off[1, k]
-        _acc(G, off[8, k], m_sizes[k], e[k + 1], cur, 0, Y, r0)
+        acc_block(G, off[8, k], m_sizes[k], e[k + 1], cur, 0, Y, r0)
         nxt[: e[k]] = 0.0
-        _acc(E, off[6, k], e[k], e[k + 1], cur, 0, nxt, 0)
-        _acc(F, off[7, k], e[k], n_sizes[k], X, c0, nxt, 0)
+        acc_block(E, off[6, k], e[k], e[k + 1], cur, 0, nxt, 0)
+        acc_block(F, off[7, k], e[k], n_sizes[k], X, c0, nxt, 0)
         cur, nxt = nxt, cur
     return Y
 
@@ -93,19 +73,19 @@ def sss_rmatmat(m_sizes, n_sizes, d, e, A, B, C, D, E, F, G, V, Z):
     nxt = np.zeros((width, b), dtype=Z.dtype)
     for k in range(K - 1, -1, -1):  # out_k = B_kᵀ p + D_kᵀ v_k;  p <- C_kᵀ v_k + A_kᵀ p
         r0, c0 = off[0, k], off[1, k]
-        _acc_t(B, off[3, k], d[k + 1], n_sizes[k], cur, 0, Z, c0)
-        _acc_t(D, off[5, k], m_sizes[k], n_sizes[k], V, r0, Z, c0)
+        acc_block_t(B, off[3, k], d[k + 1], n_sizes[k], cur, 0, Z, c0)
+        acc_block_t(D, off[5, k], m_sizes[k], n_sizes[k], V, r0, Z, c0)
         nxt[: d[k]] = 0.0
-        _acc_t(C, off[4, k], m_sizes[k], d[k], V, r0, nxt, 0)
-        _acc_t(A, off[2, k], d[k + 1], d[k], cur, 0, nxt, 0)
+        acc_block_t(C, off[4, k], m_sizes[k], d[k], V, r0, nxt, 0)
+        acc_block_t(A, off[2, k], d[k + 1], d[k], cur, 0, nxt, 0)
         cur, nxt = nxt, cur
     cur[:] = 0.0
     for k in range(K):  # out_k += F_kᵀ q;  q <- G_kᵀ v_k + E_kᵀ q
         r0, c0 = off[0, k], off[1, k]
-        _acc_t(F, off[7, k], e[k], n_sizes[k], cur, 0, Z, c0)
+        acc_block_t(F, off[7, k], e[k], n_sizes[k], cur, 0, Z, c0)
         nxt[: e[k + 1]] = 0.0
-        _acc_t(G, off[8, k], m_sizes[k], e[k + 1], V, r0, nxt, 0)
-        _acc_t(E, off[6, k], e[k], e[k + 1], cur, 0, nxt, 0)
+        acc_block_t(G, off[8, k], m_sizes[k], e[k + 1], V, r0, nxt, 0)
+        acc_block_t(E, off[6, k], e[k], e[k + 1], cur, 0, nxt, 0)
         cur, nxt = nxt, cur
     return Z
 
