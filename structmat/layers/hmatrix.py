@@ -19,7 +19,7 @@ from structmat._validation import check_positive_int
 from structmat.layers._hmatrix_plan import make_plan
 from structmat.layers.base import StructuredLinear
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
-from structmat.matrices.hmatrix_partition import eta_blocks, hedlr_blocks, hodlr_blocks, max_depth
+from structmat.matrices.hmatrix_partition import blocks_for, eta_blocks, max_depth
 from structmat.matrices.permutation import inverse_permutation
 
 __all__ = ["HMatrixLinear", "HODLRLinear", "HEDLRLinear"]
@@ -230,7 +230,25 @@ class HMatrixLinear(StructuredLinear):
         return text + (f", {details}" if details else "")
 
 
-class HODLRLinear(HMatrixLinear):
+class _DepthPartitionLinear(HMatrixLinear):
+    """A layer whose partition is fixed by its kind and a depth; a fresh one has rank-``rank`` low-rank leaves
+    (dense where that is cheaper) at depth ``depth`` (default: ``min(_default_depth, max_depth(out, in, 32))``)."""
+
+    _default_depth = 2
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int = 8, depth=None,
+                 device=None, dtype=None) -> None:
+        StructuredLinear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
+        rank = check_positive_int(rank, "rank")
+        if depth is None:
+            depth = min(self._default_depth, max_depth(out_features, in_features, 32))
+        partition = {"kind": self.family, "depth": int(depth)}
+        self._setup(_fresh_table(blocks_for(out_features, in_features, partition), rank), partition, None, None,
+                    device, dtype)
+        self.reset_parameters()
+
+
+class HODLRLinear(_DepthPartitionLinear):
     """A linear layer whose weight is a HODLR matrix (family ``"hodlr"``).
 
     A fresh layer has depth ``depth`` (default: ``min(4, max_depth(out, in, 32))``), dense diagonal leaves and
@@ -239,18 +257,10 @@ class HODLRLinear(HMatrixLinear):
 
     family = "hodlr"
     _matrix_class = HODLRMatrix
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int = 8, depth=None,
-                 device=None, dtype=None) -> None:
-        StructuredLinear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
-        rank = check_positive_int(rank, "rank")
-        depth = min(4, max_depth(out_features, in_features, 32)) if depth is None else depth
-        blocks = hodlr_blocks(out_features, in_features, depth)
-        self._setup(_fresh_table(blocks, rank), {"kind": "hodlr", "depth": int(depth)}, None, None, device, dtype)
-        self.reset_parameters()
+    _default_depth = 4
 
 
-class HEDLRLinear(HMatrixLinear):
+class HEDLRLinear(_DepthPartitionLinear):
     """A linear layer whose weight is a HEDLR (block low-rank) matrix (family ``"hedlr"``).
 
     A fresh layer is a ``2^depth × 2^depth`` grid (default depth: ``min(2, max_depth(out, in, 32))``) of rank-``rank``
@@ -259,12 +269,3 @@ class HEDLRLinear(HMatrixLinear):
 
     family = "hedlr"
     _matrix_class = HEDLRMatrix
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int = 8, depth=None,
-                 device=None, dtype=None) -> None:
-        StructuredLinear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
-        rank = check_positive_int(rank, "rank")
-        depth = min(2, max_depth(out_features, in_features, 32)) if depth is None else depth
-        blocks = hedlr_blocks(out_features, in_features, depth)
-        self._setup(_fresh_table(blocks, rank), {"kind": "hedlr", "depth": int(depth)}, None, None, device, dtype)
-        self.reset_parameters()

@@ -26,7 +26,7 @@ import numpy as np
 
 from structmat.matrices import _hmatrix_kernels as kernels
 from structmat.matrices.base import StructuredMatrix, float_dtype, freeze
-from structmat.matrices.hmatrix_partition import blocks_for, eta_blocks, hedlr_blocks, hodlr_blocks, max_depth
+from structmat.matrices.hmatrix_partition import blocks_for, eta_blocks, max_depth
 from structmat.matrices.permutation import check_permutation, count_indices, gather, scatter, unpermute
 
 __all__ = ["HMatrix", "HODLRMatrix", "HEDLRMatrix", "leaf_sizes", "LEAF_COLUMNS"]
@@ -333,35 +333,31 @@ class HMatrix(StructuredMatrix):
         return cls.from_blocks(shape, payloads, partition=partition, dtype=dtype)
 
 
-class HODLRMatrix(HMatrix):
+class _DepthPartitionMatrix(HMatrix):
+    """An HMatrix whose partition is fixed by its kind and a depth (HODLR, HEDLR)."""
+
+    @property
+    def depth(self) -> int:
+        return int(self.partition["depth"])
+
+    @classmethod
+    def _random_blocks(cls, shape, rank, depth=None):
+        depth = min(2, max_depth(*shape, 8)) if depth is None else depth
+        partition = {"kind": cls._partition_kind, "depth": depth}
+        return blocks_for(*shape, partition), partition
+
+
+class HODLRMatrix(_DepthPartitionMatrix):
     """A HODLR (hierarchically off-diagonal low-rank) matrix: the partition of
     :func:`~structmat.matrices.hmatrix_partition.hodlr_blocks` of depth ``partition["depth"]``."""
 
     family = "hodlr"
     _partition_kind = "hodlr"
 
-    @property
-    def depth(self) -> int:
-        return int(self.partition["depth"])
 
-    @classmethod
-    def _random_blocks(cls, shape, rank, depth=None):
-        depth = min(2, max_depth(*shape, 8)) if depth is None else depth
-        return hodlr_blocks(*shape, depth), {"kind": "hodlr", "depth": depth}
-
-
-class HEDLRMatrix(HMatrix):
+class HEDLRMatrix(_DepthPartitionMatrix):
     """A HEDLR (hierarchically equally distributed low-rank, i.e. block low-rank) matrix: the uniform grid of
     :func:`~structmat.matrices.hmatrix_partition.hedlr_blocks` of depth ``partition["depth"]``."""
 
     family = "hedlr"
     _partition_kind = "hedlr"
-
-    @property
-    def depth(self) -> int:
-        return int(self.partition["depth"])
-
-    @classmethod
-    def _random_blocks(cls, shape, rank, depth=None):
-        depth = min(2, max_depth(*shape, 8)) if depth is None else depth
-        return hedlr_blocks(*shape, depth), {"kind": "hedlr", "depth": depth}
