@@ -26,3 +26,15 @@ SHAPES = [(24, 24), (40, 17), (13, 36), (1, 9), (9, 1)]
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: small tensors are fastest that way (two OpenMP threads crawl on a shared
+    machine), and a child process on one thread then does identical arithmetic."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

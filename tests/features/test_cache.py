@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from structmat.features import (
     CacheMismatchError, ChunkedArray, FeatureCache, FeatureCacheError, extract_features,
@@ -19,12 +18,7 @@ from tests.features._tiny import tiny_backbone, tiny_dataset
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the child process of the resume test uses one thread too: identical arithmetic
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cache_files(directory):

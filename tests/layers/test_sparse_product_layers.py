@@ -11,13 +11,7 @@ from structmat.matrices.monarch import Monarch
 from structmat.matrices.sparse_product import SparseProduct
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small sparse products are fastest on one thread (and much slower on a busy machine with two)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sparse_product_layer_trains_with_adam():
