@@ -143,3 +143,14 @@ def output_path(directory, name: str) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     return path / name
+
+
+def write_summary_and_plot(rows, directory, stem: str, summary_of: Callable, plot: Callable, title: str) -> tuple:
+    """Write ``<stem>_summary.csv`` (``summary_of(rows)``) and ``<stem>.png`` (``plot(rows, path, title=title)``)
+    beside the per-run CSV; return their paths."""
+    summary = summary_of(rows)
+    csv_path = output_path(directory, f"{stem}_summary.csv")
+    write_rows(csv_path, summary, list(summary[0]))
+    png = output_path(directory, f"{stem}.png")
+    plot(rows, png, title=title)
+    return csv_path, png

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from structmat.benchmarks._training import load_split, mlp, output_path, run_cells, summarize
+from structmat.benchmarks._training import load_split, mlp, run_cells, summarize, write_summary_and_plot
 from structmat.training import accuracy, convert_to_sampled, train_epochs
 
 __all__ = ["run_sampled_benchmark", "plot_sampled", "sampled_variants", "sampled_summary", "write_sampled_outputs",
@@ -130,11 +130,4 @@ def plot_sampled(rows, path, *, title: str | None = None) -> None:
 
 def write_sampled_outputs(rows, directory) -> tuple:
     """Write ``sampled_summary.csv`` and ``sampled.png`` beside the per-run CSV; return their paths."""
-    from structmat.benchmarks.results import write_rows
-
-    summary = sampled_summary(rows)
-    csv_path = output_path(directory, "sampled_summary.csv")
-    write_rows(csv_path, summary, list(summary[0]))
-    png = output_path(directory, "sampled.png")
-    plot_sampled(rows, png, title=f"MLP on {rows[0]['dataset']}: column-row sampled training")
-    return csv_path, png
+    return write_summary_and_plot(rows, directory, "sampled", sampled_summary, plot_sampled, f"MLP on {rows[0]['dataset']}: column-row sampled training")

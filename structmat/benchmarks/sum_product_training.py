@@ -18,7 +18,7 @@ import copy
 
 import torch
 
-from structmat.benchmarks._training import load_split, mlp, output_path, run_cells, summarize
+from structmat.benchmarks._training import load_split, mlp, run_cells, summarize, write_summary_and_plot
 from structmat.training import Stage, accuracy, convert_to_sum_product, train_epochs, train_staged
 from structmat.training.sum_product import SumProductLinear
 
@@ -153,11 +153,4 @@ def plot_sum_product(rows, path, *, title: str | None = None) -> None:
 
 def write_sum_product_outputs(rows, directory) -> tuple:
     """Write ``sum_product_summary.csv`` and ``sum_product.png``; return their paths."""
-    from structmat.benchmarks.results import write_rows
-
-    summary = sum_product_summary(rows)
-    csv_path = output_path(directory, "sum_product_summary.csv")
-    write_rows(csv_path, summary, list(summary[0]))
-    png = output_path(directory, "sum_product.png")
-    plot_sum_product(rows, png, title=f"MLP on {rows[0]['dataset']}: StrassenNets sum-product layers")
-    return csv_path, png
+    return write_summary_and_plot(rows, directory, "sum_product", sum_product_summary, plot_sum_product, f"MLP on {rows[0]['dataset']}: StrassenNets sum-product layers")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from structmat.benchmarks._training import load_split, mlp, output_path, run_cells, summarize
+from structmat.benchmarks._training import load_split, mlp, run_cells, summarize, write_summary_and_plot
 from structmat.training import accuracy, convert_to_topk_sparse, model_training_cost, train_epochs
 from structmat.training.topk_sparse import TopKSparseLinear
 
@@ -125,11 +125,4 @@ def plot_swat(rows, path, *, title: str | None = None) -> None:
 
 def write_swat_outputs(rows, directory) -> tuple:
     """Write ``swat_summary.csv`` and ``swat.png``; return their paths."""
-    from structmat.benchmarks.results import write_rows
-
-    summary = swat_summary(rows)
-    csv_path = output_path(directory, "swat_summary.csv")
-    write_rows(csv_path, summary, list(summary[0]))
-    png = output_path(directory, "swat.png")
-    plot_swat(rows, png, title=f"MLP on {rows[0]['dataset']}: SWAT")
-    return csv_path, png
+    return write_summary_and_plot(rows, directory, "swat", swat_summary, plot_swat, f"MLP on {rows[0]['dataset']}: SWAT")
