@@ -27,7 +27,7 @@ from structmat.matrices.ldr import LDR
 from structmat.matrices.toeplitz_like import ToeplitzLike
 from structmat.matrices.sss import SSS
 
-__all__ = ["Family", "FAMILIES", "get_family", "structured_family_names"]
+__all__ = ["Family", "FAMILIES", "CONTAINS_LOWRANK", "get_family", "structured_family_names"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,20 @@ FAMILIES: dict[str, Family] = {
     "hmatrix": Family("hmatrix", HMatrix, fit_hmatrix, "structmat.layers.hmatrix:HMatrixLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "sss": Family("sss", SSS, fit_sss, "structmat.layers.sss:SSSLinear", "Σ m_k·n_k + Σ d_{k+1}(d_k+n_k) + m_k·d_k + (same for e)"),
 }
+
+#: Families that represent every rank-r matrix ``U Vᵀ`` exactly at its own count ``r (m + n)`` (Monarch with one
+#: block per side, SSS with two stages, a hierarchical matrix with one leaf, a product ``[U 0] [V 0]ᵀ`` of two
+#: sparse factors). Their fits keep that member among their candidates, so they are never worse than ``lowrank``
+#: at the same budget, with or without inputs. One name per line: add a family here when it contains low rank.
+CONTAINS_LOWRANK = frozenset({
+    "lowrank",
+    "monarch",
+    "sss",
+    "hodlr",
+    "hedlr",
+    "hmatrix",
+    "sparse_product",
+})
 
 
 def get_family(name: str) -> Family:

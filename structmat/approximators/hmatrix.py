@@ -9,7 +9,9 @@ rank reaches the computed part get more singular values and the allocation is re
 
 Each ``fit_*`` searches a small grid of partitions (depth, or η and minimum block size) and optionally row and
 column orderings (:mod:`structmat.approximators.ordering`), and returns the candidate with the smallest error.
-Depth 0 is a single leaf, i.e. plain low rank (or dense), so the search never loses to low rank.
+Depth 0 is a single leaf, i.e. plain low rank (or dense): that candidate is the ``lowrank`` family's own fit, so the
+search never loses to low rank at the same budget. With ``inputs`` the fits minimise the output error instead
+(:mod:`structmat.approximators._hmatrix_weighted`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._hmatrix_spectra import LeafSpectra
 from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
+from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix_partition import blocks_for, check_eta, max_depth
@@ -61,12 +64,14 @@ POLISH_MAX_WORK = 2.5e9
 
 @dataclass(frozen=True)
 class _Candidate:
-    """One partition (with one ordering) and its allocation."""
+    """One partition (with one ordering) and its allocation; ``matrix`` is set when it was built already (the
+    one-leaf candidate, which is :func:`~structmat.approximators.lowrank.fit_lowrank`'s answer)."""
 
     ordering: str
     partition: dict
     boxes: np.ndarray
     allocation: Allocation
+    matrix: HMatrix | None = None
 
 
 def _smallest_leaf_cost(boxes: np.ndarray) -> int:
@@ -114,8 +119,10 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
         if cost > limit:
             logger.debug("%s %s: smallest leaf option costs %d > budget %d", family_name, partition, cost, limit)
             continue
-        if len(boxes) == 1 and ordering_name != orderings[0]:
-            continue  # one leaf (plain low rank): a permutation changes nothing, fit it once
+        if len(boxes) == 1:
+            if ordering_name == orderings[0]:  # a permutation changes nothing: fit the one leaf once
+                candidates.append(_one_leaf(W, limit, matrix_class, partition, seed))
+            continue
         if ordering_name not in spectra:
             rows, cols = order_rows_and_columns(W, ordering_name, min_size=min_block, seed=seed)
             orders[ordering_name] = (rows, cols)
@@ -134,7 +141,24 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
     best = min(candidates, key=lambda c: (c.allocation.error2, c.allocation.nparams))
     logger.debug("%s: best %s ordering=%s; SVD time %.2f s", family_name, best.partition, best.ordering,
                  sum(s.svd_seconds for s in spectra.values()))
+    if best.matrix is not None:
+        return best.matrix
     return _build(matrix_class, W.shape, best, spectra[best.ordering], orders[best.ordering])
+
+
+def _one_leaf(W: np.ndarray, limit: int, matrix_class, partition: dict, seed) -> _Candidate:
+    """The one-leaf candidate: ``W`` itself when the budget pays for it, else the ``lowrank`` family's own fit
+    (:func:`fit_lowrank`, the same SVD), so a hierarchical fit is never worse than low rank at the same budget."""
+    m, n = W.shape
+    boxes = np.array([[0, m, 0, n]], dtype=np.int64)
+    if m * n <= limit:
+        M = matrix_class.from_blocks((m, n), [((0, m, 0, n), W)], partition=partition, dtype=np.float64)
+        return _Candidate("none", dict(partition), boxes, Allocation(np.array([-1]), m * n, 0.0, ()), M)
+    L = fit_lowrank(W, limit, seed=seed)
+    residual = W - L.U @ L.V.T
+    error2 = float(np.einsum("ij,ij->", residual, residual))
+    M = matrix_class.from_blocks((m, n), [((0, m, 0, n), (L.U, L.V))], partition=partition, dtype=np.float64)
+    return _Candidate("none", dict(partition), boxes, Allocation(np.array([L.rank]), L.nparams, error2, ()), M)
 
 
 def _allocate(cache: LeafSpectra, boxes: np.ndarray, limit: int, rule: str) -> Allocation:
@@ -157,8 +181,9 @@ def _polish(candidates: list[_Candidate], spectra: dict, limit: int, rule: str) 
     their leaves' exact SVDs cost at most ``POLISH_MAX_WORK`` (``Σ m_b n_b min(m_b, n_b)``) in total.
     """
     best = min(c.allocation.error2 for c in candidates)
-    ranked = sorted(candidates, key=lambda c: c.allocation.error2)[:POLISH_MAX_CANDIDATES]
-    out = [c for c in candidates if c not in ranked]
+    ranked = sorted((c for c in candidates if c.matrix is None), key=lambda c: c.allocation.error2)
+    ranked = ranked[:POLISH_MAX_CANDIDATES]
+    out = [c for c in candidates if not any(c is r for r in ranked)]
     for c in ranked:
         cache = spectra[c.ordering]
         rough = [box for box in c.boxes.tolist() if not cache.leaf(box).exact]

@@ -211,6 +211,20 @@ class HMatrix(StructuredMatrix):
         return cls(shape, np.array(rows, dtype=np.int64), values.astype(dtype, copy=False), row_order=row_order,
                    col_order=col_order, partition=partition, dtype=dtype)
 
+    @classmethod
+    def one_leaf_partition(cls, shape) -> dict:
+        """The partition record whose only leaf is the whole matrix (a low-rank or dense matrix in this class)."""
+        m, n = (int(v) for v in shape)
+        return {"kind": "eta", "eta": 1.0, "min_block": max(m, n)}
+
+    @classmethod
+    def from_lowrank(cls, lowrank) -> "HMatrix":
+        """The one-leaf matrix of this class equal to ``lowrank`` (a :class:`~structmat.LowRank`), with the same
+        ``nparams = r (m + n)``: every hierarchical family contains low rank."""
+        m, n = lowrank.shape
+        return cls.from_blocks((m, n), [((0, m, 0, n), (lowrank.U, lowrank.V))],
+                               partition=cls.one_leaf_partition((m, n)), dtype=lowrank.dtype)
+
     def blocks(self):
         """Yield ``((r0, r1, c0, c1), payload)`` per leaf, as :meth:`from_blocks` takes them (views, read-only)."""
         for r0, r1, c0, c1, r, off in self.leaves.tolist():
@@ -339,6 +353,10 @@ class _DepthPartitionMatrix(HMatrix):
     @property
     def depth(self) -> int:
         return int(self.partition["depth"])
+
+    @classmethod
+    def one_leaf_partition(cls, shape) -> dict:
+        return {"kind": cls._partition_kind, "depth": 0}
 
     @classmethod
     def _random_blocks(cls, shape, rank, depth=None):

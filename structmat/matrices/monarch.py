@@ -166,6 +166,13 @@ class Monarch(StructuredMatrix):
         return f"in_blocks={self.in_blocks}, out_blocks={self.out_blocks}, rank={self.rank}"
 
     @classmethod
+    def from_lowrank(cls, lowrank) -> "Monarch":
+        """``U Vᵀ`` as the Monarch matrix with one block per side (``K = J = 1``, ``t = r``): the same
+        ``nparams = r (m + n)``, so Monarch contains low rank."""
+        m, n = lowrank.shape
+        return cls(lowrank.V.T[None], lowrank.U[None], shape=(m, n), dtype=lowrank.dtype)
+
+    @classmethod
     def random(cls, shape, *, in_blocks: int | None = None, out_blocks: int | None = None, rank: int = 1,
                seed=None, dtype=np.float64) -> "Monarch":
         """A random Monarch matrix (Gaussian blocks, zero on the padding); block counts default to

@@ -353,6 +353,20 @@ class SSS(StructuredMatrix):
         return text
 
     @classmethod
+    def from_lowrank(cls, lowrank) -> "SSS":
+        """``U Vᵀ`` (rank r) as a two-stage SSS matrix with the same ``nparams = r (m + n)``.
+
+        Stage 0 takes every column and emits no rows, stage 1 emits every row and takes no column
+        (``m_sizes = (0, m)``, ``n_sizes = (n, 0)``): the only non-empty block is the causal block
+        ``C_1 B_0 = U Vᵀ`` with state dim r, and every diagonal block is empty. So SSS contains low rank.
+        """
+        m, n = lowrank.shape
+        r = lowrank.rank
+        empty = np.zeros(0, dtype=lowrank.dtype)
+        return cls.from_flat([0, m], [n, 0], [0, r, 0], [0, 0, 0], A=empty, B=lowrank.V.T.ravel(),
+                             C=lowrank.U.ravel(), D=empty, E=empty, F=empty, G=empty, dtype=lowrank.dtype)
+
+    @classmethod
     def random(cls, shape, *, num_stages: int = 4, state_dim: int = 2, m_sizes=None, n_sizes=None,
                seed=None, dtype=np.float64) -> "SSS":
         """A random SSS matrix: ``num_stages`` near-equal stages (or the given ``m_sizes``/``n_sizes``),

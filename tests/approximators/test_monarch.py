@@ -35,7 +35,8 @@ def test_projection_error_is_the_discarded_singular_values(rng):
 def test_search_respects_budget_and_options(rng):
     W = rng.standard_normal((40, 48))
     M = fit_monarch(W, 0.3)
-    assert M.nparams <= int(0.3 * W.size) and M.in_blocks >= 2 and M.out_blocks >= 2
+    assert M.nparams <= int(0.3 * W.size)
+    assert structmat.relative_error(W, M) <= structmat.relative_error(W, structmat.approximate(W, "lowrank", 0.3)) + 1e-12
     fixed = fit_monarch(W, 0.3, in_blocks=4, out_blocks=5)
     assert (fixed.in_blocks, fixed.out_blocks) == (4, 5)
     assert structmat.relative_error(W, M) <= structmat.relative_error(W, fixed) + 1e-12
@@ -56,4 +57,4 @@ def test_bad_projection_options(kwargs, match):
 
 def test_block_candidates():
     assert block_candidates(1) == [1]
-    assert 32 in block_candidates(1024) and 1 not in block_candidates(1024)
+    assert 32 in block_candidates(1024) and block_candidates(1024)[0] == 1

@@ -1,0 +1,94 @@
+"""What the data-aware fits of Monarch, SSS and the hierarchical families share: the weighted problem.
+
+With ``C`` the regularised (and rescaled) input second moment, ``C = L Lᵀ`` (:meth:`InputStatistics.whitening_factor`),
+the output objective of ``M`` is ``tr((W − M) C (W − M)ᵀ) = ‖(W − M) L‖²_F`` (structmat's note ``data-aware.md``).
+Its rows are independent: ``Σ_i (w_i − m_i) C (w_i − m_i)ᵀ``. So any block of ``M`` that is linear in a group of
+parameters, with the other parameters fixed, is fitted by an exact weighted least-squares step, and a low-rank
+block ``X`` on columns ``J`` of rows ``I`` has the closed form
+
+.. math:: X^\\star = \\big[\\, P_{I,J}\\, T_J^{-\\top} \\big]_r\\, T_J^{-1}, \\qquad T_J T_J^\\top = C_{JJ},
+
+where ``P = (W − M_{\\text{others}}) C`` and ``[·]_r`` is the rank-``r`` truncated SVD (a generalised
+Eckart–Young: with ``Z = X T_J``, the objective is ``‖Z − P_{I,J} T_J^{-⊤}‖²`` plus a constant). For ``J`` the
+whole input this is the whitened low-rank optimum (SVD-LLM, Wang et al., ICLR 2025, eq. (3)-(5)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from structmat.approximators.data_aware import OutputObjective
+from structmat.approximators.lowrank import truncated_svd
+from structmat.statistics import DEFAULT_RIDGE, InputStatistics
+
+__all__ = ["WeightedProblem", "lowrank_in_weighted_norm", "cholesky_factor"]
+
+
+def cholesky_factor(C: np.ndarray) -> np.ndarray:
+    """Lower-triangular ``T`` with ``T Tᵀ = C`` for a symmetric positive definite block of the regularised ``C``;
+    a diagonal shift of ``1e-12 · mean diag`` is added if rounding made the block indefinite."""
+    try:
+        return scipy.linalg.cholesky(C, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        shift = 1e-12 * max(float(np.trace(C)) / max(C.shape[0], 1), np.finfo(float).tiny)
+        return scipy.linalg.cholesky(C + shift * np.eye(C.shape[0]), lower=True, check_finite=False)
+
+
+def lowrank_in_weighted_norm(G: np.ndarray, T: np.ndarray, rank: int, *, method: str = "svd"):
+    """``(U, V)`` with ``U Vᵀ = [G]_r T⁻¹``: the best rank-``r`` block for the whitened target ``G = P T^{-⊤}``.
+
+    ``U`` is ``U_r √Σ_r`` and ``V`` is ``T^{-⊤} V_r √Σ_r`` (balanced). Returns also the squared singular values
+    of ``G`` that were computed (the gains of each rank, for allocations).
+    """
+    rank = int(min(rank, *G.shape))
+    if rank <= 0:
+        return np.zeros((G.shape[0], 0)), np.zeros((G.shape[1], 0)), np.zeros(0)
+    U, s, Vt = truncated_svd(G, rank, method=method)
+    root = np.sqrt(s[:rank])
+    V = scipy.linalg.solve_triangular(T, Vt[:rank].T * root, lower=True, trans="T", check_finite=False)
+    return U[:, :rank] * root, V, s * s
+
+
+class WeightedProblem:
+    """``W`` (float64), the regularised second moment ``C`` of its inputs and the objective that scores fits.
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n)
+    stats : InputStatistics
+    ridge : float
+        Relative regularisation, as in :meth:`InputStatistics.regularized_eigh`.
+
+    Attributes
+    ----------
+    C : ndarray of shape (n, n)
+        ``C / scale² + λ I`` (symmetric positive definite for ``ridge > 0``).
+    energy : float
+        ``tr(W C Wᵀ)``: squared errors are divided by it.
+    """
+
+    def __init__(self, W: np.ndarray, stats: InputStatistics, ridge: float = DEFAULT_RIDGE) -> None:
+        self.W = W
+        self.stats = stats
+        self.ridge = ridge
+        self.objective = OutputObjective(W, stats, ridge)
+        mu, V = stats.regularized_eigh(ridge)
+        C = (V * mu) @ V.T
+        self.C = (C + C.T) / 2.0
+        self.energy = self.objective.energy
+
+    def error2(self, M) -> float:
+        """Relative squared output error of ``M`` (structured or dense) on the regularised objective."""
+        return self.objective.error2(M)
+
+    def best(self, candidates):
+        """The candidate with the smallest output error (the first one on ties) and its squared error."""
+        return self.objective.best([c for c in candidates if c is not None])
+
+    def permuted(self, col_order) -> tuple[np.ndarray, np.ndarray]:
+        """``C`` with rows and columns in ``col_order`` (the input order of a reordered fit), and ``W`` likewise
+        (columns only)."""
+        if col_order is None:
+            return self.W, self.C
+        return self.W[:, col_order], self.C[np.ix_(col_order, col_order)]
