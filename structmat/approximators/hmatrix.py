@@ -26,11 +26,14 @@ from tqdm.auto import tqdm
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._hmatrix_spectra import LeafSpectra
 from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
+from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.palm4msa import blas_threads_for as _one_thread_for
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.hmatrix_partition import blocks_for, check_eta, max_depth
 from structmat.matrices.permutation import permute
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_hodlr", "fit_hedlr", "fit_hmatrix", "fit_partitions", "default_min_block", "DEFAULT_ETAS",
            "DEFAULT_MIN_BLOCKS"]
@@ -94,7 +97,8 @@ def _check_options(power_iterations, oversamples, allocation, ordering, size: in
 
 def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
                    power_iterations: int = 4, oversamples: int = 10, min_block: int = MIN_BLOCK_FLOOR,
-                   seed=None, progress: bool = False, family_name: str = "hierarchical") -> HMatrix:
+                   seed=None, progress: bool = False, family_name: str = "hierarchical", inputs=None,
+                   ridge: float = DEFAULT_RIDGE, sweeps=None) -> HMatrix:
     """Fit ``W`` with each partition record in ``partitions`` (and each ordering) and return the best.
 
     This is the engine behind :func:`fit_hodlr`, :func:`fit_hedlr` and :func:`fit_hmatrix`; see them for the
@@ -105,6 +109,17 @@ def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDE
     limit = resolve_budget(budget, W.shape)
     orderings = _check_options(power_iterations, oversamples, allocation, ordering, W.size)
     m, n = W.shape
+    if inputs is not None:
+        from structmat.approximators._hmatrix_weighted import fit_partitions_to_inputs
+
+        plain = dict(ordering=ordering, allocation=allocation, power_iterations=power_iterations,
+                     oversamples=oversamples, min_block=min_block, seed=seed, family_name=family_name)
+        with _one_thread_for(W):
+            return fit_partitions_to_inputs(W, budget, partitions, matrix_class, as_statistics(inputs, n),
+                                            orderings=orderings, allocation=allocation,
+                                            power_iterations=power_iterations, oversamples=oversamples,
+                                            min_block=min_block, seed=seed, ridge=ridge, sweeps=sweeps,
+                                            plain_options=plain, family_name=family_name)
     seed_base = int(np.random.default_rng(seed).integers(2**31))
     total2 = max(float(np.einsum("ij,ij->", W, W)), np.finfo(float).tiny)
     floor = None
@@ -244,6 +259,15 @@ _COMMON_DOC = """
         Seeds the randomized SVDs and orderings; the same seed gives the same result.
     progress : bool
         Show a progress bar over the candidate partitions.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        Fit the output error ``‖(W − M) Xᵀ‖_F`` on these inputs instead of ``‖W − M‖_F``: leaf ranks allocated by
+        output-error reduction, then the leaves refitted by weighted least squares
+        (:mod:`structmat.approximators._hmatrix_weighted`). Never worse on these inputs than the plain fit or the
+        whitened low-rank optimum at the same budget.
+    ridge : float
+        Relative regularisation of the inputs' second moment (with ``inputs``).
+    sweeps : int, optional
+        Block coordinate sweeps over the leaves in the data-aware fit (None: its default, 2).
 """
 
 _RAISES_DOC = """    Raises
@@ -256,7 +280,7 @@ _RAISES_DOC = """    Raises
 
 def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
               allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
-              progress: bool = False) -> HODLRMatrix:
+              progress: bool = False, inputs=None, ridge: float = DEFAULT_RIDGE, sweeps=None) -> HODLRMatrix:
     """Best HODLR (hierarchically off-diagonal low-rank) approximation with at most ``budget`` parameters.
 
     Parameters
@@ -299,12 +323,12 @@ def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
     partitions = [{"kind": "hodlr", "depth": d} for d in _depths(depth, *W.shape, min_block)]
     return fit_partitions(W, budget, partitions, HODLRMatrix, ordering=ordering, allocation=allocation,
                           power_iterations=power_iterations, oversamples=oversamples, min_block=min_block,
-                          seed=seed, progress=progress, family_name="HODLR")
+                          seed=seed, progress=progress, family_name="HODLR", inputs=inputs, ridge=ridge, sweeps=sweeps)
 
 
 def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
               allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
-              progress: bool = False) -> HEDLRMatrix:
+              progress: bool = False, inputs=None, ridge: float = DEFAULT_RIDGE, sweeps=None) -> HEDLRMatrix:
     """Best HEDLR (uniform ``2^L × 2^L`` grid of low-rank blocks, i.e. block low rank) approximation.
 
     Parameters
@@ -342,11 +366,12 @@ def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
     partitions = [{"kind": "hedlr", "depth": d} for d in _depths(depth, *W.shape, min_block)]
     return fit_partitions(W, budget, partitions, HEDLRMatrix, ordering=ordering, allocation=allocation,
                           power_iterations=power_iterations, oversamples=oversamples, min_block=min_block,
-                          seed=seed, progress=progress, family_name="HEDLR")
+                          seed=seed, progress=progress, family_name="HEDLR", inputs=inputs, ridge=ridge, sweeps=sweeps)
 
 
 def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
-                power_iterations: int = 4, oversamples: int = 10, seed=None, progress: bool = False) -> HMatrix:
+                power_iterations: int = 4, oversamples: int = 10, seed=None, progress: bool = False, inputs=None,
+                ridge: float = DEFAULT_RIDGE, sweeps=None) -> HMatrix:
     """Best H-matrix approximation on the η-admissible partition, searching η and the minimum block size.
 
     Parameters
@@ -400,7 +425,8 @@ def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERIN
                 partitions.append({"kind": "eta", "eta": e, "min_block": b})
     return fit_partitions(W, budget, partitions, HMatrix, ordering=ordering, allocation=allocation,
                           power_iterations=power_iterations, oversamples=oversamples, min_block=min(sizes),
-                          seed=seed, progress=progress, family_name="H-matrix")
+                          seed=seed, progress=progress, family_name="H-matrix", inputs=inputs, ridge=ridge,
+                          sweeps=sweeps)
 
 
 for _fit in (fit_hodlr, fit_hedlr, fit_hmatrix):

@@ -29,6 +29,7 @@ References: Chandrasekaran, Dewilde, Gu et al., SIAM J. Matrix Anal. Appl. 27(2)
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -37,10 +38,13 @@ import numpy as np
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._sss_identify import causal_sweep, greedy_dims, max_uniform_dim, uniform_dims
 from structmat.approximators._sss_refine import refine_causal
+from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.permutation import permute
 from structmat.matrices.sss import SSS, sss_nparams
 from structmat.matrices.sss import stage_sizes as proportional_sizes
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_sss", "fit_sss_detailed", "SSSFitReport", "realize_sss", "stage_grid"]
 
@@ -205,9 +209,10 @@ def realize_sss(W: np.ndarray, m_sizes, n_sizes, causal_dims, anticausal_dims, *
 
 
 def fit_sss_detailed(W, budget, **options) -> tuple[SSS, SSSFitReport]:
-    """:func:`fit_sss` (same arguments), also returning an :class:`SSSFitReport` of what was chosen and both
-    errors. BLAS runs on one thread: the fit is many small factorizations, for which threads cost more than they
-    give (and oversubscribe a shared machine)."""
+    """:func:`fit_sss` (same arguments, without ``inputs``), also returning an :class:`SSSFitReport` of what was
+    chosen and both errors. BLAS runs on one thread: the fit is many small factorizations, for which threads cost
+    more than they give (and oversubscribe a shared machine). ``lowrank_candidate=False`` leaves out the two-stage
+    realization of the truncated SVD (the best genuinely staged fit is returned)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
@@ -215,8 +220,8 @@ def fit_sss_detailed(W, budget, **options) -> tuple[SSS, SSSFitReport]:
 
 
 def _fit(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
-         boundaries: str = "search", refine_iterations: int = 2, seed=0,
-         progress: bool = False) -> tuple[SSS, SSSFitReport]:
+         boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False,
+         lowrank_candidate: bool = True) -> tuple[SSS, SSSFitReport]:
     start = time.perf_counter()
     W = check_weight(W)
     limit = resolve_budget(budget, W.shape)
@@ -309,6 +314,16 @@ def _fit(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "aut
                                           col_order=cols, refine_iterations=refine_iterations)
     if M.nparams > limit:  # cannot happen: realized dims never exceed the requested ones
         raise RuntimeError(f"fit_sss built {M.nparams} parameters for a budget of {limit}")
+    if lowrank_candidate and partitions is None and limit >= m + n:  # low rank as a two-stage SSS
+        L = fit_lowrank(W, limit, seed=seed)
+        residual = W - L.U @ L.V.T
+        lowrank2 = float(np.einsum("ij,ij->", residual, residual))
+        logger.debug("fit_sss: low-rank realization (rank %d) error %.5f", L.rank,
+                     math.sqrt(lowrank2 / norm2) if norm2 > 0 else 0.0)
+        if lowrank2 < final2:
+            M, sweep2, final2, kept = SSS.from_lowrank(L), lowrank2, lowrank2, 0
+            best = _Candidate("none", np.array([0, m]), np.array([n, 0]), (M.causal_dims, M.anticausal_dims),
+                              "lowrank", "lowrank", lowrank2)
     rel = (lambda e2: float(np.sqrt(max(e2, 0.0) / norm2)) if norm2 > 0 else 0.0)
     candidates = [c.row(norm2) for s in searches.values() for c in s.tried]
     for row in candidates:
@@ -364,7 +379,8 @@ def _check_partition(sizes, shape):
 
 
 def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
-            boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False) -> SSS:
+            boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False, inputs=None,
+            ridge: float = DEFAULT_RIDGE, weighted_iterations=None) -> SSS:
     """Fit a sequentially semiseparable matrix with ``nparams <= budget`` and the smallest error found.
 
     Parameters
@@ -395,6 +411,15 @@ def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "
         Seeds the orderings' randomized eigen-solvers (default 0: the same W gives the same fit).
     progress : bool
         Unused (the fit takes seconds); accepted for a uniform approximator signature.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        Fit the output error ``‖(W − M) Xᵀ‖_F`` on these inputs instead of ``‖W − M‖_F``: the plain fit's
+        structure re-identified on block-whitened columns, then alternating weighted least squares on all
+        generators (:mod:`structmat.approximators._sss_weighted`); never worse on these inputs than the plain fit
+        or the whitened low-rank optimum (as a two-stage SSS) at the same budget.
+    ridge : float
+        Relative regularisation of the inputs' second moment (with ``inputs``).
+    weighted_iterations : int, optional
+        Alternating weighted least-squares iterations with ``inputs`` (None: the default, 3).
 
     Returns
     -------
@@ -425,6 +450,16 @@ def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "
     >>> M.nparams <= 0.8 * 48
     True
     """
-    return fit_sss_detailed(W, budget, num_stages=num_stages, stage_sizes=stage_sizes, allocation=allocation,
-                            ordering=ordering, boundaries=boundaries, refine_iterations=refine_iterations,
-                            seed=seed, progress=progress)[0]
+    options = dict(num_stages=num_stages, stage_sizes=stage_sizes, allocation=allocation, ordering=ordering,
+                   boundaries=boundaries, refine_iterations=refine_iterations, seed=seed, progress=progress)
+    if inputs is not None:
+        from threadpoolctl import threadpool_limits
+
+        from structmat.approximators._sss_weighted import fit_sss_to_inputs
+
+        W = check_weight(W)
+        stats = as_statistics(inputs, W.shape[1])
+        with threadpool_limits(limits=1):
+            return fit_sss_to_inputs(W, budget, stats, ridge=ridge, iterations=weighted_iterations,
+                                     plain_options=options)
+    return fit_sss_detailed(W, budget, **options)[0]
