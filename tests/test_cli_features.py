@@ -31,7 +31,8 @@ def test_extract_info_and_refusal(digits_cache, capsys):
 def test_finetune_both_objectives(digits_cache, tmp_path, capsys):
     code, out, _ = run(capsys, "finetune", digits_cache, "-f", "lowrank", "--epochs", "2", "-o", tmp_path, "-q",
                        "--threads", "1")
-    assert code == 0 and "agreement_before" in out and (tmp_path / "finetune-distill-fit.png").exists()
+    assert code == 0 and "agreement_before" in out and (tmp_path / "finetune-distill-data-aware.png").exists()
+    assert "plain_output_error" in out
     code, out, _ = run(capsys, "finetune", digits_cache, "-f", "lowrank", "--objective", "labels", "--init", "fresh",
                        "--epochs", "2", "--batch-size", "16", "-o", tmp_path, "-q")
     assert code == 0 and "accuracy_after" in out and (tmp_path / "finetune-labels-fresh.csv").exists()
