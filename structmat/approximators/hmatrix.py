@@ -27,7 +27,7 @@ from structmat._validation import check_positive_int, check_weight, resolve_budg
 from structmat.approximators._hmatrix_spectra import LeafSpectra
 from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
 from structmat.approximators.data_aware import as_statistics
-from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.approximators.palm4msa import blas_threads_for as _one_thread_for
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
@@ -170,8 +170,7 @@ def _one_leaf(W: np.ndarray, limit: int, matrix_class, partition: dict, seed) ->
         M = matrix_class.from_blocks((m, n), [((0, m, 0, n), W)], partition=partition, dtype=np.float64)
         return _Candidate("none", dict(partition), boxes, Allocation(np.array([-1]), m * n, 0.0, ()), M)
     L = fit_lowrank(W, limit, seed=seed)
-    residual = W - L.U @ L.V.T
-    error2 = float(np.einsum("ij,ij->", residual, residual))
+    error2 = lowrank_error2(W, L)
     M = matrix_class.from_blocks((m, n), [((0, m, 0, n), (L.U, L.V))], partition=partition, dtype=np.float64)
     return _Candidate("none", dict(partition), boxes, Allocation(np.array([L.rank]), L.nparams, error2, ()), M)
 

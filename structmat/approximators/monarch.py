@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.approximators.palm4msa import blas_threads_for
 from structmat.matrices.monarch import Monarch, default_blocks, monarch_nparams
 from structmat.statistics import DEFAULT_RIDGE
@@ -165,13 +165,20 @@ def monarch_projection(W, in_blocks: int, out_blocks: int, rank: int) -> Monarch
     if t > min(I, Lr):
         raise ValueError(f"rank must be <= min(block sizes) = {min(I, Lr)} for shape {W.shape} with "
                          f"in_blocks={K}, out_blocks={J}; got {t}")
+    return _projection(W, K, J, t)[0]
+
+
+def _projection(W: np.ndarray, K: int, J: int, t: int) -> tuple[Monarch, float]:
+    """:func:`monarch_projection` without checks, and its squared error ``Σ_blocks Σ_{i>t} σ_i²``."""
+    m, n = W.shape
+    I, Lr = math.ceil(n / K), math.ceil(m / J)
     U, s, Vt = np.linalg.svd(_blocks(W, K, J), full_matrices=False)   # (J, K, Lr, r), (J, K, r), (J, K, r, I)
     root = np.sqrt(s[..., :t])
     left = U[..., :t] * root[..., None, :]                              # (J, K, Lr, t)
     right = Vt[..., :t, :] * root[..., :, None]                         # (J, K, t, I)
     L = left.transpose(0, 2, 1, 3).reshape(J, Lr, K * t)
     R = right.transpose(1, 0, 2, 3).reshape(K, J * t, I)
-    return Monarch(R, L, shape=(m, n))
+    return Monarch(R, L, shape=(m, n)), float(np.sum(s[..., t:] ** 2))
 
 
 def fit_monarch(W, budget, *, in_blocks=None, out_blocks=None, rank=None, inputs=None, ridge: float = DEFAULT_RIDGE,
@@ -254,15 +261,13 @@ def _search(W: np.ndarray, pairs) -> Monarch:
     candidates = []
     if lowrank_pair is not None:
         L = fit_lowrank(W, lowrank_pair[2] * (m + n))
-        residual = W - L.U @ L.V.T
-        candidates.append((float(np.einsum("ij,ij->", residual, residual)), 0, Monarch.from_lowrank(L)))
+        candidates.append((lowrank_error2(W, L, total2), 0, Monarch.from_lowrank(L)))
     if others:
         scores = search_pairs(others, lambda K, J, t: _block_tail2(W, K, J, t),
                               exhaustive=W.size <= EXHAUSTIVE_MAX_ENTRIES)
         for (K, J, t), error2 in sorted(scores.items(), key=lambda kv: kv[1]):
             logger.debug("fit_monarch: K=%d J=%d t=%d error=%.6g", K, J, t, math.sqrt(error2 / max(total2, 1e-300)))
         K, J, t = min(scores, key=lambda p: (scores[p], p))
-        M = monarch_projection(W, K, J, t)
-        residual = W - M.to_dense()
-        candidates.append((float(np.einsum("ij,ij->", residual, residual)), 1, M))
+        M, tail2 = _projection(W, K, J, t)
+        candidates.append((tail2, 1, M))
     return min(candidates, key=lambda c: (c[0], c[1]))[2]

@@ -11,8 +11,9 @@ are ranked with the fast Gram-matrix sweep, the winner is realized with the exac
 1. **K**: a grid 1, 2, 3, 4, 6, 8, 12, … (powers of two and three times powers of two) plus ``max(m, n)`` is walked
    upward from the smallest K whose diagonal blocks fit, with proportional stage sizes and the largest uniform
    state dim whose exact capped count fits; the walk stops two grid points past the best.
-2. **Ordering** (``ordering="auto"``): the spectral and bisection orderings of
-   :mod:`structmat.approximators.ordering` are evaluated at the best K (and the winner also at the second best).
+2. **Ordering** (``ordering="auto"``, matrices of up to ``AUTO_ORDERING_MAX_ENTRIES`` = 2^21 entries): the
+   spectral and bisection orderings of :mod:`structmat.approximators.ordering` are evaluated at the best K (and
+   the winner also at the second best).
    Measured on the EfficientNet-Lite0 matrices at shares 0.1/0.25/0.5, a reordering won in 12 of 12 cases
    (README, "Measured"), so it is on by default; the permutation is stored with the matrix.
 3. **State dims**: a greedy per-boundary allocation of causal and anticausal dims by singular value per parameter
@@ -21,6 +22,13 @@ are ranked with the fast Gram-matrix sweep, the winner is realized with the exac
    ``"refine"`` adds a local search moving single row or column cuts.
 5. **Refinement**: ``refine_iterations`` of alternating least squares on all generators, kept only if it lowers
    the error (:func:`fit_sss_detailed` reports the error before and after).
+6. **Low rank**: the truncated SVD (:func:`~structmat.approximators.lowrank.fit_lowrank`) realized as a two-stage
+   SSS with the same count (:meth:`~structmat.matrices.sss.SSS.from_lowrank`: stage sizes ``(0, m)`` and
+   ``(n, 0)``, no diagonal blocks) is the last candidate, so the fit is never worse than ``lowrank`` at the same
+   budget. It wins on matrices with flat spectra (Gaussians, trained classifiers), where every diagonal block
+   costs ``m_k n_k`` parameters for a small share of the energy.
+
+With ``inputs`` the output error is fitted instead (:mod:`structmat.approximators._sss_weighted`).
 
 References: Chandrasekaran, Dewilde, Gu et al., SIAM J. Matrix Anal. Appl. 27(2), 2005; Dewilde & van der Veen,
 *Time-Varying Systems and Computations*, 1998; structmat's SSS implementation note, §1.4-1.6.
@@ -39,7 +47,7 @@ from structmat._validation import check_positive_int, check_weight, resolve_budg
 from structmat.approximators._sss_identify import causal_sweep, greedy_dims, max_uniform_dim, uniform_dims
 from structmat.approximators._sss_refine import refine_causal
 from structmat.approximators.data_aware import as_statistics
-from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.permutation import permute
 from structmat.matrices.sss import SSS, sss_nparams
@@ -54,6 +62,10 @@ _ALLOCATIONS = ("auto", "uniform", "greedy")
 _BOUNDARIES = ("uniform", "search", "refine")
 #: Orderings tried by ``ordering="auto"``: the best at the best K of the identity ordering is kept.
 AUTO_ORDERINGS = ("none", "spectral", "bisection")
+#: ``ordering="auto"`` reorders matrices of up to this many entries (as the hierarchical fits do); beyond, the
+#: orderings' eigen-solvers cost about as much as the rest of the fit (a quarter of a 2048² fit) and the measured
+#: gains were on trained layers below this size.
+AUTO_ORDERING_MAX_ENTRIES = 2**21
 #: Stage-width profiles tried by ``boundaries="search"``: (kind, amplitude).
 _PROFILES = (("cosine", -0.25), ("cosine", 0.25))
 
@@ -261,7 +273,7 @@ def _fit(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "aut
             + f": {smallest} parameters (num_stages={smallest_K}, state dims 0)"
         )
     orderings = list(AUTO_ORDERINGS) if ordering == "auto" else [ordering]
-    if min(m, n) < 8:  # nothing to gain from reordering a sliver
+    if min(m, n) < 8 or (ordering == "auto" and m * n > AUTO_ORDERING_MAX_ENTRIES):  # a sliver, or too large
         orderings = ["none"]
     orders, searches = {}, {}
 
@@ -316,8 +328,7 @@ def _fit(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "aut
         raise RuntimeError(f"fit_sss built {M.nparams} parameters for a budget of {limit}")
     if lowrank_candidate and partitions is None and limit >= m + n:  # low rank as a two-stage SSS
         L = fit_lowrank(W, limit, seed=seed)
-        residual = W - L.U @ L.V.T
-        lowrank2 = float(np.einsum("ij,ij->", residual, residual))
+        lowrank2 = lowrank_error2(W, L, norm2)
         logger.debug("fit_sss: low-rank realization (rank %d) error %.5f", L.rank,
                      math.sqrt(lowrank2 / norm2) if norm2 > 0 else 0.0)
         if lowrank2 < final2:
@@ -433,7 +444,9 @@ def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "
 
     Notes
     -----
-    The sweep's error is exact: ``‖W − M‖² = Σ_b Σ_{i>d_b} s_i(M_b)² + (the same for the anticausal part)``.
+    The candidates include low rank as a two-stage SSS (stage sizes ``(0, m)``, ``(n, 0)``, state dim ``r``:
+    ``r (m + n)`` parameters), so the fit is never worse than ``lowrank`` at the same budget. The sweep's error is
+    exact: ``‖W − M‖² = Σ_b Σ_{i>d_b} s_i(M_b)² + (the same for the anticausal part)``.
     Cost ``O(m n d)`` per candidate (structmat's SSS implementation note, §1.4-1.6).
 
     References

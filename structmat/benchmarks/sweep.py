@@ -131,7 +131,10 @@ def _run_cell(name: str, W: np.ndarray, variant: Variant, budget, save_dir) -> d
 
 
 def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:
-    """Relative error against parameter share (top) and byte share (bottom), one column per matrix."""
+    """Relative error against parameter share (top) and byte share (bottom), one column per matrix.
+
+    The ``lowrank`` family, when swept, is drawn as a black dashed reference line: every family that contains low
+    rank (``structmat.families.CONTAINS_LOWRANK``) should lie on or below it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +155,9 @@ def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:
                 continue
             share, byte_share, err = zip(*cells)
             style = dict(marker=markers[k % len(markers)], label=v)
+            if v == "lowrank":
+                style = dict(color="black", linestyle="--", marker="", linewidth=1.5, zorder=5,
+                             label="lowrank (reference)")
             axes[0, col].plot(share, err, **style)
             axes[1, col].plot(byte_share, err, **style)
         first = next(r for r in ok if r["matrix"] == name)
