@@ -22,7 +22,16 @@ from structmat.approximators.data_aware import OutputObjective
 from structmat.approximators.lowrank import truncated_svd
 from structmat.statistics import DEFAULT_RIDGE, InputStatistics
 
-__all__ = ["WeightedProblem", "lowrank_in_weighted_norm", "cholesky_factor"]
+__all__ = ["WeightedProblem", "lowrank_in_weighted_norm", "cholesky_factor", "STEP_RIDGE"]
+
+#: The weighted least-squares steps of the Monarch, SSS and hierarchical fits use ``C + λ' I`` with at least this
+#: relative ridge (``λ' = STEP_RIDGE · tr(C) / n``): a step that inverts a diagonal block of ``C`` (``C_kk⁻¹``)
+#: otherwise amplifies directions the inputs hardly visit. On the EfficientNet-Lite0 classifier, Monarch's
+#: alternating fit at the default objective ridge 1e-6 returned weights up to 13 times larger than ``W`` (relative
+#: Frobenius error 2.6 to 4.3); with 1e-3 they stay below ``W``'s largest entry, the training-row output error
+#: moves by 0.0002-0.0005 and the held-out output error drops (0.1871 → 0.1842 at share 0.1, 0.0457 → 0.0444 at
+#: 0.5). Candidates are still compared on the objective with the caller's ``ridge``.
+STEP_RIDGE = 1e-3
 
 
 def cholesky_factor(C: np.ndarray) -> np.ndarray:
@@ -63,19 +72,26 @@ class WeightedProblem:
     Attributes
     ----------
     C : ndarray of shape (n, n)
-        ``C / scale² + λ I`` (symmetric positive definite for ``ridge > 0``).
+        The second moment the fits' least-squares steps use: ``C / scale² + λ' I`` with the relative ridge
+        ``max(ridge, step_ridge)`` (symmetric positive definite).
     energy : float
-        ``tr(W C Wᵀ)``: squared errors are divided by it.
+        ``tr(W (C / scale² + λ I) Wᵀ)`` with the caller's ``ridge``: squared errors are divided by it.
     """
 
-    def __init__(self, W: np.ndarray, stats: InputStatistics, ridge: float = DEFAULT_RIDGE) -> None:
+    def __init__(self, W: np.ndarray, stats: InputStatistics, ridge: float = DEFAULT_RIDGE,
+                 step_ridge: float = STEP_RIDGE) -> None:
         self.W = W
         self.stats = stats
         self.ridge = ridge
         self.objective = OutputObjective(W, stats, ridge)
         mu, V = stats.regularized_eigh(ridge)
         C = (V * mu) @ V.T
-        self.C = (C + C.T) / 2.0
+        C = (C + C.T) / 2.0
+        n = C.shape[0]
+        trace = float(np.trace(stats.normalized_second_moment))
+        if step_ridge > ridge and trace > 0:
+            C[np.diag_indices(n)] += (step_ridge - ridge) * trace / n
+        self.C = C
         self.energy = self.objective.energy
 
     def error2(self, M) -> float:

@@ -47,12 +47,13 @@ def test_monarch_alternating_steps_never_increase_the_output_error(rng, K, J, t)
     P = _Padded(problem, W @ problem.C, K, J)
     R, _ = P.start(t)
     L, captured, SC = P.l_step(R, t)
-    history = [problem.energy - captured]
+    energy = _objective(W, np.zeros_like(W), problem.C)       # tr(W C Wᵀ) of the steps' C
+    history = [energy - captured]
     assert _objective(W, Monarch(R, L, shape=(m, n)), problem.C) == pytest.approx(history[0], rel=1e-9, abs=1e-12)
     for _ in range(5):
         P.r_step(R, L, SC, t)
         L, captured, SC = P.l_step(R, t)
-        history.append(problem.energy - captured)
+        history.append(energy - captured)
     assert all(b <= a * (1 + 1e-10) + 1e-12 for a, b in zip(history, history[1:]))
     M = Monarch(R, L, shape=(m, n))                            # the padding holds exact zeros
     assert _objective(W, M, problem.C) == pytest.approx(history[-1], rel=1e-9, abs=1e-12)
