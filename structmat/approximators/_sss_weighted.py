@@ -230,17 +230,15 @@ def fit_sss_to_inputs(W: np.ndarray, budget, stats, *, ridge: float, iterations=
     problem = WeightedProblem(W, stats, ridge)
     staged, _ = fit_sss_detailed(W, budget, lowrank_candidate=False, **plain_options)
     candidates = [staged]
-    if plain_options.get("num_stages") is None and plain_options.get("stage_sizes") is None and limit >= m + n:
-        lowrank = fit_lowrank(W, limit, seed=plain_options.get("seed"))
-        if _frobenius2(W, SSS.from_lowrank(lowrank)) < _frobenius2(W, staged):   # the plain fit is this one
-            candidates.append(SSS.from_lowrank(lowrank))
+    free = plain_options.get("num_stages") is None and plain_options.get("stage_sizes") is None
+    if free and limit >= m + n:  # the plain fit is the better of `staged` and this low-rank realization
+        candidates.append(SSS.from_lowrank(fit_lowrank(W, limit, seed=plain_options.get("seed"))))
         candidates.append(SSS.from_lowrank(fit_lowrank(W, limit, inputs=stats, ridge=ridge)))
-    plain = staged
-    if plain.num_stages > 1:
-        Wp, Cp = problem.permuted(plain.col_order)
-        Wp = permute(Wp, plain.row_order, None)
-        core = SSS.from_flat(plain.m_sizes, plain.n_sizes, plain.causal_dims, plain.anticausal_dims,
-                             **{kind: plain.flat(kind) for kind in "ABCDEFG"})
+    if staged.num_stages > 1:
+        Wp, Cp = problem.permuted(staged.col_order)
+        Wp = permute(Wp, staged.row_order, None)
+        core = SSS.from_flat(staged.m_sizes, staged.n_sizes, staged.causal_dims, staged.anticausal_dims,
+                             **{kind: staged.flat(kind) for kind in "ABCDEFG"})
         whitened = whitened_realization(core, Wp, Cp)
         scores = [(_core_error2(S, Wp, Cp), index, S) for index, S in enumerate((core, whitened))]
         start_error2, _, start = min(scores, key=lambda item: item[:2])
@@ -248,10 +246,9 @@ def fit_sss_to_inputs(W: np.ndarray, budget, stats, *, ridge: float, iterations=
         for S in (start, refined):
             candidates.append(SSS.from_flat(S.m_sizes, S.n_sizes, S.causal_dims, S.anticausal_dims,
                                             **{kind: S.flat(kind) for kind in "ABCDEFG"},
-                                            row_order=plain.row_order, col_order=plain.col_order))
-        logger.debug("fit_sss (inputs): start output error %.5f -> %.5f after %d iterations",
-                     math.sqrt(start_error2 / problem.energy), math.sqrt(_core_error2(refined, Wp, Cp) / problem.energy),
-                     iterations)
+                                            row_order=staged.row_order, col_order=staged.col_order))
+        logger.debug("fit_sss (inputs): start %.6g -> %.6g after %d iterations (steps' objective)", start_error2,
+                     _core_error2(refined, Wp, Cp), iterations)
     best, error2 = problem.best(candidates)
     logger.debug("fit_sss (inputs): %r, output error %.5f", best, math.sqrt(error2))
     return best
@@ -261,7 +258,3 @@ def _core_error2(S: SSS, W: np.ndarray, C: np.ndarray) -> float:
     delta = W - S.core_dense()
     return float(np.einsum("ij,ij->", delta @ C, delta))
 
-
-def _frobenius2(W: np.ndarray, M: SSS) -> float:
-    delta = W - M.to_dense()
-    return float(np.einsum("ij,ij->", delta, delta))
