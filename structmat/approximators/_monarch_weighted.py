@@ -13,14 +13,16 @@ ICML 2022, eq. (1)):
   is then updated by the rank-``t`` change. A sweep costs about ``n`` times ``nparams`` multiply-adds.
 
 The steps use the second moment with at least ``STEP_RIDGE`` (:mod:`structmat.approximators._weighted`), which
-keeps the weights bounded. Every step minimises exactly over its block, so that objective never increases (alternating least squares;
-Bertsekas, *Nonlinear Programming*, 2nd ed., 1999, §2.7, block coordinate descent). Starts: each block's whitened
-truncated SVD under the block-diagonal part of ``C`` (``[B_{jk} T_k]_t T_k⁻¹``, ``T_k T_kᵀ = C_{kk}``: exact when
-``K = 1``). Every pair of block counts is scored by its start followed by one L-step, which ranks the pairs as
-their converged errors do on the measured layers; the pairs are searched coarse to fine
-(:func:`~structmat.approximators.monarch.search_pairs`) and the best ``REFINED_PAIRS`` are refined. The plain Frobenius fit
-and the whitened low-rank optimum (``K = J = 1``) are candidates too, so the result is never worse than either on
-the fitting inputs.
+keeps the weights bounded. Every step minimises exactly over its block, so that objective never increases
+(alternating least squares; Bertsekas, *Nonlinear Programming*, 2nd ed., 1999, §2.7, block coordinate descent).
+
+Starts: each block's whitened truncated SVD under the block-diagonal part of ``C`` (``[B_{jk} T_k]_t T_k⁻¹``,
+``T_k T_kᵀ = C_{kk}``: exact when ``K = 1``). A pair of block counts is scored by its start followed by one L-step,
+which ranks the pairs as their converged errors do on the measured layers. To keep the search cheap the pairs are
+first searched coarse to fine (:func:`~structmat.approximators.monarch.search_pairs`) by their starts' errors under
+the block-diagonal part of ``C`` (eigenvalues only), the best ``SHORTLIST`` are scored with the L-step, and the best
+``REFINED_PAIRS`` of those are refined. The plain Frobenius fit and the whitened low-rank optimum (``K = J = 1``)
+are candidates too, so the result is never worse than either on the fitting inputs.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ DEFAULT_ITERATIONS = 8
 #: How many of the best-scored block-count pairs are refined (the L-step score ranked the refined errors in the
 #: same order on the measured layers, so one is enough).
 REFINED_PAIRS = 1
+#: Pairs scored by their start and one L-step: the best this many by their starts' block-diagonal errors.
+SHORTLIST = 6
 #: Blocks with a side of at least this get their top eigenpairs from LAPACK's MRRR solver (``syevr``) one by one
 #: instead of a full batched ``eigh`` (about three times faster for the few vectors a start needs).
 SUBSET_MIN_SIDE = 256
@@ -76,14 +80,14 @@ def _top_eigenpairs(grams: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
     return w[:, ::-1][:, :t], V[:, :, ::-1][:, :, :t]
 
 
-class _Padded:
-    """The problem for one ``(K, J)``: ``W`` and ``C`` zero-padded to ``(L_r J) × (K I)`` (padded inputs get the
-    weight ``mean diag C`` and no coupling, so their parameters stay exactly zero), with per-block Cholesky factors."""
+class _InputBlocks:
+    """``C`` zero-padded to ``K I`` inputs (padded inputs get the weight ``mean diag C`` and no coupling, so their
+    parameters stay exactly zero), its diagonal blocks' Cholesky factors and ``W · blockdiag(T_k)``: what every
+    ``J`` shares for one ``K``."""
 
-    def __init__(self, problem: WeightedProblem, WC: np.ndarray, K: int, J: int, whitened_W=None):
+    def __init__(self, problem: WeightedProblem, K: int):
         m, n = problem.W.shape
-        self.K, self.J, self.W_rows = K, J, m
-        self.I, self.Lr = I, Lr = math.ceil(n / K), math.ceil(m / J)
+        self.K, self.I = K, I = K, math.ceil(n / K)
         N = K * I
         self.C = np.zeros((N, N))
         self.C[:n, :n] = problem.C
@@ -92,30 +96,46 @@ class _Padded:
         self.Cb = self.C.reshape(K, I, N)                                   # rows of block k
         self.Ckk = [np.ascontiguousarray(self.C[k * I:(k + 1) * I, k * I:(k + 1) * I]) for k in range(K)]
         self.T = [cholesky_factor(c) for c in self.Ckk]
+        W = np.zeros((m, N))
+        W[:, :n] = problem.W
+        WT = np.matmul(W.reshape(m, K, I).transpose(1, 0, 2), np.stack(self.T))   # (K, m, I)
+        self.whitened_W = WT.transpose(1, 0, 2).reshape(m, N)
+
+
+class _Padded:
+    """The problem for one ``(K, J)``: ``W`` and ``W C`` zero-padded to ``(L_r J) × (K I)`` and grouped by output
+    group, with the shared :class:`_InputBlocks` of ``K``."""
+
+    def __init__(self, problem: WeightedProblem, WC: np.ndarray, blocks: _InputBlocks, J: int):
+        m, n = problem.W.shape
+        K = blocks.K
+        self.K, self.J, self.W_rows = K, J, m
+        self.I, self.Lr = I, Lr = blocks.I, math.ceil(m / J)
+        N = K * I
+        self.blocks = blocks
+        self.C, self.Cb, self.Ckk, self.T = blocks.C, blocks.Cb, blocks.Ckk, blocks.T
         self.Ckk_factor = [(t, True) for t in self.T]                        # cho_solve form
-        W = np.zeros((Lr * J, N))
-        W[:m, :n] = problem.W
         WCp = np.zeros((Lr * J, N))
         WCp[:m, :n] = WC
-        self.Wg = W.reshape(Lr, J, N).transpose(1, 0, 2)                   # (J, Lr, N): group j's rows
-        self.WCg = WCp.reshape(Lr, J, N).transpose(1, 0, 2)
-        self._whitened_W = whitened_W
-
-    def whitened_W(self) -> np.ndarray:
-        """``W · blockdiag(T_k)`` of the unpadded rows, ``(m, K I)``; the same for every J (shared by the caller)."""
-        if self._whitened_W is None:
-            m = self.W_rows
-            WT = np.matmul(self.Wg.transpose(1, 0, 2).reshape(-1, self.K, self.I)[:m].transpose(1, 0, 2),
-                           np.stack(self.T))                                # (K, m, I)
-            self._whitened_W = WT.transpose(1, 0, 2).reshape(m, self.K * self.I)
-        return self._whitened_W
+        self.WCg = WCp.reshape(Lr, J, N).transpose(1, 0, 2)                # (J, Lr, N): group j's rows of W C
 
     def whitened_blocks(self) -> np.ndarray:
         """``B_{jk} T_k`` for all blocks, shape ``(J, K, L_r, I)``."""
         K, J, I, Lr = self.K, self.J, self.I, self.Lr
         padded = np.zeros((Lr * J, K * I))
-        padded[:self.W_rows] = self.whitened_W()
+        padded[:self.W_rows] = self.blocks.whitened_W
         return padded.reshape(Lr, J, K, I).transpose(1, 2, 0, 3)
+
+    def start_error2(self, t: int) -> float:
+        """``1 − Σ_blocks Σ_{i≤t} σ_i² / ‖W T‖²`` for the whitened blocks ``B_{jk} T_k``: the share of the output
+        energy under the block-diagonal part of ``C`` that the start leaves (eigenvalues only, no vectors)."""
+        J, K, Lr, I = self.J, self.K, self.Lr, self.I
+        G = self.whitened_blocks().reshape(J * K, Lr, I)
+        gram = np.matmul(G.transpose(0, 2, 1), G) if I <= Lr else np.matmul(G, G.transpose(0, 2, 1))
+        eig = np.linalg.eigvalsh(gram)
+        total = float(np.einsum("ij,ij->", self.blocks.whitened_W, self.blocks.whitened_W))
+        kept = float(np.sum(np.clip(eig[:, eig.shape[1] - t:], 0.0, None)))
+        return max(total - kept, 0.0) / total if total > 0 else 0.0
 
     def start(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Each block's whitened truncated SVD under ``C_kk``: Monarch factors ``(R, L)``."""
@@ -198,21 +218,27 @@ def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float,
         WC = W @ problem.C
         energy = float(np.einsum("ij,ij->", WC, W)) or 1.0            # tr(W C Wᵀ) of the steps' C
 
-        whitened = {}                                                          # W · blockdiag(T_k), per K
+        @lru_cache(maxsize=2)
+        def input_blocks(K):
+            return _InputBlocks(problem, K)
 
         @lru_cache(maxsize=2)
         def padded(K, J):
-            P = _Padded(problem, WC, K, J, whitened.get(K))
-            whitened[K] = P.whitened_W()
-            return P
+            return _Padded(problem, WC, input_blocks(K), J)
 
-        def score(K, J, t):
+        def start_score(K, J, t):  # the start's error under the block-diagonal part of C, relative to it
+            P = padded(K, J)
+            return P.start_error2(t)
+
+        def score(K, J, t):  # the start followed by one exact L-step, under the full C
             P = padded(K, J)
             R, _ = P.start(t)
             _, captured, _ = P.l_step(R, t)
             return max(energy - captured, 0.0) / energy
 
-        scores = search_pairs(others, score, exhaustive=False)
+        starts = search_pairs(others, start_score, exhaustive=False)
+        shortlist = sorted(starts, key=lambda p: (starts[p], p))[:SHORTLIST]
+        scores = {p: score(*p) for p in shortlist}
         ranked = sorted(scores, key=lambda p: (scores[p], p))
         for K, J, t in ranked[:REFINED_PAIRS]:
             P = padded(K, J)

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import structmat
 from structmat import InputStatistics, output_error
 from structmat.approximators._hmatrix_weighted import refine_leaves
-from structmat.approximators._monarch_weighted import _Padded
+from structmat.approximators._monarch_weighted import _InputBlocks, _Padded
 from structmat.approximators._sss_weighted import refine_sss_on_outputs, whitened_realization
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor, lowrank_in_weighted_norm
 from structmat.matrices.hmatrix import HODLRMatrix
@@ -44,7 +44,7 @@ def test_monarch_alternating_steps_never_increase_the_output_error(rng, K, J, t)
     m, n = 12, 14                                              # (4, 3) and (3, 2) pad the input side
     W, X = rng.standard_normal((m, n)), _inputs(rng, n)
     problem = WeightedProblem(W, InputStatistics.from_rows(X))
-    P = _Padded(problem, W @ problem.C, K, J)
+    P = _Padded(problem, W @ problem.C, _InputBlocks(problem, K), J)
     R, _ = P.start(t)
     L, captured, SC = P.l_step(R, t)
     energy = _objective(W, np.zeros_like(W), problem.C)       # tr(W C Wᵀ) of the steps' C
