@@ -31,6 +31,7 @@ import numpy as np
 import scipy.linalg
 
 from structmat.approximators._hmatrix_spectra import LeafSpectra
+from structmat._validation import check_positive_int
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor, lowrank_in_weighted_norm
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.ordering import order_rows_and_columns
@@ -174,9 +175,7 @@ def fit_partitions_to_inputs(W: np.ndarray, budget, partitions, matrix_class, st
     from structmat._validation import resolve_budget
     from structmat.approximators.hmatrix import _allocate, _smallest_leaf_cost, fit_partitions
 
-    sweeps = DEFAULT_SWEEPS if sweeps is None else int(sweeps)
-    if sweeps < 0:
-        raise ValueError(f"sweeps must be an int >= 0; got {sweeps}")
+    sweeps = DEFAULT_SWEEPS if sweeps is None else check_positive_int(sweeps, "sweeps", minimum=0)
     m, n = W.shape
     limit = resolve_budget(budget, W.shape)
     problem = WeightedProblem(W, stats, ridge)

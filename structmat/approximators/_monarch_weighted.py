@@ -34,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.linalg
 
+from structmat._validation import check_positive_int
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor
 from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.lowrank import fit_lowrank
@@ -203,9 +204,9 @@ def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float,
     block_pairs`). Returns the candidate with the smallest output error on the inputs.
     """
     m, n = W.shape
-    iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-    if iterations < 0:
-        raise ValueError(f"iterations must be an int >= 0; got {iterations}")
+    if iterations is None:
+        iterations = DEFAULT_ITERATIONS
+    iterations = check_positive_int(iterations, "iterations", minimum=0)
     stats = as_statistics(inputs, n)
     problem = WeightedProblem(W, stats, ridge)
     candidates = [_search(W, pairs)]                                         # the plain fit

@@ -30,6 +30,7 @@ import math
 import numpy as np
 import scipy.linalg
 
+from structmat._validation import check_positive_int
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.matrices.permutation import permute
@@ -222,9 +223,9 @@ def fit_sss_to_inputs(W: np.ndarray, budget, stats, *, ridge: float, iterations=
     from structmat._validation import resolve_budget
     from structmat.approximators.sss import fit_sss_detailed
 
-    iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-    if iterations < 0:
-        raise ValueError(f"iterations must be an int >= 0; got {iterations}")
+    if iterations is None:
+        iterations = DEFAULT_ITERATIONS
+    iterations = check_positive_int(iterations, "weighted_iterations", minimum=0)
     m, n = W.shape
     limit = resolve_budget(budget, W.shape)
     problem = WeightedProblem(W, stats, ridge)

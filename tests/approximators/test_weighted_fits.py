@@ -121,3 +121,12 @@ def test_rank_deficient_inputs_work_and_are_never_worse(family, seed, share, row
     assert np.isfinite(M.to_dense()).all() and M.nparams <= int(share * W.size)
     for other in (structmat.approximate(W, family, share), structmat.approximate(W, "lowrank", share, inputs=X)):
         assert output_error(W, M, X) <= output_error(W, other, X) * (1 + 1e-6) + 1e-5
+
+
+@pytest.mark.parametrize("family, option", [("monarch", "iterations"), ("sss", "weighted_iterations"),
+                                            ("hodlr", "sweeps")])
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_iteration_counts_are_refused(rng, family, option, value, error):
+    W, X = rng.standard_normal((8, 6)), rng.standard_normal((20, 6))
+    with pytest.raises(error, match=f"{option} must be an int >= 0"):
+        structmat.approximate(W, family, 0.5, inputs=X, **{option: value})
