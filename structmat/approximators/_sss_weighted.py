@@ -14,12 +14,12 @@ every SSS generator enters ``M`` linearly when the others are fixed (notation of
 
 Each update is the exact minimiser over its generator (a Kronecker-separable normal equation), and ``P`` is updated
 by its rank-limited change, so the objective never increases (alternating least squares; the unweighted version is
-:mod:`structmat.approximators._sss_refine`; Bertsekas, *Nonlinear Programming*, 1999, §2.7). The start is the better
-of the plain fit and the same structure identified on ``W · blockdiag(T_k)`` (``T_k T_kᵀ = C_kk``, the stages'
-column blocks) with ``B_k, D_k, F_k`` un-whitened, which is optimal for the block-diagonal part of ``C`` as the sweep
-is for the Frobenius norm (structmat's note ``data-aware.md``). The structure is that of the best staged Frobenius fit (not its
-low-rank realization). Candidates: the plain fit, the start and its refinement, and the whitened low-rank optimum
-as a two-stage SSS (:meth:`~structmat.matrices.sss.SSS.from_lowrank`).
+:mod:`structmat.approximators._sss_refine`; Bertsekas, *Nonlinear Programming*, 1999, §2.7). The start is the
+plain fit's structure identified on ``W · blockdiag(T_k)`` (``T_k T_kᵀ = C_kk``, the stages' column blocks) with
+``B_k, D_k, F_k`` un-whitened, which serves the block-diagonal part of ``C`` as the sweep serves the Frobenius norm
+(structmat's note ``data-aware.md``). The structure is that of the best staged Frobenius fit (not its
+low-rank realization). Candidates: the plain fit, the refined start, and the whitened low-rank optimum as a
+two-stage SSS (:meth:`~structmat.matrices.sss.SSS.from_lowrank`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import scipy.linalg
 
 from structmat._validation import check_positive_int
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor
-from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.matrices.permutation import permute
 from structmat.matrices.sss import SSS
 
@@ -153,20 +153,19 @@ class _Generators:
     def update_rows(self) -> None:
         """[C_i D_i G_i] for every stage: one weighted least-squares problem per row block."""
         R, Qu = self.reachability(), self.anti_reachability()
-        n = self.W.shape[1]
         for i in range(self.K):
             if self.ms[i] == 0:
                 continue
             d, e, ni = self.g["C"][i].shape[1], self.g["G"][i].shape[1], int(self.ns[i])
-            S = np.zeros((d + ni + e, n))
-            S[:d, : self.c[i]] = R[i]
-            S[d:d + ni, self._cols(i)] = np.eye(ni)
-            S[d + ni:, self.c[i + 1]:] = Qu[i]
-            if S.shape[0] == 0:
+            if d + ni + e == 0:
                 continue
-            SC = S @ self.C
+            before, own, after = slice(0, self.c[i]), self._cols(i), slice(self.c[i + 1], None)
+            SC = np.concatenate([R[i] @ self.C[before], self.C[own], Qu[i] @ self.C[after]], axis=0)   # S_i C
+            gram = np.concatenate([SC[:, before] @ R[i].T, SC[:, own], SC[:, after] @ Qu[i].T], axis=1)
             rows = slice(self.r[i], self.r[i + 1])
-            delta = _pinv_solve(SC @ S.T, S @ self.P[rows].T).T               # (m_i, d + n_i + e)
+            Pr = self.P[rows]
+            rhs = np.concatenate([Pr[:, before] @ R[i].T, Pr[:, own], Pr[:, after] @ Qu[i].T], axis=1)
+            delta = _pinv_solve((gram + gram.T) / 2, rhs.T).T                 # (m_i, d + n_i + e)
             self.g["C"][i] = self.g["C"][i] + delta[:, :d]
             self.g["D"][i] = self.g["D"][i] + delta[:, d:d + ni]
             self.g["G"][i] = self.g["G"][i] + delta[:, d + ni:]
@@ -229,33 +228,25 @@ def fit_sss_to_inputs(W: np.ndarray, budget, stats, *, ridge: float, iterations=
     m, n = W.shape
     limit = resolve_budget(budget, W.shape)
     problem = WeightedProblem(W, stats, ridge)
-    staged, _ = fit_sss_detailed(W, budget, lowrank_candidate=False, **plain_options)
+    staged, report = fit_sss_detailed(W, budget, lowrank_candidate=False, **plain_options)
     candidates = [staged]
     free = plain_options.get("num_stages") is None and plain_options.get("stage_sizes") is None
-    if free and limit >= m + n:  # the plain fit is the better of `staged` and this low-rank realization
-        candidates.append(SSS.from_lowrank(fit_lowrank(W, limit, seed=plain_options.get("seed"))))
+    if free and limit >= m + n:
+        lowrank = fit_lowrank(W, limit, seed=plain_options.get("seed"))
+        norm2 = float(np.einsum("ij,ij->", W, W))
+        if lowrank_error2(W, lowrank, norm2) < report.refined_error ** 2 * norm2:  # the plain fit is low rank
+            candidates = [SSS.from_lowrank(lowrank)]
         candidates.append(SSS.from_lowrank(fit_lowrank(W, limit, inputs=stats, ridge=ridge)))
     if staged.num_stages > 1:
         Wp, Cp = problem.permuted(staged.col_order)
         Wp = permute(Wp, staged.row_order, None)
         core = SSS.from_flat(staged.m_sizes, staged.n_sizes, staged.causal_dims, staged.anticausal_dims,
                              **{kind: staged.flat(kind) for kind in "ABCDEFG"})
-        whitened = whitened_realization(core, Wp, Cp)
-        scores = [(_core_error2(S, Wp, Cp), index, S) for index, S in enumerate((core, whitened))]
-        start_error2, _, start = min(scores, key=lambda item: item[:2])
-        refined = refine_sss_on_outputs(start, Wp, Cp, iterations=iterations)
-        for S in (start, refined):
-            candidates.append(SSS.from_flat(S.m_sizes, S.n_sizes, S.causal_dims, S.anticausal_dims,
-                                            **{kind: S.flat(kind) for kind in "ABCDEFG"},
-                                            row_order=staged.row_order, col_order=staged.col_order))
-        logger.debug("fit_sss (inputs): start %.6g -> %.6g after %d iterations (steps' objective)", start_error2,
-                     _core_error2(refined, Wp, Cp), iterations)
+        refined = refine_sss_on_outputs(whitened_realization(core, Wp, Cp), Wp, Cp, iterations=iterations)
+        candidates.append(SSS.from_flat(refined.m_sizes, refined.n_sizes, refined.causal_dims,
+                                        refined.anticausal_dims, **{kind: refined.flat(kind) for kind in "ABCDEFG"},
+                                        row_order=staged.row_order, col_order=staged.col_order))
     best, error2 = problem.best(candidates)
     logger.debug("fit_sss (inputs): %r, output error %.5f", best, math.sqrt(error2))
     return best
-
-
-def _core_error2(S: SSS, W: np.ndarray, C: np.ndarray) -> float:
-    delta = W - S.core_dense()
-    return float(np.einsum("ij,ij->", delta @ C, delta))
 
