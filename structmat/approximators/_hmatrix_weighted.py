@@ -213,17 +213,18 @@ def fit_partitions_to_inputs(W: np.ndarray, budget, partitions, matrix_class, st
                             spectra[ordering_name].W, orders[ordering_name], partition)
         built.append((problem.error2(H), index, ordering_name, H))
     built.sort(key=lambda item: item[:2])
+    scored = []
     for position, (error2, _, ordering_name, H) in enumerate(built):
-        candidates.append(H)
+        scored.append((error2, H))
         if position >= REFINED_CANDIDATES:
             continue
         rows, cols = orders[ordering_name]
         Wp, Cp = problem.permuted(cols)
         refined = refine_leaves(H, permute(Wp, rows, None), Cp, sweeps=sweeps,
                                 factors=dict(spectra[ordering_name].factors))
+        scored.append((problem.error2(refined), refined))
         logger.debug("%s (inputs) %s: refined output error %.5f -> %.5f", family_name, H.partition,
-                     math.sqrt(error2), math.sqrt(problem.error2(refined)))
-        candidates.append(refined)
-    best, error2 = problem.best(candidates)
+                     math.sqrt(error2), math.sqrt(scored[-1][0]))
+    best, error2 = problem.best(candidates, scored)
     logger.debug("%s (inputs): %r, output error %.5f", family_name, best, math.sqrt(error2))
     return best

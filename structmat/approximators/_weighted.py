@@ -98,9 +98,15 @@ class WeightedProblem:
         """Relative squared output error of ``M`` (structured or dense) on the regularised objective."""
         return self.objective.error2(M)
 
-    def best(self, candidates):
-        """The candidate with the smallest output error (the first one on ties) and its squared error."""
-        return self.objective.best([c for c in candidates if c is not None])
+    def best(self, candidates, scored=()):
+        """The candidate with the smallest output error (the first one on ties) and its squared error.
+
+        ``scored`` holds ``(error2, matrix)`` pairs already scored by :meth:`error2`; they are not densified again
+        and rank after ``candidates`` on ties."""
+        rows = [(self.error2(M), i, M) for i, M in enumerate(c for c in candidates if c is not None)]
+        rows += [(float(e), len(rows) + i, M) for i, (e, M) in enumerate(scored)]
+        error2, _, M = min(rows, key=lambda row: row[:2])
+        return M, error2
 
     def permuted(self, col_order) -> tuple[np.ndarray, np.ndarray]:
         """``C`` with rows and columns in ``col_order`` (the input order of a reordered fit), and ``W`` likewise
