@@ -91,9 +91,9 @@ class MonarchLinear(StructuredLinear):
         V = torch.bmm(U, self.L.transpose(1, 2))                                             # (J, batch, L_r)
         return V.permute(1, 2, 0).reshape(batch, Lr * J)[:, : self.out_features]
 
-    def to_matrix(self) -> Monarch:
-        return Monarch(self.R.detach().cpu().double().numpy(), self.L.detach().cpu().double().numpy(),
-                       shape=(self.out_features, self.in_features))
+    def to_matrix(self, dtype=np.float64) -> Monarch:
+        return Monarch(self.R.detach().cpu().double().numpy().astype(dtype),
+                       self.L.detach().cpu().double().numpy().astype(dtype), shape=(self.out_features, self.in_features))
 
     @classmethod
     def _build_from_matrix(cls, M: Monarch, bias, device, dtype):
