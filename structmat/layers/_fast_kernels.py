@@ -100,3 +100,30 @@ def hmatrix_rows(leaves, values, col_order, row_order, X, Y, u, t, core):
         for i in range(core.shape[0]):
             y[row_order[i]] = core[i]
 
+
+
+@njit(cache=True, fastmath=True)
+def monarch_rows(R, L, X, Y, U, u):
+    """``Y = X Mᵀ`` for a Monarch matrix: R (K, J t, I), L (J, L_r, K t), X (b, n), Y (b, m) with n <= K I and
+    m <= J L_r (the zero padding is skipped); scratch U (K J t,), u (K t,). Output entry ``r J + j`` comes from
+    out-block j, row r (the layout of :class:`structmat.matrices.Monarch`)."""
+    K, Jt, I = R.shape
+    J, Lr, Kt = L.shape
+    t = Jt // J
+    n, m = X.shape[1], Y.shape[1]
+    zero = Y.dtype.type(0)
+    for row in range(X.shape[0]):
+        x = X[row]
+        y = Y[row]
+        for k in range(K):
+            width = min(I, n - k * I)
+            xk = x[k * I:k * I + width]
+            for p in range(Jt):
+                U[k * Jt + p] = _dot(R[k, p, :width], xk, zero)
+        for j in range(J):
+            for k in range(K):  # the Monarch permutation: u_j = (U[k, j, :] for every k)
+                u[k * t:(k + 1) * t] = U[k * Jt + j * t:k * Jt + (j + 1) * t]
+            for r in range(Lr):
+                out = r * J + j
+                if out < m:
+                    y[out] = _dot(L[j, r], u, zero)

@@ -71,7 +71,7 @@ def is_tracing() -> bool:
 def fast_path_applies(x: torch.Tensor) -> bool:
     """Whether the inference fast path may run on ``x``: autograd off (``torch.no_grad`` or
     ``torch.inference_mode``), a float32/float64 CPU tensor, and nothing tracing, exporting or compiling."""
-    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype in FAST_DTYPES
+    return (not torch.is_grad_enabled() and x.is_cpu and x.dtype in FAST_DTYPES
             and not is_tracing())
 
 
@@ -176,7 +176,8 @@ class StructuredLinear(nn.Module):
             y = self._weight_product(x)
         elif x.shape[0] == 0:  # an empty batch, as nn.Linear: an empty output (reshape(-1) cannot infer it)
             y = x.new_zeros((0, self.out_features))
-        elif fast_path_applies(x) and self._any_param().dtype == x.dtype:
+        elif (not torch.is_grad_enabled() and x.is_cpu and x.dtype in FAST_DTYPES
+              and self._any_param().dtype == x.dtype):  # fast_path_applies, tracing already excluded
             y = self._fast_product(x.contiguous())
             if self.bias is not None:
                 y.add_(self.bias)
@@ -189,16 +190,40 @@ class StructuredLinear(nn.Module):
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
 
-    def _cached(self, name: str, sources, build):
-        """``build()``, cached under ``name`` until one of the ``sources`` tensors changes storage, version, dtype
-        or device (an optimiser step, ``load_state_dict`` or ``.to()``). For the training and fast paths only."""
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    def _cached(self, name: str, build, sources=None):
+        """``build()``, cached under ``name`` (training and fast paths only, never while tracing).
+
+        With ``sources`` (tensors the result was computed from), the entry is rebuilt when one of them changes
+        storage or version (an optimiser step, ``load_state_dict``): for derived copies. Without, it lives until
+        the module's tensors are moved or replaced (``.to()``, ``load_state_dict``, a new parameter): for views of
+        the parameters' memory, which see in-place updates by themselves and cost nothing to check.
+        """
         cache = self.__dict__.setdefault("_derived_cache", {})
+        key = None if sources is None else tuple((t.data_ptr(), t._version) for t in sources)
         entry = cache.get(name)
         if entry is None or entry[0] != key:
             # the storages are held so that no other tensor can reuse their addresses while the entry lives
-            entry = cache[name] = (key, build(), [t.untyped_storage() for t in sources])
+            entry = cache[name] = (key, build(), [t.untyped_storage() for t in sources or ()])
         return entry[1]
+
+    def _clear_cache(self) -> None:
+        self.__dict__.pop("_derived_cache", None)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._clear_cache()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def register_parameter(self, name, param) -> None:
+        self._clear_cache()
+        super().register_parameter(name, param)
+
+    def register_buffer(self, name, tensor, persistent: bool = True) -> None:
+        self._clear_cache()
+        super().register_buffer(name, tensor, persistent)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -194,7 +194,7 @@ class HMatrixLinear(StructuredLinear):
     def _padded_scattered(self, differentiable: bool) -> list[torch.Tensor]:
         """The batched group tensors from one scatter of ``values`` (training; cached without autograd)."""
         def build():
-            index, sizes = self._cached("scatter_index", [self.values], lambda: (
+            index, sizes = self._cached("scatter_index", lambda: (
                 lambda pair: (torch.from_numpy(pair[0]).to(self.values.device), pair[1]))(self._scatter_index()))
             if differentiable:
                 from structmat.layers.sss import _Scatter
@@ -204,7 +204,7 @@ class HMatrixLinear(StructuredLinear):
                 buffer = self.values.new_zeros(sum(sizes)).scatter_(0, index, self.values.detach())
             return [part.view(shape) for part, (_, shape, _) in zip(buffer.split(sizes), self._layout)]
 
-        return build() if differentiable else self._cached("padded", [self.values], build)
+        return build() if differentiable else self._cached("padded", build, [self.values])
 
     def _batched_product(self, x: torch.Tensor, padded: list[torch.Tensor]) -> torch.Tensor:
         if self.col_order is not None:
@@ -280,8 +280,6 @@ class HMatrixLinear(StructuredLinear):
 
     def _sweep_arrays(self) -> list[np.ndarray]:
         """NumPy views of ``values`` (the parameter's memory) and of the two permutations for the Numba sweep."""
-        sources = [self.values] + [t for t in (self.col_order, self.inverse_row_order) if t is not None]
-
         def build():
             cols = np.arange(self.in_features, dtype=np.int32) if self.col_order is None else self.col_order.numpy()
             inv = self.inverse_row_order
@@ -289,7 +287,7 @@ class HMatrixLinear(StructuredLinear):
                     else inverse_permutation(inv.numpy().astype(np.int64)).astype(np.int32))
             return [self.values.detach().numpy(), cols, rows]
 
-        return self._cached("sweep_arrays", sources, build)
+        return self._cached("sweep_arrays", build)  # views of the parameter's memory
 
     def _scratch(self, dtype) -> tuple[np.ndarray, ...]:
         def build():
@@ -298,7 +296,7 @@ class HMatrixLinear(StructuredLinear):
             return (np.empty(self.in_features, np_dtype), np.empty(rank, np_dtype),
                     np.empty(self.out_features, np_dtype))
 
-        return self._cached(f"scratch_{dtype}", [], build)
+        return self._cached(f"scratch_{dtype}", build)
 
     # ---------------------------------------------------------------- matrices
     def to_matrix(self, dtype=np.float64) -> HMatrix:

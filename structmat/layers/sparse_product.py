@@ -198,7 +198,7 @@ class SparseProductLinear(StructuredLinear):
             arrays = _transpose_structure(crow.cpu().numpy(), col.cpu().numpy(), self.factor_shapes[j])
             return tuple(torch.from_numpy(a).to(crow.device) for a in arrays)
 
-        return self._cached(f"transposed_{j}", [crow, col], build)
+        return self._cached(f"transposed_{j}", build)
 
     def _weight_product(self, x):
         """The plain path: per factor, gather the input columns, scale by the values, scatter-add into the rows."""
@@ -224,8 +224,7 @@ class SparseProductLinear(StructuredLinear):
         Z = x.T
         for j in range(self.num_factors - 1, -1, -1):
             crow, col = self._factor(j)
-            S = self._cached(f"csr_{j}", [self.values[j], crow, col],
-                             lambda: _csr(crow, col, self.values[j].detach(), self.factor_shapes[j]))
+            S = self._cached(f"csr_{j}", lambda: _csr(crow, col, self.values[j].detach(), self.factor_shapes[j]))
             Z = S @ Z
         return Z.T.contiguous()
 

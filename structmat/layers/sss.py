@@ -41,7 +41,7 @@ __all__ = ["SSSLinear"]
 #: Spectral norm of the transition matrices of a freshly initialised layer (keeps states bounded over stages).
 _INIT_TRANSITION_NORM = 0.7
 #: Batches up to this many rows take the per-row Numba sweep on the fast path; larger ones the batched products.
-FAST_SWEEP_MAX_BATCH = 4
+FAST_SWEEP_MAX_BATCH = 8
 
 
 class _RowGather(torch.autograd.Function):
@@ -216,8 +216,7 @@ class SSSLinear(StructuredLinear):
                       "gather_out": position, "scatter_out": inverse_out}
             return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.D.device) for k, v in arrays.items()}
 
-        sources = [self.D] + [t for t in (self.col_order, self.inverse_row_order) if t is not None]
-        return self._cached("batched_indices", sources, build)
+        return self._cached("batched_indices", build)
 
     @property
     def num_stages(self) -> int:
@@ -259,7 +258,7 @@ class SSSLinear(StructuredLinear):
             parts = buffer.split([K * r * c for _, r, c in self._blocks.values()])
             return {name: part.view(K, r, c) for (name, (_, r, c)), part in zip(self._blocks.items(), parts)}
 
-        return build() if differentiable else self._cached("padded_generators", params, build)
+        return build() if differentiable else self._cached("padded_generators", build, params)
 
     def _batched_product(self, x: torch.Tensor, differentiable: bool) -> torch.Tensor:
         """The batched path on features × batch (``xᵀ``), so every stage block is a contiguous (rows, b) slab."""
@@ -303,17 +302,14 @@ class SSSLinear(StructuredLinear):
 
     def _sweep_arrays(self) -> list[np.ndarray]:
         """NumPy views of the flat generators (the parameters' memory) and the two permutations for the sweep."""
-        params = [getattr(self, kind) for kind in GENERATORS]
-
         def build():
-            views = [p.detach().numpy() for p in params]
+            views = [getattr(self, kind).detach().numpy() for kind in GENERATORS]
             cols = np.arange(self.in_features, dtype=np.int32) if self.col_order is None else self.col_order.numpy()
             rows = self.row_order
             rows = np.arange(self.out_features, dtype=np.int32) if rows is None else rows.astype(np.int32)
             return views + [cols, rows]
 
-        sources = params + [t for t in (self.col_order, self.inverse_row_order) if t is not None]
-        return self._cached("sweep_arrays", sources, build)
+        return self._cached("sweep_arrays", build)  # views of the parameters' memory
 
     def _scratch(self, dtype) -> tuple[np.ndarray, ...]:
         def build():
@@ -321,7 +317,7 @@ class SSSLinear(StructuredLinear):
             np_dtype = np.float32 if dtype == torch.float32 else np.float64
             return np.empty(self.in_features, np_dtype), np.zeros(width, np_dtype), np.zeros(width, np_dtype)
 
-        return self._cached(f"scratch_{dtype}", [], build)
+        return self._cached(f"scratch_{dtype}", build)
 
     def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
         """The plain path: the stages one after another on slices of the flat parameters (no padding)."""

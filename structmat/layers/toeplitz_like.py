@@ -85,7 +85,7 @@ class ToeplitzLikeLinear(StructuredLinear):
         return _ToeplitzLikeProduct.apply(x, self.G, self.H, self.out_features)
 
     def _fast_product(self, x):
-        G_hat, V_neg = self._cached("spectra", [self.G, self.H], lambda: _spectra(self.G.detach(), self.H.detach()))
+        G_hat, V_neg = self._cached("spectra", lambda: _spectra(self.G.detach(), self.H.detach()), [self.G, self.H])
         N = self.size
         x = nn.functional.pad(x, (0, N - x.shape[1]))
         X_neg = _negacyclic_forward(x)
