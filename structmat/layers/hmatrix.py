@@ -102,9 +102,12 @@ class HMatrixLinear(StructuredLinear):
         sizes = leaf_sizes(table)
         self._table = np.column_stack([table, np.concatenate([[0], np.cumsum(sizes)[:-1]])]).astype(np.int64)
         self.register_buffer("leaves", compact_index(table, max(m, n) + 1, device=device))
-        self.register_buffer("col_order", None if col_order is None else compact_index(col_order, n, device=device))
-        self.register_buffer("inverse_row_order", None if row_order is None else compact_index(
-            inverse_permutation(np.asarray(row_order)), m, device=device))
+        # the permutations are buffers only when stored (torch.export mishandles None buffers)
+        if col_order is not None:
+            self.register_buffer("col_order", compact_index(col_order, n, device=device))
+        if row_order is not None:
+            self.register_buffer("inverse_row_order", compact_index(inverse_permutation(np.asarray(row_order)), m,
+                                                                    device=device))
         self.values = nn.Parameter(torch.empty(int(sizes.sum()), device=device, dtype=dtype))
         self._plan = plan = make_plan(table, m)
         self._layout = self._padded_layout(plan)
@@ -113,11 +116,12 @@ class HMatrixLinear(StructuredLinear):
             for g, group in enumerate(groups):
                 width = n if name != "U" else plan.t_size + 1
                 gather = _identity_or(group.in_index, n) if name != "U" else group.in_index
-                self.register_buffer(f"_{name}{g}_gather", None if gather is None else
-                                     compact_index(gather, width, device=device), persistent=False)
-                if name != "V":
-                    self.register_buffer(f"_{name}{g}_rows", None if group.out_rows is None else
-                                         compact_index(group.out_rows, m, device=device), persistent=False)
+                if gather is not None:  # (absent buffers read as None: torch.export mishandles None buffers)
+                    self.register_buffer(f"_{name}{g}_gather", compact_index(gather, width, device=device),
+                                         persistent=False)
+                if name != "V" and group.out_rows is not None:
+                    self.register_buffer(f"_{name}{g}_rows", compact_index(group.out_rows, m, device=device),
+                                         persistent=False)
 
     def _padded_layout(self, plan) -> list:
         """Per batched group, ``(name, shape, members)``: each member a list of ``(start, rows, cols, slot)`` slices
@@ -207,8 +211,8 @@ class HMatrixLinear(StructuredLinear):
         return build() if differentiable else self._cached("padded", build, [self.values])
 
     def _batched_product(self, x: torch.Tensor, padded: list[torch.Tensor]) -> torch.Tensor:
-        if self.col_order is not None:
-            x = x.index_select(1, self.col_order.to(torch.int32))
+        if self._buffers.get("col_order") is not None:
+            x = x.index_select(1, self._buffers.get("col_order").to(torch.int32))
         batch = x.shape[0]
         plan, tensors = self._plan, iter(padded)
         tiled, scattered = [], []  # outputs covering [0, m) in order, and (rows, outputs) to scatter-add once
@@ -218,25 +222,25 @@ class HMatrixLinear(StructuredLinear):
             if rows is None:
                 tiled.append(flat)
             else:
-                scattered.append((rows.to(torch.int32), flat))
+                scattered.append((rows.to(torch.int64), flat))  # ONNX ScatterND takes int64 indices
 
         def gathered(source, index, members, width):  # (G, batch, width) view of source's columns
             picked = source if index is None else source.index_select(1, index.to(torch.int32))
             return picked.reshape(batch, members, width).transpose(0, 1)
 
         for g, group in enumerate(plan.dense):
-            xs = gathered(x, getattr(self, f"_dense{g}_gather"), len(group.members), group.size[1])
-            collect(torch.bmm(xs, next(tensors).transpose(1, 2)), getattr(self, f"_dense{g}_rows"))
+            xs = gathered(x, self._buffers.get(f"_dense{g}_gather"), len(group.members), group.size[1])
+            collect(torch.bmm(xs, next(tensors).transpose(1, 2)), self._buffers.get(f"_dense{g}_rows"))
         if plan.columns:
             parts = []
             for g, group in enumerate(plan.columns):
-                xs = gathered(x, getattr(self, f"_V{g}_gather"), len(group.members), group.size)
+                xs = gathered(x, self._buffers.get(f"_V{g}_gather"), len(group.members), group.size)
                 part = torch.bmm(xs, next(tensors))
                 parts.append(part.transpose(0, 1).reshape(batch, part.shape[0] * part.shape[2]))
             t = torch.cat(parts + [x.new_zeros(batch, 1)], dim=1)
             for g, group in enumerate(plan.rows):
-                ts = gathered(t, getattr(self, f"_U{g}_gather"), len(group.members), group.width)
-                collect(torch.bmm(ts, next(tensors).transpose(1, 2)), getattr(self, f"_U{g}_rows"))
+                ts = gathered(t, self._buffers.get(f"_U{g}_gather"), len(group.members), group.width)
+                collect(torch.bmm(ts, next(tensors).transpose(1, 2)), self._buffers.get(f"_U{g}_rows"))
         y = tiled[0] if tiled else x.new_zeros(batch, self.out_features) + 0.0 * x.sum()
         for flat in tiled[1:]:
             y = y + flat
@@ -244,8 +248,8 @@ class HMatrixLinear(StructuredLinear):
             rows = torch.cat([r for r, _ in scattered]) if len(scattered) > 1 else scattered[0][0]
             values = torch.cat([v for _, v in scattered], dim=1) if len(scattered) > 1 else scattered[0][1]
             y = y.index_add(1, rows, values)
-        if self.inverse_row_order is not None:
-            y = y.index_select(1, self.inverse_row_order.to(torch.int32))
+        if self._buffers.get("inverse_row_order") is not None:
+            y = y.index_select(1, self._buffers.get("inverse_row_order").to(torch.int32))
         return y
 
     def _single_leaf_factors(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,10 +258,10 @@ class HMatrixLinear(StructuredLinear):
         return values[: m * r].view(m, r), values[m * r:].view(n, r)
 
     def _permuted_low_rank(self, x: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        if self.col_order is not None:
-            x = x.index_select(1, self.col_order.to(torch.int32))
+        if self._buffers.get("col_order") is not None:
+            x = x.index_select(1, self._buffers.get("col_order").to(torch.int32))
         y = (x @ V) @ U.T
-        return y if self.inverse_row_order is None else y.index_select(1, self.inverse_row_order.to(torch.int32))
+        return y if self._buffers.get("inverse_row_order") is None else y.index_select(1, self._buffers.get("inverse_row_order").to(torch.int32))
 
     def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
         if self._single_leaf:
@@ -281,8 +285,8 @@ class HMatrixLinear(StructuredLinear):
     def _sweep_arrays(self) -> list[np.ndarray]:
         """NumPy views of ``values`` (the parameter's memory) and of the two permutations for the Numba sweep."""
         def build():
-            cols = np.arange(self.in_features, dtype=np.int32) if self.col_order is None else self.col_order.numpy()
-            inv = self.inverse_row_order
+            cols = np.arange(self.in_features, dtype=np.int32) if self._buffers.get("col_order") is None else self._buffers.get("col_order").numpy()
+            inv = self._buffers.get("inverse_row_order")
             rows = (np.arange(self.out_features, dtype=np.int32) if inv is None
                     else inverse_permutation(inv.numpy().astype(np.int64)).astype(np.int32))
             return [self.values.detach().numpy(), cols, rows]
@@ -300,8 +304,8 @@ class HMatrixLinear(StructuredLinear):
 
     # ---------------------------------------------------------------- matrices
     def to_matrix(self, dtype=np.float64) -> HMatrix:
-        col_order = None if self.col_order is None else self.col_order.cpu().numpy().astype(np.int64)
-        inv = self.inverse_row_order
+        col_order = None if self._buffers.get("col_order") is None else self._buffers.get("col_order").cpu().numpy().astype(np.int64)
+        inv = self._buffers.get("inverse_row_order")
         row_order = None if inv is None else inverse_permutation(inv.cpu().numpy().astype(np.int64))
         values = self.values.detach().cpu().double().numpy().astype(dtype)
         return self._matrix_class((self.out_features, self.in_features), self.leaves.cpu().numpy().astype(np.int64),

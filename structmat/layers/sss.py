@@ -146,12 +146,18 @@ class SSSLinear(StructuredLinear):
                              f"got {d.tolist()} and {e.tolist()}")
         self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims = m_sizes, n_sizes, d, e
         self._offsets = sss_offsets(m_sizes, n_sizes, d, e)
+        # the same structure as Python ints for the plain path (a traced graph must not read NumPy arrays)
+        self._stages = [tuple(int(v) for v in row) for row in
+                        np.column_stack([m_sizes, n_sizes, d[:-1], d[1:], e[:-1], e[1:], self._offsets[:, :-1].T,
+                                         self._offsets[:, 1:].T])]
         row_order = check_permutation(row_order, out_features, "row_order")
         col_order = check_permutation(col_order, in_features, "col_order")
-        self.register_buffer("col_order", None if col_order is None else compact_index(col_order, in_features,
-                                                                                        device=device))
-        self.register_buffer("inverse_row_order", None if row_order is None else compact_index(
-            inverse_permutation(np.asarray(row_order)), out_features, device=device))
+        # the permutations are buffers only when stored (torch.export mishandles None buffers)
+        if col_order is not None:
+            self.register_buffer("col_order", compact_index(col_order, in_features, device=device))
+        if row_order is not None:
+            self.register_buffer("inverse_row_order", compact_index(inverse_permutation(np.asarray(row_order)),
+                                                                    out_features, device=device))
         shapes = _shapes(m_sizes, n_sizes, d, e)
         for kind in GENERATORS:
             size = sum(r * c for r, c in shapes[kind])
@@ -162,7 +168,7 @@ class SSSLinear(StructuredLinear):
     @property
     def row_order(self) -> np.ndarray | None:
         """The stored output order (int64 NumPy), or None."""
-        inv = self.inverse_row_order
+        inv = self._buffers.get("inverse_row_order")
         return None if inv is None else inverse_permutation(inv.cpu().numpy().astype(np.int64))
 
     def _plan_padding(self, shapes) -> None:
@@ -197,7 +203,7 @@ class SSSLinear(StructuredLinear):
             m_max, n_max, _, _ = self._sizes
             # input gather: padded stage row (k, j) <- original feature col_order[c_k + j]. Padding rows read
             # feature 0: they meet only the zero padding columns of [D_k; B_k; F_k], so they add nothing.
-            core_cols = np.arange(n) if self.col_order is None else self.col_order.cpu().numpy().astype(np.int64)
+            core_cols = np.arange(n) if self._buffers.get("col_order") is None else self._buffers.get("col_order").cpu().numpy().astype(np.int64)
             cols = np.zeros((K, n_max), dtype=np.int64)
             c = np.concatenate([[0], np.cumsum(self.n_sizes)])
             inverse_in = np.empty(n, dtype=np.int64)  # feature -> its (unique) padded row
@@ -206,8 +212,8 @@ class SSSLinear(StructuredLinear):
                 inverse_in[core_cols[c[k]:c[k + 1]]] = k * n_max + np.arange(self.n_sizes[k])
             # output gather: original feature j <- padded position of core row inv_row[j]
             position = np.concatenate([k * m_max + np.arange(self.m_sizes[k]) for k in range(K)]).astype(np.int64)
-            if self.inverse_row_order is not None:
-                position = position[self.inverse_row_order.cpu().numpy().astype(np.int64)]
+            if self._buffers.get("inverse_row_order") is not None:
+                position = position[self._buffers.get("inverse_row_order").cpu().numpy().astype(np.int64)]
             # backward of the output gather: padded row -> the output feature it feeds (padding rows reuse feature
             # 0; their gradient only meets zero padding in the generators, so it is never read back)
             inverse_out = np.zeros(K * m_max, dtype=np.int64)
@@ -304,7 +310,7 @@ class SSSLinear(StructuredLinear):
         """NumPy views of the flat generators (the parameters' memory) and the two permutations for the sweep."""
         def build():
             views = [getattr(self, kind).detach().numpy() for kind in GENERATORS]
-            cols = np.arange(self.in_features, dtype=np.int32) if self.col_order is None else self.col_order.numpy()
+            cols = np.arange(self.in_features, dtype=np.int32) if self._buffers.get("col_order") is None else self._buffers.get("col_order").numpy()
             rows = self.row_order
             rows = np.arange(self.out_features, dtype=np.int32) if rows is None else rows.astype(np.int32)
             return views + [cols, rows]
@@ -321,37 +327,40 @@ class SSSLinear(StructuredLinear):
 
     def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
         """The plain path: the stages one after another on slices of the flat parameters (no padding)."""
-        u = x if self.col_order is None else x.index_select(1, self.col_order.to(torch.int32))
-        off, K = self._offsets, self.num_stages
-        m, n, d, e = self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims
+        u = x if self._buffers.get("col_order") is None else x.index_select(1, self._buffers.get("col_order").to(torch.int32))
+        K = len(self._stages)
 
-        def block(kind, row, k, rows, cols):
-            return getattr(self, kind)[int(off[row, k]):int(off[row, k + 1])].view(int(rows), int(cols))
+        def block(kind, k, rows, cols):  # generator ``kind`` of stage k as a (rows, cols) view of its flat array
+            row = "ABCDEFG".index(kind) + 2
+            start, stop = self._stages[k][6 + row], self._stages[k][15 + row]
+            return getattr(self, kind)[start:stop].view(rows, cols)
 
-        inputs = [u[:, int(off[1, k]):int(off[1, k + 1])] for k in range(K)]
+        inputs = [u[:, st[7]:st[16]] for st in self._stages]
         outputs, state = [], None
-        for k in range(K):  # causal sweep: y_k = C_k s + D_k u_k, s <- A_k s + B_k u_k
-            y = inputs[k] @ block("D", 5, k, m[k], n[k]).T
-            if d[k]:
-                y = y + state @ block("C", 4, k, m[k], d[k]).T
-            if d[k + 1]:
-                nxt = inputs[k] @ block("B", 3, k, d[k + 1], n[k]).T
-                state = nxt + state @ block("A", 2, k, d[k + 1], d[k]).T if d[k] else nxt
+        for k, (m, n, d0, d1, e0, e1) in enumerate(st[:6] for st in self._stages):
+            # causal sweep: y_k = C_k s + D_k u_k, s <- A_k s + B_k u_k
+            y = inputs[k] @ block("D", k, m, n).T
+            if d0:
+                y = y + state @ block("C", k, m, d0).T
+            if d1:
+                nxt = inputs[k] @ block("B", k, d1, n).T
+                state = nxt + state @ block("A", k, d1, d0).T if d0 else nxt
             outputs.append(y)
         state = None
         for k in range(K - 1, -1, -1):  # anticausal sweep: y_k += G_k z, z <- E_k z + F_k u_k
-            if e[k + 1]:
-                outputs[k] = outputs[k] + state @ block("G", 8, k, m[k], e[k + 1]).T
-            if e[k]:
-                nxt = inputs[k] @ block("F", 7, k, e[k], n[k]).T
-                state = nxt + state @ block("E", 6, k, e[k], e[k + 1]).T if e[k + 1] else nxt
+            m, n, _, _, e0, e1 = self._stages[k][:6]
+            if e1:
+                outputs[k] = outputs[k] + state @ block("G", k, m, e1).T
+            if e0:
+                nxt = inputs[k] @ block("F", k, e0, n).T
+                state = nxt + state @ block("E", k, e0, e1).T if e1 else nxt
         y = torch.cat(outputs, dim=1) if K > 1 else outputs[0]
-        return y if self.inverse_row_order is None else y.index_select(1, self.inverse_row_order.to(torch.int32))
+        return y if self._buffers.get("inverse_row_order") is None else y.index_select(1, self._buffers.get("inverse_row_order").to(torch.int32))
 
     def to_matrix(self, dtype=np.float64) -> SSS:
         flats = {kind: getattr(self, kind).detach().cpu().double().numpy().astype(dtype, copy=False)
                  for kind in GENERATORS}
-        col_order = None if self.col_order is None else self.col_order.cpu().numpy().astype(np.int64)
+        col_order = None if self._buffers.get("col_order") is None else self._buffers.get("col_order").cpu().numpy().astype(np.int64)
         return SSS.from_flat(self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims, **flats,
                              row_order=self.row_order, col_order=col_order)
 
@@ -368,7 +377,7 @@ class SSSLinear(StructuredLinear):
     def _structure_repr(self) -> str:
         return (f"num_stages={self.num_stages}, max_causal_dim={int(self.causal_dims.max())}, "
                 f"max_anticausal_dim={int(self.anticausal_dims.max())}"
-                + (", permuted" if self.inverse_row_order is not None or self.col_order is not None else ""))
+                + (", permuted" if self._buffers.get("inverse_row_order") is not None or self._buffers.get("col_order") is not None else ""))
 
 
 def _proportional(total: int, num_stages: int) -> np.ndarray:

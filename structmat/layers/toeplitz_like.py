@@ -10,8 +10,9 @@ The batch is processed in chunks so that the ``(chunk, r, N)`` intermediates sta
 path; without autograd the generator spectra are cached until a parameter changes.
 
 The plain path (exports, other devices) uses real FFTs only and keeps complex numbers as (real, imaginary) pairs,
-which the ONNX exporter maps to the ``DFT`` operator: the skew-circulant stage as a linear convolution of length 2N
-folded with a sign (``c[:N] - c[N:]``), the circulant stage as a length-N cyclic convolution. bfloat16 and float16
+which the ONNX exporter maps to the ``DFT`` operator: both stages as linear convolutions of a power-of-two length
+``L >= 2N`` (ONNX Runtime's radix-2 transforms; other lengths lost float32 accuracy), folded to length N with a
+sign (``c[:N] - c[N:]`` for the skew-circulant stage, ``c[:N] + c[N:]`` for the circulant one). bfloat16 and float16
 layers compute in float32 (torch's FFTs have no reduced-precision CPU kernels) and return their own dtype. See
 :mod:`structmat.matrices.toeplitz_like` for the structure.
 """
@@ -98,14 +99,15 @@ class ToeplitzLikeLinear(StructuredLinear):
         dtype = x.dtype
         compute = dtype if dtype in FAST_DTYPES else torch.float32
         G, H, x = self.G.to(compute), self.H.to(compute), x.to(compute)
-        N = self.size
+        N = max(self.in_features, self.out_features)  # a Python int (a traced shape would be a tensor)
         x = nn.functional.pad(x, (0, N - x.shape[1]))
-        V_hat = torch.view_as_real(torch.fft.rfft(H.flip(0).T, n=2 * N, dim=-1))  # (r, N + 1, 2): v_j = J h_j
-        G_hat = 0.5 * torch.view_as_real(torch.fft.rfft(G.T, dim=-1))  # (r, N/2 + 1, 2), the ½ folded in
+        L = _power_of_two_at_least(2 * N)
+        V_hat = torch.view_as_real(torch.fft.rfft(H.flip(0).T, n=L, dim=-1))  # (r, L/2 + 1, 2): v_j = J h_j
+        G_hat = 0.5 * torch.view_as_real(torch.fft.rfft(G.T, n=L, dim=-1))  # the ½ of the formula folded in
         if is_tracing() or x.shape[0] == 0:
             y = _plain_rows(x, V_hat, G_hat, N)
         else:
-            y = torch.cat([_plain_rows(x[rows], V_hat, G_hat, N) for rows in _chunks(x.shape[0], self.rank * 2 * N)])
+            y = torch.cat([_plain_rows(x[rows], V_hat, G_hat, N) for rows in _chunks(x.shape[0], G.shape[1] * L)])
         return y[:, : self.out_features].to(dtype)
 
     def to_matrix(self, dtype=np.float64) -> ToeplitzLike:
@@ -191,14 +193,21 @@ def _complex_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _plain_rows(x: torch.Tensor, V_hat: torch.Tensor, G_hat: torch.Tensor, N: int) -> torch.Tensor:
-    """``y = Σ_j ½ Z_1(g_j) Z_{-1}(v_j) x`` for x (b, N): the skew-circulant stage as a linear convolution of length
-    2N folded as ``c[:N] - c[N:]`` (since ``z^N = -1``), then a cyclic convolution of length N, all by real FFTs."""
-    X = torch.view_as_real(torch.fft.rfft(x, n=2 * N, dim=-1))  # (b, N + 1, 2)
-    C = torch.fft.irfft(torch.view_as_complex(_complex_product(X.unsqueeze(1), V_hat)), n=2 * N, dim=-1)
-    U = C[..., :N] - C[..., N:]  # (b, r, N): u_j = Z_{-1}(v_j) x
-    U_hat = torch.view_as_real(torch.fft.rfft(U, dim=-1))  # (b, r, N/2 + 1, 2)
+    """``y = Σ_j ½ Z_1(g_j) Z_{-1}(v_j) x`` for x (b, N), both stages as linear convolutions by real FFTs of a
+    power-of-two length ``L >= 2N`` (radix-2 transforms, accurate in float32), folded to length N: ``c[:N] - c[N:]``
+    for the skew-circulant stage (``z^N = -1``), ``c[:N] + c[N:]`` for the circulant one (``z^N = 1``)."""
+    L = _power_of_two_at_least(2 * N)
+    X = torch.view_as_real(torch.fft.rfft(x, n=L, dim=-1))  # (b, L/2 + 1, 2)
+    C = torch.fft.irfft(torch.view_as_complex(_complex_product(X.unsqueeze(1), V_hat)), n=L, dim=-1)
+    U = C[..., :N] - C[..., N:2 * N]  # (b, r, N): u_j = Z_{-1}(v_j) x
+    U_hat = torch.view_as_real(torch.fft.rfft(U, n=L, dim=-1))  # (b, r, L/2 + 1, 2)
     Y = _complex_product(U_hat, G_hat).sum(dim=1)
-    return torch.fft.irfft(torch.view_as_complex(Y), n=N, dim=-1)
+    c = torch.fft.irfft(torch.view_as_complex(Y), n=L, dim=-1)
+    return c[..., :N] + c[..., N:2 * N]
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
 
 
 def _spectra(G: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
