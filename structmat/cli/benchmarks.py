@@ -153,9 +153,35 @@ def _run_bench_c(args):
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ speed-labels
+def _add_speed_labels(sub):
+    p = sub.add_parser("speed-labels", help="write the measured speed labels shown by `structmat families`",
+                       description="Combine a bench-layers CSV and a bench-c CSV (same matrix and budget) into the "
+                                   "per-family speed labels: C and torch time ratios to dense at batch 1.")
+    p.add_argument("--layers", required=True, help="layer_speed.csv from `structmat bench-layers`")
+    p.add_argument("--c", required=True, help="bench_c.csv from `structmat bench-c`")
+    p.add_argument("--matrix", default="efficientnet_lite0", help="the matrix rows to read (default: "
+                                                                   "efficientnet_lite0)")
+    p.add_argument("--command", action="append", default=[], help="the commands that produced the CSVs "
+                                                                    "(recorded; repeatable)")
+    p.add_argument("--output", "-o", help="JSON to write (default: the labels shipped with structmat)")
+
+
+def _run_speed_labels(args):
+    from structmat.benchmarks.speed_labels import write_speed_labels
+
+    for path in (args.layers, args.c):
+        if not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    labels = write_speed_labels(args.layers, args.c, args.output, matrix=args.matrix, commands=args.command)
+    for label in labels.values():
+        print(f"{label.family:<16} {label.describe()}")
+
+
 BENCHMARK_COMMANDS = {
     "sweep": (_add_sweep, _run_sweep),
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "speed-labels": (_add_speed_labels, _run_speed_labels),
 }
