@@ -29,6 +29,22 @@ EXPORT_FORMATS = ("onnx", "pt2")
 
 
 @contextlib.contextmanager
+def _quiet_exporter():
+    """The ONNX exporter's and optimiser's INFO chatter down to warnings while exporting."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+@contextlib.contextmanager
 def _inference(module: nn.Module):
     was_training = module.training
     module.eval()
@@ -125,7 +141,7 @@ def export_onnx(module: nn.Module, example, path, *, opset: int = 18, dynamic_ba
             from exc
     example = _example_tuple(example)
     path = Path(path)
-    with _inference(module), contextlib.redirect_stdout(io.StringIO()):
+    with _inference(module), _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(module, example, dynamo=True, opset_version=opset, optimize=False,
                                     dynamic_shapes=_batch_shapes(example, dynamic_batch),
                                     input_names=[f"input_{i}" for i in range(len(example))], verbose=False)
