@@ -332,9 +332,12 @@ def write_json(path, rows: list[dict], *, binary, cpu, settings: dict) -> None:
         blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture")} for i in threadpool_info()]
     except ImportError:  # threadpoolctl comes with scikit-learn; report nothing rather than fail
         blas = []
+    from structmat.benchmarks.machine import machine_info
+
+    machine = {"platform": platform.platform(), "processor": _processor_name(), "cpus": os.cpu_count()}
+    machine.update(machine_info())  # CPU model, SIMD flags, load, date, versions
     document = {"rows": rows, "driver": str(binary), "build": build, "pinned_cpu": cpu, "settings": settings,
-                "machine": {"platform": platform.platform(), "processor": _processor_name(),
-                            "cpus": os.cpu_count()}, "numpy_blas": blas}
+                "machine": machine, "numpy_blas": blas}
     data = (json.dumps(document, indent=2) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(data))
