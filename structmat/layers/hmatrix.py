@@ -275,7 +275,14 @@ class HMatrixLinear(StructuredLinear):
 
     def _fast_product(self, x: torch.Tensor) -> torch.Tensor:
         if self._single_leaf:
-            return self._permuted_low_rank(x, *self._single_leaf_factors(self.values.detach()))
+            U, V, cols, inverse_rows = self._cached("single_leaf", lambda: (
+                *self._single_leaf_factors(self.values.detach()),
+                *(None if t is None else t.to(torch.int32) for t in (self._buffers.get("col_order"),
+                                                                     self._buffers.get("inverse_row_order")))))
+            if cols is not None:
+                x = x.index_select(1, cols)
+            y = torch.mm(torch.mm(x, V), U.T)
+            return y if inverse_rows is None else y.index_select(1, inverse_rows)
         if x.shape[0] > FAST_SWEEP_MAX_BATCH:
             return self._batched_product(x, self._padded_scattered(differentiable=False)).contiguous()
         y = x.new_empty((x.shape[0], self.out_features))
