@@ -162,8 +162,8 @@ def _add_speed_labels(sub):
     p.add_argument("--c", required=True, help="bench_c.csv from `structmat bench-c`")
     p.add_argument("--matrix", default="efficientnet_lite0", help="the matrix rows to read (default: "
                                                                    "efficientnet_lite0)")
-    p.add_argument("--command", action="append", default=[], help="the commands that produced the CSVs "
-                                                                    "(recorded; repeatable)")
+    p.add_argument("--command", dest="recorded_commands", action="append", default=[],
+                   help="the commands that produced the CSVs (recorded; repeatable)")
     p.add_argument("--output", "-o", help="JSON to write (default: the labels shipped with structmat)")
 
 
@@ -173,7 +173,8 @@ def _run_speed_labels(args):
     for path in (args.layers, args.c):
         if not Path(path).exists():
             raise UserError(f"no such file: {path}")
-    labels = write_speed_labels(args.layers, args.c, args.output, matrix=args.matrix, commands=args.command)
+    labels = write_speed_labels(args.layers, args.c, args.output, matrix=args.matrix,
+                                commands=args.recorded_commands)
     for label in labels.values():
         print(f"{label.family:<16} {label.describe()}")
 
