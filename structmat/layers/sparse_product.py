@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size
+from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size, is_tracing
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 
 __all__ = ["SparseProductLinear", "SparseLinear"]
@@ -81,6 +81,20 @@ def _row_of_each_value(crow: torch.Tensor, nnz: int) -> torch.Tensor:
     starts = crow[1:-1].to(torch.int64)
     marks = marks.index_add(0, starts, torch.ones_like(starts))
     return marks.cumsum(0)[:nnz]
+
+
+def _ell_product(Z: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                 width: int) -> torch.Tensor:
+    """``Z Sᵀ`` with S's rows padded to ``width`` entries (ELLPACK) in the graph: position ``crow[i] + k`` of row
+    i, or a zero appended after the values where the row is shorter."""
+    rows, nnz = crow.shape[0] - 1, col.shape[0]
+    start = crow[:-1].to(torch.int64).unsqueeze(1)
+    position = start + torch.arange(width, dtype=torch.int64, device=crow.device).unsqueeze(0)  # (rows, width)
+    position = torch.where(position < crow[1:].to(torch.int64).unsqueeze(1), position, torch.full_like(position, nnz))
+    padded_values = torch.cat([values, values.new_zeros(1)])[position]  # (rows, width)
+    padded_cols = torch.cat([col.to(torch.int64), col.new_zeros(1, dtype=torch.int64)])[position]
+    gathered = Z.index_select(1, padded_cols.reshape(-1)).reshape(Z.shape[0], rows, width)
+    return (gathered * padded_values).sum(dim=-1)
 
 
 def _random_support(shape, nnz: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +170,7 @@ class SparseProductLinear(StructuredLinear):
                 self.register_buffer(f"{name}_{j}", torch.tensor(np.asarray(array, dtype=np.int32), device=device))
             values.append(nn.Parameter(torch.zeros(len(col), device=device, dtype=dtype)))
         self.values = nn.ParameterList(values)
+        self._row_widths = [int(np.diff(np.asarray(crow)).max(initial=0)) for crow, _, _ in structure]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Read state dicts written before the transposed structures were derived (int64, with ``crow_t_j``,
@@ -168,6 +183,8 @@ class SparseProductLinear(StructuredLinear):
                 if key in state_dict and state_dict[key].dtype == torch.int64:
                     state_dict[key] = state_dict[key].to(torch.int32)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._row_widths = [int(torch.diff(self._factor(j)[0]).max()) if self.factor_shapes[j][0] else 0
+                            for j in range(self.num_factors)]
 
     @property
     def num_factors(self) -> int:
@@ -201,13 +218,20 @@ class SparseProductLinear(StructuredLinear):
         return self._cached(f"transposed_{j}", build)
 
     def _weight_product(self, x):
-        """The plain path: per factor, gather the input columns, scale by the values, scatter-add into the rows."""
+        """The plain path, per factor. While tracing (exports): the rows padded to the longest one in the graph
+        (ELLPACK: a gather of the input columns, a product by the values, a sum over each row), which ONNX Runtime
+        runs far faster than a scatter-add; the padded index and values are computed from ``crow``, ``col`` and
+        the values in the graph, so the file stores only those. Otherwise: gather, product and a scatter-add into
+        the rows, without the padding's memory."""
         Z = x
         for j in range(self.num_factors - 1, -1, -1):
             crow, col = self._factor(j)
             rows, nnz = self.factor_shapes[j][0], col.shape[0]
-            products = Z.index_select(1, col) * self.values[j]
-            Z = Z.new_zeros((Z.shape[0], rows)).index_add(1, _row_of_each_value(crow, nnz), products)
+            if is_tracing():
+                Z = _ell_product(Z, crow, col, self.values[j], self._row_widths[j])
+            else:
+                products = Z.index_select(1, col) * self.values[j]
+                Z = Z.new_zeros((Z.shape[0], rows)).index_add(1, _row_of_each_value(crow, nnz), products)
         return Z
 
     def _train_product(self, x):
