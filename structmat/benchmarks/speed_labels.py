@@ -100,10 +100,10 @@ def write_speed_labels(layer_speed_csv, bench_c_csv, path=None, *, matrix: str =
             continue
         key = "torch_ratio" if int(r["batch"]) == 1 else ("torch_ratio_batch256" if int(r["batch"]) == 256 else None)
         if key:
-            families.setdefault(r["family"], {})[key] = round(float(r["forward_ratio"]), 3)
+            families.setdefault(r["family"], {})[key] = round(float(r["forward_ratio"]), 4)
     for r in c_rows:
         if float(r["budget"]) == budget and r["implementation"] == "c":
-            families.setdefault(r["family"], {})["c_ratio"] = round(float(r["ratio_to_c_dense"]), 3)
+            families.setdefault(r["family"], {})["c_ratio"] = round(float(r["ratio_to_c_dense"]), 4)
     sidecar = Path(layer_speed_csv).with_suffix(".json")
     machine = json.loads(sidecar.read_text())["machine"]["before"] if sidecar.exists() else machine_info()
     document = {"matrix": matrix, "share": budget, "batch": 1, "machine": machine, "commands": list(commands),
