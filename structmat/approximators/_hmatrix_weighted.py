@@ -18,8 +18,9 @@ that share rows through ``C``'s off-diagonal blocks. Two steps (structmat's note
    1999, §2.7).
 
 Candidates: the plain Frobenius fit, the whitened low-rank optimum (the one-leaf partition under the full ``C``), and
-the partitions whose allocations have the smallest output errors under the block-diagonal ``C`` (built, and the
-best ``REFINED_CANDIDATES`` of them refined by ``sweeps`` sweeps); the best on the output objective is returned.
+the partition whose allocation has the smallest output error under the block-diagonal ``C``, refined by ``sweeps``
+sweeps unless it starts too far behind the best candidate (:func:`~structmat.approximators._weighted.
+worth_refining`); the best on the output objective is returned.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import scipy.linalg
 
 from structmat.approximators._hmatrix_spectra import LeafSpectra
 from structmat._validation import check_positive_int
-from structmat.approximators._weighted import WeightedProblem, cholesky_factor, lowrank_in_weighted_norm
+from structmat.approximators._weighted import (WeightedProblem, cholesky_factor, lowrank_in_weighted_norm,
+                                                worth_refining)
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.ordering import order_rows_and_columns
 from structmat.matrices.hmatrix_partition import blocks_for
@@ -44,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Block coordinate sweeps over all leaves of each refined candidate.
 DEFAULT_SWEEPS = 2
-#: How many partition candidates (by output error after allocation) are refined.
+#: How many partition candidates (by output error under the block-diagonal C after allocation) are built and, if
+#: :func:`~structmat.approximators._weighted.worth_refining`, refined.
 REFINED_CANDIDATES = 1
 
 
@@ -207,16 +210,12 @@ def fit_partitions_to_inputs(W: np.ndarray, budget, partitions, matrix_class, st
             logger.debug("%s (inputs) ordering=%s %s: output error under block-diagonal C %.5f", family_name,
                          ordering_name, partition, math.sqrt(alloc.error2 / max(problem.energy, 1e-300)))
     allocated.sort(key=lambda item: item[:2])
-    built = []
-    for _, index, ordering_name, partition, boxes, alloc in allocated[:REFINED_CANDIDATES + 1]:
+    scored = [(problem.error2(M), M) for M in candidates]
+    for _, _, ordering_name, partition, boxes, alloc in allocated[:REFINED_CANDIDATES]:
         H = _build_whitened(matrix_class, (m, n), boxes, alloc.ranks, spectra[ordering_name],
                             spectra[ordering_name].W, orders[ordering_name], partition)
-        built.append((problem.error2(H), index, ordering_name, H))
-    built.sort(key=lambda item: item[:2])
-    scored = []
-    for position, (error2, _, ordering_name, H) in enumerate(built):
-        scored.append((error2, H))
-        if position >= REFINED_CANDIDATES:
+        scored.append((problem.error2(H), H))
+        if not worth_refining(scored[-1][0], min(e for e, _ in scored)):
             continue
         rows, cols = orders[ordering_name]
         Wp, Cp = problem.permuted(cols)
@@ -224,7 +223,7 @@ def fit_partitions_to_inputs(W: np.ndarray, budget, partitions, matrix_class, st
                                 factors=dict(spectra[ordering_name].factors))
         scored.append((problem.error2(refined), refined))
         logger.debug("%s (inputs) %s: refined output error %.5f -> %.5f", family_name, H.partition,
-                     math.sqrt(error2), math.sqrt(scored[-1][0]))
-    best, error2 = problem.best(candidates, scored)
+                     math.sqrt(scored[-2][0]), math.sqrt(scored[-1][0]))
+    best, error2 = problem.best([], scored)
     logger.debug("%s (inputs): %r, output error %.5f", family_name, best, math.sqrt(error2))
     return best

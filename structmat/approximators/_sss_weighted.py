@@ -18,7 +18,8 @@ by its rank-limited change, so the objective never increases (alternating least 
 plain fit's structure identified on ``W · blockdiag(T_k)`` (``T_k T_kᵀ = C_kk``, the stages' column blocks) with
 ``B_k, D_k, F_k`` un-whitened, which serves the block-diagonal part of ``C`` as the sweep serves the Frobenius norm
 (structmat's note ``data-aware.md``). The structure is that of the best staged Frobenius fit (not its
-low-rank realization). Candidates: the plain fit, the refined start, and the whitened low-rank optimum as a
+low-rank realization). Candidates: the plain fit, the start and (unless it starts too far behind,
+:func:`~structmat.approximators._weighted.worth_refining`) its refinement, and the whitened low-rank optimum as a
 two-stage SSS (:meth:`~structmat.matrices.sss.SSS.from_lowrank`).
 """
 
@@ -31,7 +32,7 @@ import numpy as np
 import scipy.linalg
 
 from structmat._validation import check_positive_int
-from structmat.approximators._weighted import WeightedProblem, cholesky_factor
+from structmat.approximators._weighted import WeightedProblem, cholesky_factor, worth_refining
 from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.matrices.permutation import permute
 from structmat.matrices.sss import SSS
@@ -237,16 +238,23 @@ def fit_sss_to_inputs(W: np.ndarray, budget, stats, *, ridge: float, iterations=
         if lowrank_error2(W, lowrank, norm2) < report.refined_error ** 2 * norm2:  # the plain fit is low rank
             candidates = [SSS.from_lowrank(lowrank)]
         candidates.append(SSS.from_lowrank(fit_lowrank(W, limit, inputs=stats, ridge=ridge)))
+    scored = [(problem.error2(M), M) for M in candidates]
     if staged.num_stages > 1:
         Wp, Cp = problem.permuted(staged.col_order)
         Wp = permute(Wp, staged.row_order, None)
-        core = SSS.from_flat(staged.m_sizes, staged.n_sizes, staged.causal_dims, staged.anticausal_dims,
-                             **{kind: staged.flat(kind) for kind in "ABCDEFG"})
-        refined = refine_sss_on_outputs(whitened_realization(core, Wp, Cp), Wp, Cp, iterations=iterations)
-        candidates.append(SSS.from_flat(refined.m_sizes, refined.n_sizes, refined.causal_dims,
-                                        refined.anticausal_dims, **{kind: refined.flat(kind) for kind in "ABCDEFG"},
-                                        row_order=staged.row_order, col_order=staged.col_order))
-    best, error2 = problem.best(candidates)
+        start = whitened_realization(_with_order(staged, None), Wp, Cp)
+        scored.append((problem.error2(_with_order(start, staged)), _with_order(start, staged)))
+        if worth_refining(scored[-1][0], min(e for e, _ in scored)):
+            refined = _with_order(refine_sss_on_outputs(start, Wp, Cp, iterations=iterations), staged)
+            scored.append((problem.error2(refined), refined))
+    best, error2 = problem.best([], scored)
     logger.debug("fit_sss (inputs): %r, output error %.5f", best, math.sqrt(error2))
     return best
 
+
+def _with_order(S: SSS, like: SSS | None) -> SSS:
+    """``S``'s core with the row and column orders of ``like`` (None: no orders)."""
+    return SSS.from_flat(S.m_sizes, S.n_sizes, S.causal_dims, S.anticausal_dims,
+                         **{kind: S.flat(kind) for kind in "ABCDEFG"},
+                         row_order=None if like is None else like.row_order,
+                         col_order=None if like is None else like.col_order)
