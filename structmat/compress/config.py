@@ -15,7 +15,7 @@ __all__ = ["CompressionConfig", "default_cache_dir", "candidate_families", "chec
            "DEFAULT_GRID", "ALLOCATIONS", "MEASURES", "WEIGHTINGS"]
 
 #: Shares of each layer's dense parameters at which every candidate family is fitted.
-DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75)
+DEFAULT_GRID = (0.05, 0.15, 0.3, 0.45, 0.6, 0.8)
 ALLOCATIONS = ("global", "uniform")
 MEASURES = ("params", "bytes")
 WEIGHTINGS = ("output", "relative")

@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from structmat.compress import CompressionConfig, compress_model
+from structmat.compress.calibration import attention_mask_rows
+from structmat.compress.selection import structured_layers
+from structmat.layers.pointwise_conv import StructuredPointwiseConv2d
+
+from tests.compress.conftest import token_batches
+
+FAMILIES = ["lowrank", "sparse", "monarch", "dense"]
+
+
+def settings(cache, **more):
+    return dict(families=FAMILIES, cache_dir=cache, max_slowdown=None, measure_latency=False, progress=False,
+                row_mask=attention_mask_rows, **more)
+
+
+def relative_change(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_global_allocation_meets_the_budget_and_beats_uniform(tiny_transformer, curve_cache, one_torch_thread):
+    calibration, held_out = token_batches(6, seed=0), token_batches(3, seed=1)
+    small, report = compress_model(tiny_transformer, 0.4, calibration, where="blocks.*", **settings(curve_cache))
+    assert report.nparams <= int(0.4 * report.dense_nparams)
+    assert sum(m.nparams for _, m in structured_layers(small)) + sum(
+        r.nparams for r in report.layers if r.family == "dense") == report.nparams
+    assert len(report.layers) == 12 and small is not tiny_transformer
+    _, uniform = compress_model(tiny_transformer, 0.4, calibration, where="blocks.*", allocation="uniform",
+                                **settings(curve_cache))
+    assert len({r.family for r in uniform.layers}) == 1
+    assert uniform.nparams <= int(0.4 * uniform.dense_nparams)
+
+    def weighted(rep):
+        return sum(r.output_error ** 2 for r in rep.layers)
+
+    assert weighted(report) < weighted(uniform)
+    with torch.no_grad():
+        dense = [tiny_transformer(**b) for b in held_out]
+        error = np.mean([relative_change(small(**b), d) for b, d in zip(held_out, dense)])
+    assert error < 0.5
+
+
+def test_a_second_budget_reuses_the_cached_curves(tiny_transformer, curve_cache, one_torch_thread, monkeypatch):
+    calibration = token_batches(4, seed=0)
+    compress_model(tiny_transformer, 0.5, calibration, where="blocks.0.*", **settings(curve_cache))
+    import structmat.compress.curves as curves
+
+    def no_fits(*args, **kwargs):
+        raise AssertionError("a cached point was fitted again")
+
+    monkeypatch.setattr(curves, "run_task", no_fits)
+    _, report = compress_model(tiny_transformer, 0.3, calibration, where="blocks.0.*", **settings(curve_cache))
+    assert report.nparams <= int(0.3 * report.dense_nparams)
+
+
+def test_pointwise_convolutions_keep_their_interface(tiny_convnet, curve_cache, one_torch_thread):
+    images = [torch.randn(4, 3, 8, 8) for _ in range(3)]
+    small, report = compress_model(tiny_convnet, 0.6, images, **{**settings(curve_cache), "row_mask": None,
+                                                                 "measure_latency": True})
+    kinds = {r.name: r.kind for r in report.layers}
+    assert kinds == {"expand": "conv1x1", "project": "conv1x1", "fc": "linear"}
+    for row in report.layers:
+        module = small.get_submodule(row.name)
+        if row.family != "dense" and row.kind == "conv1x1":
+            assert isinstance(module, StructuredPointwiseConv2d)
+        assert row.latency_32_ms > 0 and row.dense_latency_1_ms > 0
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert small(x).shape == tiny_convnet(x).shape
+
+
+def test_bytes_measure_counts_indices(tiny_transformer, curve_cache, one_torch_thread):
+    _, report = compress_model(tiny_transformer, 0.5, token_batches(3, seed=0), where="blocks.1.*",
+                               **settings(curve_cache, measure="bytes"))
+    assert report.nbytes <= int(0.5 * report.dense_nbytes)
+
+
+def test_settings_are_checked_before_any_work(tiny_transformer, curve_cache):
+    calibration = token_batches(1, seed=0)
+    with pytest.raises(ValueError, match=r"unknown option \['rnak'\] for family 'monarch'; accepted: .*'rank'"):
+        compress_model(tiny_transformer, 0.5, calibration, families=["monarch"],
+                       family_options={"monarch": {"rnak": 2}}, cache_dir=curve_cache)
+    with pytest.raises(TypeError, match="unknown compression settings \\['grid_points'\\]"):
+        compress_model(tiny_transformer, 0.5, calibration, grid_points=3)
+    with pytest.raises(ValueError, match="unknown family 'lowrnk'"):
+        compress_model(tiny_transformer, 0.5, calibration, families=["lowrnk"])
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        compress_model(tiny_transformer, 0.5, calibration, allocation="greedy")
+    with pytest.raises(ValueError, match="budget must be an int >= 1 or a float in \\(0, 1\\]; got 1.5"):
+        compress_model(tiny_transformer, 1.5, calibration, **settings(curve_cache))
+    assert not curve_cache.exists()
+
+
+def test_rank_multiples_round_low_rank(tiny_transformer, curve_cache, one_torch_thread):
+    small, report = compress_model(tiny_transformer, 0.5, token_batches(3, seed=0), where="blocks.0.*",
+                                   **settings(curve_cache, rank_multiple=4, allocation="uniform",
+                                              uniform_family="lowrank"))
+    ranks = [m.rank for _, m in structured_layers(small)]
+    assert ranks and all(r % 4 == 0 for r in ranks)
+
+
+def test_report_outputs(tiny_transformer, curve_cache, tmp_path, one_torch_thread):
+    tiny_transformer.blocks[0].add_module("a_rather_long_submodule_name_for_a_layer", torch.nn.Linear(24, 24))
+    tiny_transformer.blocks[0].forward_orig = tiny_transformer.blocks[0].forward
+    block = tiny_transformer.blocks[0]
+    block.forward = lambda x, mask: block.forward_orig(block.a_rather_long_submodule_name_for_a_layer(x), mask)
+    _, report = compress_model(tiny_transformer, 0.5, token_batches(2, seed=0), where="blocks.0.*",
+                               **settings(curve_cache, measure_latency=True))
+    text = report.to_text()
+    longest = "blocks.0.a_rather_long_submodule_name_for_a_layer"
+    lines = text.splitlines()
+    assert any(line.startswith(longest + " ") for line in lines)
+    assert len({line.index(" linear") for line in lines[1:-3] if " linear" in line}) == 1  # columns line up
+    paths = report.write(tmp_path, "report")
+    data = json.loads(paths[2].read_text())
+    assert data["totals"]["nparams"] == report.nparams and len(data["layers"]) == len(report.layers)
+    assert paths[1].read_text().splitlines()[0].startswith("name,kind,family")
+    assert paths[3].stat().st_size > 1000
+
+
+def test_default_config_is_documented_and_valid():
+    config = CompressionConfig().check()
+    assert config.max_slowdown == 1.0 and config.measure == "params" and config.grid[0] > 0
