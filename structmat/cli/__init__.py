@@ -12,6 +12,7 @@ import sys
 
 from structmat.cli._common import UserError
 from structmat.cli.benchmarks import BENCHMARK_COMMANDS
+from structmat.cli.compress import COMPRESS_COMMANDS
 from structmat.cli.features import FEATURE_COMMANDS
 from structmat.cli.matrices import MATRIX_COMMANDS
 from structmat.cli.pyfaust import PYFAUST_COMMANDS
@@ -27,6 +28,7 @@ COMMANDS = {
     **SSS_COMMANDS,  # bench-sss
     **PYFAUST_COMMANDS,  # bench-pyfaust
     **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product
+    **COMPRESS_COMMANDS,  # compress, bench-compress
 }
 
 

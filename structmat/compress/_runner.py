@@ -1,9 +1,10 @@
 """Run fit tasks one after the other, each in a forked child process killed when its time limit is up.
 
 A task is a module-level function and keyword arguments that are file paths and JSON values; it returns a JSON
-row. The child is forked from this process (no interpreter start-up, no re-import: a few milliseconds), holds
-BLAS, OpenMP, torch and Numba to one thread, and writes its row to a JSON file the parent reads; nothing is
-pickled. Where ``fork`` is not available, or with ``time_limit=None``, tasks run in this process.
+row. The child is forked from this process (no interpreter start-up, no re-import: a few milliseconds), runs
+BLAS, OpenMP and torch on one thread, and writes its row to a JSON file the parent reads; nothing is
+pickled. Thread pools are held to one thread in this process before the fork, so the child inherits that and
+touches no thread-pool API after it (GNU OpenMP hangs there once its pool has run). Where ``fork`` is not available, or with ``time_limit=None``, tasks run in this process.
 """
 
 from __future__ import annotations
@@ -17,22 +18,13 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from structmat.benchmarks.timing import single_thread
+
 __all__ = ["run_task", "fork_available"]
 
 
 def fork_available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
-
-
-def _one_thread() -> None:
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
 
 
 def _execute(function: Callable, arguments: dict) -> dict:
@@ -48,7 +40,6 @@ def _execute(function: Callable, arguments: dict) -> dict:
 
 
 def _child(function: Callable, arguments: dict, outcome: str) -> None:
-    _one_thread()
     row = _execute(function, arguments)
     tmp = outcome + ".tmp"
     with open(tmp, "w") as f:
@@ -62,13 +53,15 @@ def run_task(function: Callable, arguments: dict, *, time_limit: float | None) -
     With a time limit, the call runs in a forked child killed after ``time_limit`` seconds.
     """
     if time_limit is None or not fork_available():
-        return _execute(function, arguments)
+        with single_thread():
+            return _execute(function, arguments)
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix="structmat-fit-") as tmp:
         outcome = str(Path(tmp) / "row.json")
         child = context.Process(target=_child, args=(function, arguments, outcome), daemon=True)
         start = time.perf_counter()
-        child.start()
+        with single_thread():  # set before the fork: the child calls no thread-pool API (GNU OpenMP is not fork-safe)
+            child.start()
         child.join(time_limit)
         if child.is_alive():
             child.kill()

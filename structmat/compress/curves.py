@@ -183,6 +183,24 @@ class LayerCurve:
                 and self.matrix_path(r["family"], r["options"], r["budget"]).exists()]
 
 
+_WARM: set[str] = set()
+
+
+def warm_up(family: str, options: dict) -> None:
+    """Run a small data-aware fit of ``family`` in this process once, so that forked children inherit its compiled
+    Numba kernels and initialised torch paths instead of compiling them again in every child (seconds each)."""
+    if family in _WARM:
+        return
+    _WARM.add(family)
+    from structmat.approximators import approximate
+
+    rng = np.random.default_rng(0)
+    try:
+        approximate(rng.standard_normal((16, 12)), family, 0.5, inputs=rng.standard_normal((40, 12)), **options)
+    except Exception as exc:  # only a speed-up: the real fits report their own errors
+        logger.debug("warm-up of %s failed: %s", family, exc)
+
+
 def grid_budgets(shape: tuple[int, int], shares, family: str, rank_multiple: int | None) -> list[int]:
     """Integer budgets of a layer for the grid's shares; low rank's rounded down to ranks that are multiples."""
     m, n = shape
@@ -217,6 +235,9 @@ def compute_curves(curves: list[LayerCurve], plan: dict[str, dict], shares, *, r
     prune : bool
         Delete the matrices of dominated points afterwards (:meth:`LayerCurve.prune`).
     """
+    if time_limit is not None:
+        for family, options in plan.items():
+            warm_up(family, options)
     bar = tqdm(total=len(curves), desc="fitting curves", unit="layer", disable=not progress)
     for curve in curves:
         bar.set_postfix_str(curve.name[-40:])

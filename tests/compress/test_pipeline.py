@@ -11,12 +11,14 @@ from structmat.layers.pointwise_conv import StructuredPointwiseConv2d
 
 from tests.compress.conftest import token_batches
 
-FAMILIES = ["lowrank", "sparse", "monarch", "dense"]
+FAMILIES = ["lowrank", "sparse", "dense"]
 
 
 def settings(cache, **more):
-    return dict(families=FAMILIES, cache_dir=cache, max_slowdown=None, measure_latency=False, progress=False,
-                row_mask=attention_mask_rows, **more)
+    """Small and quick: three families, four grid points, fits in this process."""
+    return {"families": FAMILIES, "cache_dir": cache, "max_slowdown": None, "measure_latency": False,
+            "progress": False, "row_mask": attention_mask_rows, "fit_time_limit": None, "grid": (0.15, 0.3, 0.5, 0.7),
+            **more}
 
 
 def relative_change(a, b):
@@ -25,13 +27,14 @@ def relative_change(a, b):
 
 def test_global_allocation_meets_the_budget_and_beats_uniform(tiny_transformer, curve_cache, one_torch_thread):
     calibration, held_out = token_batches(6, seed=0), token_batches(3, seed=1)
-    small, report = compress_model(tiny_transformer, 0.4, calibration, where="blocks.*", **settings(curve_cache))
+    options = settings(curve_cache, weighting="relative")
+    small, report = compress_model(tiny_transformer, 0.4, calibration, where="blocks.1.*", **options)
     assert report.nparams <= int(0.4 * report.dense_nparams)
     assert sum(m.nparams for _, m in structured_layers(small)) + sum(
         r.nparams for r in report.layers if r.family == "dense") == report.nparams
-    assert len(report.layers) == 12 and small is not tiny_transformer
-    _, uniform = compress_model(tiny_transformer, 0.4, calibration, where="blocks.*", allocation="uniform",
-                                **settings(curve_cache))
+    assert len(report.layers) == 6 and small is not tiny_transformer
+    _, uniform = compress_model(tiny_transformer, 0.4, calibration, where="blocks.1.*", allocation="uniform",
+                                **options)
     assert len({r.family for r in uniform.layers}) == 1
     assert uniform.nparams <= int(0.4 * uniform.dense_nparams)
 
@@ -42,7 +45,7 @@ def test_global_allocation_meets_the_budget_and_beats_uniform(tiny_transformer, 
     with torch.no_grad():
         dense = [tiny_transformer(**b) for b in held_out]
         error = np.mean([relative_change(small(**b), d) for b, d in zip(held_out, dense)])
-    assert error < 0.5
+    assert error < 0.3
 
 
 def test_a_second_budget_reuses_the_cached_curves(tiny_transformer, curve_cache, one_torch_thread, monkeypatch):
@@ -60,8 +63,8 @@ def test_a_second_budget_reuses_the_cached_curves(tiny_transformer, curve_cache,
 
 def test_pointwise_convolutions_keep_their_interface(tiny_convnet, curve_cache, one_torch_thread):
     images = [torch.randn(4, 3, 8, 8) for _ in range(3)]
-    small, report = compress_model(tiny_convnet, 0.6, images, **{**settings(curve_cache), "row_mask": None,
-                                                                 "measure_latency": True})
+    small, report = compress_model(tiny_convnet, 0.6, images, **settings(curve_cache, row_mask=None,
+                                                                       measure_latency=True))
     kinds = {r.name: r.kind for r in report.layers}
     assert kinds == {"expand": "conv1x1", "project": "conv1x1", "fc": "linear"}
     for row in report.layers:
@@ -75,7 +78,7 @@ def test_pointwise_convolutions_keep_their_interface(tiny_convnet, curve_cache, 
 
 
 def test_bytes_measure_counts_indices(tiny_transformer, curve_cache, one_torch_thread):
-    _, report = compress_model(tiny_transformer, 0.5, token_batches(3, seed=0), where="blocks.1.*",
+    _, report = compress_model(tiny_transformer, 0.5, token_batches(3, seed=0), where="blocks.1.[qk]*",
                                **settings(curve_cache, measure="bytes"))
     assert report.nbytes <= int(0.5 * report.dense_nbytes)
 
@@ -83,7 +86,7 @@ def test_bytes_measure_counts_indices(tiny_transformer, curve_cache, one_torch_t
 def test_settings_are_checked_before_any_work(tiny_transformer, curve_cache):
     calibration = token_batches(1, seed=0)
     with pytest.raises(ValueError, match=r"unknown option \['rnak'\] for family 'monarch'; accepted: .*'rank'"):
-        compress_model(tiny_transformer, 0.5, calibration, families=["monarch"],
+        compress_model(tiny_transformer, 0.5, calibration, families=["lowrank", "monarch"],
                        family_options={"monarch": {"rnak": 2}}, cache_dir=curve_cache)
     with pytest.raises(TypeError, match="unknown compression settings \\['grid_points'\\]"):
         compress_model(tiny_transformer, 0.5, calibration, grid_points=3)
@@ -104,21 +107,27 @@ def test_rank_multiples_round_low_rank(tiny_transformer, curve_cache, one_torch_
     assert ranks and all(r % 4 == 0 for r in ranks)
 
 
-def test_report_outputs(tiny_transformer, curve_cache, tmp_path, one_torch_thread):
-    tiny_transformer.blocks[0].add_module("a_rather_long_submodule_name_for_a_layer", torch.nn.Linear(24, 24))
-    tiny_transformer.blocks[0].forward_orig = tiny_transformer.blocks[0].forward
-    block = tiny_transformer.blocks[0]
-    block.forward = lambda x, mask: block.forward_orig(block.a_rather_long_submodule_name_for_a_layer(x), mask)
-    _, report = compress_model(tiny_transformer, 0.5, token_batches(2, seed=0), where="blocks.0.*",
-                               **settings(curve_cache, measure_latency=True))
-    text = report.to_text()
-    longest = "blocks.0.a_rather_long_submodule_name_for_a_layer"
-    lines = text.splitlines()
-    assert any(line.startswith(longest + " ") for line in lines)
-    assert len({line.index(" linear") for line in lines[1:-3] if " linear" in line}) == 1  # columns line up
+class LongNames(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a_rather_long_submodule_name_for_a_linear_layer = torch.nn.Linear(24, 24)
+        self.short = torch.nn.Linear(24, 8)
+
+    def forward(self, x):
+        return self.short(self.a_rather_long_submodule_name_for_a_linear_layer(x))
+
+
+def test_report_outputs(curve_cache, tmp_path, one_torch_thread):
+    torch.manual_seed(0)
+    model = LongNames()
+    _, report = compress_model(model, 0.5, [torch.randn(32, 24)],
+                               **settings(curve_cache, measure_latency=True, row_mask=None))
+    lines = report.to_text().splitlines()
+    assert lines[1].startswith("a_rather_long_submodule_name_for_a_linear_layer linear ")
+    assert lines[2].startswith("short") and lines[1].index(" linear") == lines[2].index(" linear")  # aligned
     paths = report.write(tmp_path, "report")
     data = json.loads(paths[2].read_text())
-    assert data["totals"]["nparams"] == report.nparams and len(data["layers"]) == len(report.layers)
+    assert data["totals"]["nparams"] == report.nparams and len(data["layers"]) == len(report.layers) == 2
     assert paths[1].read_text().splitlines()[0].startswith("name,kind,family")
     assert paths[3].stat().st_size > 1000
 
