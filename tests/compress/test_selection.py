@@ -57,3 +57,18 @@ def test_subclass_of_linear_is_not_a_candidate():
     assert names(candidate_layers(model)) == ["1"]
     with pytest.raises(TypeError, match="nn.Module"):
         select_layers(torch.zeros(3))
+
+
+def test_replace_linear_takes_lists_and_regexes_and_reports_long_names(tiny_transformer):
+    from structmat.layers import format_report, replacement_report
+
+    model = replace_linear(tiny_transformer, "lowrank", 0.5, where=["*.query"])
+    assert [n for n, _ in structured_layers(model)] == ["blocks.0.query", "blocks.1.query"]
+    model = replace_linear(tiny_transformer, "lowrank", 0.5, where=re.compile(r"\.(key|value)$"))
+    assert len(structured_layers(model)) == 4
+    with pytest.raises(ValueError, match="already structured"):
+        replace_linear(model, "lowrank", 0.5, where="*.key")
+    rows = replacement_report(model)
+    long = rows[0].__class__("a.really.long.layer.name.of.forty.characters", "lowrank", 4, 4, 16, 8, 0.1)
+    lines = format_report([long, *rows]).splitlines()
+    assert lines[1].index(" lowrank") == lines[2].index(" lowrank")
