@@ -219,6 +219,28 @@ class InputStatistics:
                 stats.update(features.take(indices[start:start + CHUNK_ROWS]))
         return stats
 
+    @classmethod
+    def from_path(cls, path) -> "InputStatistics":
+        """Statistics from a file or directory: a feature-cache directory (all its rows), a statistics ``.npz``
+        written by :meth:`save`, or an ``.npy`` array of rows (read as a memory map, never unpickled)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls.from_cache(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no such inputs file or feature cache: {path}")
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"PK"):
+            return cls.load(path)
+        if magic == b"\x93NUMPY":
+            try:
+                rows = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise StructmatFileError(f"{path} is not a readable .npy array of input rows ({exc})") from exc
+            return cls.from_rows(rows)
+        raise StructmatFileError(f"{path} is not an inputs file: expected a feature-cache directory, an input "
+                                 "statistics .npz, or an .npy array of shape (N, in_features)")
+
     # ---------------------------------------------------------------- what fits read
     def _check_nonempty(self) -> None:
         if self.count == 0:
