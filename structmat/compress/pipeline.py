@@ -48,6 +48,62 @@ def _output_energy(W: np.ndarray, stats) -> float:
     return float(max(np.einsum("ij,ij->", W @ C, W), 0.0))
 
 
+def _calibration_key(model: nn.Module, layers, calibration, row_mask) -> str | None:
+    """A hash of everything the statistics depend on: the model's state, the selected layers, the calibration
+    tensors and the row mask's name; None when an item holds something other than tensors and plain values."""
+    import hashlib
+    from collections.abc import Mapping
+
+    import torch
+
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    h.update(repr([name for name, _ in layers]).encode())
+    h.update(repr(getattr(row_mask, "__qualname__", row_mask)).encode())
+
+    def add(value) -> bool:
+        if torch.is_tensor(value):
+            value = value.detach().cpu().contiguous()
+            h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+            return True
+        if isinstance(value, Mapping):
+            return all(add(k) and add(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+        if isinstance(value, (list, tuple)):
+            return all(add(v) for v in value)
+        if isinstance(value, (str, int, float, bool, type(None))):
+            h.update(repr(value).encode())
+            return True
+        return False
+
+    if not isinstance(calibration, (list, tuple)) or not all(add(item) for item in calibration):
+        return None
+    return h.hexdigest()[:24]
+
+
+def _statistics(model, layers, calibration, config, cache_root, progress):
+    """The layers' input statistics, read from the cache when the same model saw the same calibration data."""
+    from structmat.statistics import InputStatistics
+
+    key = _calibration_key(model, layers, calibration, config.row_mask)
+    directory = cache_root / "statistics" / key if key else None
+    if directory is not None and (directory / "done").exists():
+        try:
+            return {name: InputStatistics.load(directory / f"{i}.npz") for i, (name, _) in enumerate(layers)}
+        except (OSError, ValueError) as exc:
+            logger.info("cached calibration statistics unreadable (%s); calibrating again", exc)
+    stats = collect_statistics(model, layers, calibration, row_mask=config.row_mask, progress=progress)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for i, (name, _) in enumerate(layers):
+            stats[name].save(directory / f"{i}.npz")
+        (directory / "done").write_text("\n".join(name for name, _ in layers))
+    return stats
+
+
 def _point_latency(curve: LayerCurve, row: dict, plan: dict, batch: int) -> float:
     """Measured latency (ms) of a point's layer at ``batch`` rows, cached in the curve."""
     key = f"latency_{batch}_ms"
@@ -226,9 +282,9 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
     progress = config.show_progress()
     seconds = {}
 
-    stats = collect_statistics(model, layers, calibration, row_mask=config.row_mask, progress=progress)
-    seconds["calibration"] = time.perf_counter() - start
     cache_root = config.resolved_cache_dir()
+    stats = _statistics(model, layers, calibration, config, cache_root, progress)
+    seconds["calibration"] = time.perf_counter() - start
     curves, weights = [], []
     for name, module in layers:
         W = _weight_matrix(module)

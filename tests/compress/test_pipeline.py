@@ -135,3 +135,15 @@ def test_report_outputs(curve_cache, tmp_path, one_torch_thread):
 def test_default_config_is_documented_and_valid():
     config = CompressionConfig().check()
     assert config.max_slowdown == 1.0 and config.measure == "params" and config.grid[0] > 0
+
+
+def test_a_second_call_skips_the_calibration_pass(tiny_transformer, curve_cache, one_torch_thread, monkeypatch):
+    calibration = token_batches(2, seed=0)
+    compress_model(tiny_transformer, 0.5, calibration, where="blocks.0.query", **settings(curve_cache))
+    import structmat.compress.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "collect_statistics", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    compress_model(tiny_transformer, 0.3, calibration, where="blocks.0.query", **settings(curve_cache))
+    other = token_batches(2, seed=5)
+    with pytest.raises(AssertionError):  # other data: calibrated again
+        compress_model(tiny_transformer, 0.3, other, where="blocks.0.query", **settings(curve_cache))
