@@ -18,7 +18,7 @@ __all__ = ["CompressionConfig", "default_cache_dir", "candidate_families", "chec
 DEFAULT_GRID = (0.05, 0.15, 0.3, 0.45, 0.6, 0.8)
 ALLOCATIONS = ("global", "uniform")
 MEASURES = ("params", "bytes")
-WEIGHTINGS = ("output", "relative")
+WEIGHTINGS = ("sensitivity", "output", "relative")
 #: Options every data-aware fit takes besides the family's own (see structmat.approximators.data_aware).
 _DATA_AWARE_OPTIONS = ("ridge", "refine_iterations")
 
@@ -39,10 +39,16 @@ class CompressionConfig:
         Budgets of the curves, as shares of each layer's dense parameters.
     measure : {"params", "bytes"}
         What the budget counts: stored numbers, or deployment bytes (float32 values plus int32 indices).
-    weighting : {"output", "relative"}
-        The allocation minimises ``Σ w_l e_l²`` over layers, ``e_l`` the relative output error; ``"output"``
-        weights each layer by its output energy on the calibration data (``‖W Xᵀ‖²_F / N``: the summed squared
-        output error), ``"relative"`` weights every layer alike.
+    weighting : {"sensitivity", "output", "relative"}
+        The allocation minimises ``Σ w_l e_l²`` over layers, ``e_l`` the relative output error. ``"sensitivity"``
+        measures ``w_l``: the squared relative change of the *model's* output on the first calibration items when
+        only layer ``l`` is replaced by one of its fits (the one nearest ``sensitivity_share``), divided by that
+        fit's ``e_l²`` — how much an error in this layer is amplified by the rest of the network (the empirical
+        counterpart of the Hessian-trace sensitivities of mixed-precision allocation, Dong et al., "HAWQ-V2",
+        NeurIPS 2020). ``"output"`` weights each layer by its output energy (``‖W Xᵀ‖²_F / N``: the summed squared
+        layer output error), ``"relative"`` weights every layer alike.
+    sensitivity_share : float
+        The share of the fit used to probe a layer's sensitivity.
     family_options : dict of family name -> dict
         Options passed to that family's fit (checked against its signature before any fitting).
     rank_multiple : int, optional
@@ -74,7 +80,8 @@ class CompressionConfig:
 
     grid: tuple = DEFAULT_GRID
     measure: str = "params"
-    weighting: str = "output"
+    weighting: str = "sensitivity"
+    sensitivity_share: float = 0.3
     family_options: dict = field(default_factory=dict)
     rank_multiple: int | None = None
     screen_share: float | None = 0.25

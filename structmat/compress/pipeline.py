@@ -104,6 +104,66 @@ def _statistics(model, layers, calibration, config, cache_root, progress):
     return stats
 
 
+def _first_tensor(output):
+    """The tensor a model output is judged by: itself, ``last_hidden_state``/``logits``, or its first tensor."""
+    import torch
+    from collections.abc import Mapping
+
+    if torch.is_tensor(output):
+        return output
+    for name in ("last_hidden_state", "logits"):
+        if torch.is_tensor(getattr(output, name, None)):
+            return getattr(output, name)
+    values = output.values() if isinstance(output, Mapping) else output if isinstance(output, (list, tuple)) else []
+    for value in values:
+        if torch.is_tensor(value):
+            return value
+    raise TypeError(f"cannot find a tensor in the model's output ({type(output).__name__}) to measure sensitivity; "
+                    "use weighting='output' or 'relative'")
+
+
+def _sensitivities(model, layers, curves, plan, calibration, config, items: int = 2) -> list[float]:
+    """Per layer: the model output's squared relative change when only that layer is replaced by a fit, divided by
+    the layer's squared relative output error (an end-to-end amplification factor; see CompressionConfig)."""
+    import torch
+
+    from structmat.compress.calibration import call_model
+
+    batches = list(calibration)[:items]
+    with torch.inference_mode():
+        reference = [_first_tensor(call_model(model, b)).float() for b in batches]
+    masks = [config.row_mask(b) if config.row_mask is not None else None for b in batches]
+
+    def change() -> float:
+        num = den = 0.0
+        with torch.inference_mode():
+            for b, ref, mask in zip(batches, reference, masks):
+                out = _first_tensor(call_model(model, b)).float()
+                diff = out - ref
+                if mask is not None and tuple(mask.shape) == tuple(ref.shape[:-1]):
+                    diff, ref = diff[mask], ref[mask]
+                num += float((diff ** 2).sum())
+                den += float((ref ** 2).sum())
+        return num / max(den, 1e-300)
+
+    weights = []
+    for (name, module), curve in zip(layers, curves):
+        points = [p for p in _usable_points(curve, plan, False) if p["output_error"] > 1e-6]
+        if not points:
+            weights.append(1.0)
+            continue
+        share = config.sensitivity_share
+        probe = min(points, key=lambda p: (abs(p["nparams"] / curve.dense_nparams - share), p["output_error"]))
+        M = curve.matrix(probe["family"], plan[probe["family"]], probe["budget"])
+        original = module.weight.data.clone()
+        module.weight.data.copy_(torch.from_numpy(M.to_dense()).reshape(original.shape).to(original.dtype))
+        try:
+            weights.append(change() / probe["output_error"] ** 2)
+        finally:
+            module.weight.data.copy_(original)
+    return weights
+
+
 def _point_latency(curve: LayerCurve, row: dict, plan: dict, batch: int) -> float:
     """Measured latency (ms) of a point's layer at ``batch`` rows, cached in the curve."""
     key = f"latency_{batch}_ms"
@@ -290,6 +350,7 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
         W = _weight_matrix(module)
         curves.append(LayerCurve.open(cache_root, name, W, stats[name]))
         weights.append(_output_energy(W, stats[name]) if config.weighting == "output" else 1.0)
+    measured_sensitivity = allocation == "global" and config.weighting == "sensitivity"
 
     mark = time.perf_counter()
     if allocation == "global":
@@ -298,6 +359,8 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
                        time_limit=config.fit_time_limit, progress=progress)
         seconds["fits"] = time.perf_counter() - mark
         mark = time.perf_counter()
+        if measured_sensitivity:
+            weights = _sensitivities(model, layers, curves, plan, calibration, config)
         chosen = _allocate_global(curves, plan, keep_dense, weights, limit, config, progress)
     else:
         share = float(budget) if isinstance(budget, float) else limit / total
@@ -319,6 +382,7 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
                                seconds=seconds,
                                settings={"families": names, "where": repr(where), "limit": limit, "total": total,
                                          "grid": list(config.grid), "weighting": config.weighting,
+                                         "weights": [float(w) for w in weights],
                                          "screen_share": config.screen_share, "screen_keep": config.screen_keep,
                                          "max_slowdown": config.max_slowdown, "latency_batch": config.latency_batch,
                                          "rank_multiple": config.rank_multiple,

@@ -147,3 +147,11 @@ def test_a_second_call_skips_the_calibration_pass(tiny_transformer, curve_cache,
     other = token_batches(2, seed=5)
     with pytest.raises(AssertionError):  # other data: calibrated again
         compress_model(tiny_transformer, 0.3, other, where="blocks.0.query", **settings(curve_cache))
+
+
+def test_sensitivity_weights_are_measured_per_layer(tiny_convnet, curve_cache, one_torch_thread):
+    images = [torch.randn(4, 3, 8, 8) for _ in range(2)]
+    _, report = compress_model(tiny_convnet, 0.6, images, **settings(curve_cache, row_mask=None,
+                                                                     weighting="sensitivity"))
+    weights = report.settings["weights"]
+    assert len(weights) == 3 and all(w > 0 for w in weights) and len(set(weights)) == 3
