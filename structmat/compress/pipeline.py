@@ -60,7 +60,7 @@ def _calibration_key(model: nn.Module, layers, calibration, row_mask) -> str | N
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         h.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     h.update(repr([name for name, _ in layers]).encode())
     h.update(repr(getattr(row_mask, "__qualname__", row_mask)).encode())
 
@@ -68,7 +68,7 @@ def _calibration_key(model: nn.Module, layers, calibration, row_mask) -> str | N
         if torch.is_tensor(value):
             value = value.detach().cpu().contiguous()
             h.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+            h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
             return True
         if isinstance(value, Mapping):
             return all(add(k) and add(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))

@@ -88,3 +88,12 @@ def test_the_description_names_layers_families_and_format(tiny_convnet, tmp_path
     assert description["format"] == "structmat-compressed-model" and description["format_version"] == 1
     (layer,) = description["layers"]
     assert layer["name"] == "fc" and layer["family"] == "sparse" and layer["kind"] == "linear"
+
+
+def test_models_with_scalar_buffers_round_trip(tmp_path):
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8)).eval()  # num_batches_tracked: 0-d
+    model = replace_linear(base, "lowrank", 0.9)
+    path = save_compressed(model, tmp_path / "bn.safetensors")
+    x = torch.randn(3, 6)
+    assert torch.equal(load_compressed(path, copy.deepcopy(base))(x), model(x))
