@@ -23,12 +23,16 @@ def approximate(W, family: str, budget, **options):
     budget : int >= 1 or float in (0, 1]
         An absolute parameter count, or a share of ``m * n``. The bias is not part of it.
     **options
-        Passed to the family's ``fit_<family>``.
+        Passed to the family's ``fit_<family>``, except ``threads``: the most BLAS/OpenMP/torch threads the fit
+        uses (default 1, or ``$STRUCTMAT_THREADS``; see :mod:`structmat.threads`).
 
     Returns
     -------
     StructuredMatrix
-        with ``nparams <= budget``.
+        with ``nparams <= budget``. Every family fits ``W / 2^e`` and scales the result back
+        (:mod:`structmat.approximators.fit_guard`), so the relative error does not depend on the scale of ``W``
+        anywhere in the float64 range; with the default options the result is the same, byte for byte, on every
+        run.
 
     Examples
     --------

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.toeplitz_like import fit_toeplitz_like_rank
 from structmat.matrices.ldr import LDR, shift_operator
 from structmat.matrices.toeplitz_like import ToeplitzLike, tau
@@ -62,6 +63,7 @@ def ldr_from_toeplitz_like(T: ToeplitzLike) -> LDR:
     return LDR(shift_operator(N, 1.0), shift_operator(N, -1.0), T.G.astype(np.float64), H, shape=T.shape)
 
 
+@guarded_fit
 def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None = 30.0, learning_rate: float = 3e-3,
             probes: int | None = None, patience: int = 4, seed=0, progress: bool = False) -> LDR:
     """LDR approximation of ``W`` with ``2 r N + 6 N <= budget`` parameters, ``N = max(m, n)``.

@@ -9,6 +9,7 @@ import scipy.linalg
 from sklearn.utils.extmath import randomized_svd
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.matrices.lowrank import LowRank
 
 __all__ = ["fit_lowrank", "truncated_svd", "max_rank_for_budget"]
@@ -55,8 +56,9 @@ def truncated_svd(W: np.ndarray, rank: int, *, method: str = "auto", oversamples
                           random_state=np.random.RandomState(np.random.default_rng(seed).integers(2**31)))
 
 
+@guarded_fit
 def fit_lowrank(W, budget, *, method: str = "auto", oversamples: int = 10, power_iterations="auto",
-                seed=None) -> LowRank:
+                seed=0) -> LowRank:
     """Best rank-r approximation ``U Vᵀ`` with ``r (m + n) <= budget``.
 
     Parameters
@@ -71,7 +73,7 @@ def fit_lowrank(W, budget, *, method: str = "auto", oversamples: int = 10, power
     oversamples, power_iterations :
         Randomized SVD settings (``power_iterations="auto"``: 7 below a tenth of the smaller side, else 4).
     seed : int or None
-        Seeds the randomized SVD.
+        Seeds the randomized SVD (default 0, so the result is the same on every run; None draws fresh randomness).
 
     Returns
     -------

@@ -49,6 +49,7 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices._toeplitz_like_kernels import _adjoint, _assemble, _masked_gram_block
 from structmat.matrices.toeplitz_like import ToeplitzLike, skew_twist, tau
@@ -93,6 +94,7 @@ class ToeplitzLikeFit:
     seconds: float
 
 
+@guarded_fit
 def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8, max_seconds: float | None = 20.0,
                       tol: float = 5e-3, cg_iterations: int = 3, seed=0, progress: bool = False) -> ToeplitzLike:
     """Toeplitz-like approximation of ``W`` with ``2 r max(m, n) <= budget`` parameters.

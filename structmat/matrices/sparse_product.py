@@ -99,6 +99,7 @@ class SparseProduct(StructuredMatrix):
     """
 
     family = "sparse_product"
+    _scale_arrays = ("data_0",)  # the first factor's values
 
     def __init__(self, factors, dtype=None) -> None:
         if isinstance(factors, np.ndarray) or scipy.sparse.issparse(factors):
