@@ -61,13 +61,13 @@ _MIN_IMPROVEMENT = 1e-3
 _START_SHARE = 0.5
 #: Default work limit of the whole fit, in model seconds.
 DEFAULT_MAX_WORK = 30.0
-#: The step cost model (model seconds), fitted to one-thread step times on the development machine (AMD EPYC, shared
-#: with other jobs) for N = 128-1024, r = 8-32: a fixed cost per recurrence step (the Python and torch overhead of
-#: the N-step Krylov and Horner loops, forward and backward), plus the products: ``r N³`` multiply-adds for the exact
-#: objective, ``r N² p`` for p probes.
-_SECONDS_PER_RECURRENCE_STEP = 2e-4
-_SECONDS_PER_EXACT_MAC = 5e-10
-_SECONDS_PER_PROBE_MAC = 2e-9
+#: The step cost model (model seconds of a quiet core): a fixed cost per recurrence step (the Python and torch
+#: overhead of the N-step Krylov and Horner loops, forward and backward), plus the products: ``r N³`` multiply-adds
+#: for the exact objective, ``r N² p`` for p probes. Fitted to one-thread step times on the development machine (AMD
+#: EPYC) for N = 128-1024, r = 8-32 measured with about four jobs per core, divided by 1.5 for a quieter core.
+_SECONDS_PER_RECURRENCE_STEP = 1.3e-4
+_SECONDS_PER_EXACT_MAC = 3.3e-10
+_SECONDS_PER_PROBE_MAC = 1.3e-9
 
 
 def step_work(N: int, rank: int, probes: int | None) -> float:

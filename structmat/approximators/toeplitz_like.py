@@ -69,9 +69,11 @@ logger = logging.getLogger(__name__)
 _RIDGE = 1e-13
 #: The displacement's SVD is LAPACK's (deterministic) up to this side, randomized (seeded) beyond.
 _EXACT_SVD_MAX = 2048
-#: Effective flops per second of one core in the half-step cost model (``half_step_work``): measured 1.4e9 for
-#: N = 512-1280 and r = 50-125 on the development machine's AMD EPYC core while shared with other jobs.
-_FLOPS_PER_SECOND = 2e9
+#: Effective flops per second of one core in the half-step cost model (``half_step_work``), for a quiet core of the
+#: development machine (AMD EPYC): the classifier (N = 1280, r = 125) ran about 11 half-steps in the 15.5 s the
+#: earlier 20 s wall-clock limit left after the closed form at load 3.3; 1.4e9 was measured with four other jobs
+#: on the same core.
+_FLOPS_PER_SECOND = 4e9
 #: Default work limit of the refinement, in model seconds.
 DEFAULT_MAX_WORK = 20.0
 #: A relative error below this is exact to rounding: nothing is refined further.
