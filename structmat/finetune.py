@@ -26,7 +26,6 @@ Parameters are trained in float32.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import numbers
@@ -468,10 +467,11 @@ def fresh_head(family: str, budget, in_features: int, out_features: int, *, seed
 
 # ---------------------------------------------------------------------------------------------------- outputs
 def write_json(path, data) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented JSON, atomically; NaN and Inf are written as null (JSON has no NaN)."""
+    from structmat._json import dumps
     from structmat.matrices.io import atomic_write
 
-    encoded = (json.dumps(data, indent=1) + "\n").encode()
+    encoded = (dumps(data, indent=1) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(encoded))
 
