@@ -55,6 +55,7 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
     """
     from structmat._validation import check_weight
     from structmat.approximators.data_aware import accepts_inputs, as_statistics, fit_with_inputs
+    from structmat.approximators.fit_guard import fit_scaled
     from structmat.families import get_family
 
     entry = get_family(family)
@@ -62,6 +63,8 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
         return entry.fit(W, budget, **options)
     W = check_weight(W)
     stats = as_statistics(inputs, W.shape[1])
+    threads = options.pop("threads", None)
     if accepts_inputs(entry.fit):
-        return entry.fit(W, budget, inputs=stats, **options)
-    return fit_with_inputs(W, budget, family, stats, **options)
+        return entry.fit(W, budget, inputs=stats, threads=threads, **options)
+    # the whole data-aware fit (candidates and refinement) sees W / 4^k, like a family's own fit
+    return fit_scaled(lambda V, b: fit_with_inputs(V, b, family, stats, **options), W, budget, threads=threads)

@@ -30,7 +30,7 @@ import numpy as np
 from structmat._validation import check_weight
 from structmat.threads import limit_threads
 
-__all__ = ["guarded_fit", "is_guarded", "scale_exponent"]
+__all__ = ["guarded_fit", "fit_scaled", "is_guarded", "scale_exponent"]
 
 _GUARDED = "__structmat_guarded__"
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("structmat_inside_fit", default=False)
@@ -55,6 +55,27 @@ def _check_finite(M, family: str, W: np.ndarray) -> None:
                              "at this scale; divide W by a power of two and scale the result back with .scaled()")
 
 
+def fit_scaled(fit, W, *args, threads=None, **options):
+    """``fit(W, *args, **options)`` through the four steps of the module docstring; the body of :func:`guarded_fit`,
+    also used for fits that are not a family's own (the data-aware path of :func:`structmat.approximate`)."""
+    W = check_weight(W)
+    exponent = scale_exponent(W)
+    scaled_W = np.ldexp(W, -exponent) if exponent else W
+    if _inside.get() and threads is None:
+        M = fit(scaled_W, *args, **options)
+    else:
+        token = _inside.set(True)
+        try:
+            with limit_threads(threads):
+                M = fit(scaled_W, *args, **options)
+        finally:
+            _inside.reset(token)
+    if exponent:
+        M = M.scaled(math.ldexp(1.0, exponent))
+    _check_finite(M, getattr(M, "family", getattr(fit, "__name__", "structured")), W)
+    return M
+
+
 def guarded_fit(fit):
     """Wrap ``fit(W, budget, *args, **options)`` as described in the module docstring; adds ``threads=``.
 
@@ -66,22 +87,7 @@ def guarded_fit(fit):
 
     @functools.wraps(fit)
     def guarded(W, *args, threads=None, **options):
-        W = check_weight(W)
-        exponent = scale_exponent(W)
-        scaled_W = np.ldexp(W, -exponent) if exponent else W
-        if _inside.get() and threads is None:
-            M = fit(scaled_W, *args, **options)
-        else:
-            token = _inside.set(True)
-            try:
-                with limit_threads(threads):
-                    M = fit(scaled_W, *args, **options)
-            finally:
-                _inside.reset(token)
-        if exponent:
-            M = M.scaled(math.ldexp(1.0, exponent))
-        _check_finite(M, getattr(M, "family", fit.__name__), W)
-        return M
+        return fit_scaled(fit, W, *args, threads=threads, **options)
 
     setattr(guarded, _GUARDED, True)
     return guarded
