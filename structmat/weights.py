@@ -123,22 +123,24 @@ def load_weight(spec: str) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path} (weight specs: a .npy/.npz/.pt file, 'efficientnet_lite0[:name]', "
                                 "'gaussian:MxN', 'powerlaw:MxN')")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; a weight spec names a .npy, .npz or .pt file")
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{path} is not a readable NumPy file without pickle ({exc})") from exc
+        from structmat.npyfile import load_npy, open_npz
+
         if suffix == ".npy":
-            return _as_matrix(data, str(path))
-        with data:
+            if key is not None:
+                raise ValueError(f"{path} holds a single array; drop the ':{key}' suffix")
+            return _as_matrix(load_npy(path), str(path))
+        with open_npz(path) as data:
             if key is None:
                 if len(data.files) != 1:
                     raise ValueError(f"{path} holds arrays {data.files}; name one as {path}:<name>")
                 key = data.files[0]
             if key not in data.files:
                 raise ValueError(f"{path} has no array {key!r}; it holds {data.files}")
-            return _as_matrix(data[key], f"{path}:{key}")
+            return _as_matrix(data.read(key), f"{path}:{key}")
     if suffix in (".pt", ".pth", ".bin"):
         return _as_matrix(_load_torch(path, key), f"{path}" + (f":{key}" if key else ""))
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .npz, .pt or .pth")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_matrix_args, family_names,
-                                  load_matrices, output_dir, parse_budget, parse_option)
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, RunFailedError, UserError, add_family_arg,
+                                  add_matrix_args, family_names, load_matrices, output_dir, parse_budget,
+                                  parse_option)
 
 __all__ = ["BENCHMARK_COMMANDS"]
 
@@ -32,8 +33,9 @@ def _run_sweep(args):
                      save_dir=(out / "matrices") if args.save_matrices else None)
     print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
                               "fit_seconds", "status"]))
-    if any(r["status"] == "ok" for r in rows):
-        plot_sweep(rows, out / "sweep.png")
+    if not any(r["status"] == "ok" for r in rows):
+        raise RunFailedError(f"no cell of the sweep could be fitted (see the messages in {out / 'sweep.csv'})")
+    plot_sweep(rows, out / "sweep.png")
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
 
 
@@ -46,8 +48,7 @@ def _add_bench_data_aware(sub):
                                    "rows; write weight error, held-out output error, agreement with the dense head "
                                    "and one-thread fit seconds to data_aware.csv and data_aware.png.")
     p.add_argument("cache", nargs="?", help="feature cache directory (default: the demo's, extracted if missing)")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families (default: every structured family)")
+    add_family_arg(p)
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets (default: 0.1 0.25 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
@@ -135,8 +136,7 @@ def _add_bench_c(sub):
                                    "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
     p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
                                              "(.npz), which is timed as it is")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families with a C kernel (default: all of them)")
+    add_family_arg(p, help_text="families with a C kernel (default: all of them)")
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="[FAMILY.]KEY=VALUE",
@@ -165,18 +165,18 @@ def _run_bench_c(args):
             if f not in options:
                 raise UserError(f"--option {key}: {prefix!r} is not one of the families benchmarked, {families}")
             options[f][name if dot else key] = value
+    out = output_dir(args, "bench-c")
     matrices = {}
     for spec in args.weight:
         path = Path(spec)
-        if path.suffix == ".npz" and path.exists():
-            import numpy as np
+        if path.suffix == ".npz" and path.is_file():
+            from structmat.npyfile import open_npz
 
-            with np.load(path, allow_pickle=False) as data:
+            with open_npz(path) as data:
                 structured = "meta" in data.files
             matrices[spec] = structmat.load(path) if structured else load_weight(spec)
         else:
             matrices[spec] = load_weight(spec)
-    out = output_dir(args, "bench-c")
     try:
         rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
                                repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
