@@ -3,7 +3,10 @@
 The file holds the family's arrays plus ``meta``, a 0-d string array with a JSON object::
 
     {"format": "structmat", "format_version": 1, "family": "lowrank", "shape": [m, n],
-     "dtype": "float64", ...family hyper-parameters...}
+     "dtype": "float64", "array_names": ["U", "V"], ...family hyper-parameters...}
+
+``array_names`` lists the arrays, so that dropping an optional one (a stored permutation) is noticed; files written
+before it existed load without that check.
 
 Files are written to a temporary file and renamed, so an interrupted save leaves no half-written file.
 """
@@ -90,6 +93,7 @@ def save_matrix(M: StructuredMatrix, path) -> None:
         "family": M.family,
         "shape": list(M.shape),
         "dtype": str(M.dtype),
+        "array_names": sorted(arrays),
         **M._meta(),
     }
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
@@ -184,9 +188,11 @@ def _check_canonical(path, M: StructuredMatrix, arrays: dict, meta: dict) -> Non
         if not np.array_equal(have, want):
             raise StructmatFileError(f"{path}: array {name!r} does not hold values a {M.family} matrix can store "
                                      "(they change when loaded); the file is corrupt or was edited")
-    expected = json.loads(json.dumps({"format": _FORMAT_TAG, "format_version": meta["format_version"],
-                                      "family": M.family, "shape": list(M.shape), "dtype": str(M.dtype),
-                                      **M._meta()}))
+    expected = {"format": _FORMAT_TAG, "format_version": meta["format_version"], "family": M.family,
+                "shape": list(M.shape), "dtype": str(M.dtype), **M._meta()}
+    if "array_names" in meta:  # files written before it was recorded do not have it
+        expected["array_names"] = sorted(canonical)
+    expected = json.loads(json.dumps(expected))
     if meta != expected:
         keys = sorted(k for k in set(meta) | set(expected) if meta.get(k) != expected.get(k))
         raise StructmatFileError(f"{path}: 'meta' does not match its arrays in {keys} (the file says "
