@@ -7,9 +7,7 @@ defined with it, so direct calls behave the same. The wrapper
 1. checks ``W`` (:func:`structmat._validation.check_weight`: real, 2-D, non-empty, finite);
 2. runs the fit with at most ``threads`` BLAS/OpenMP/torch threads (default :func:`structmat.threads.default_threads`,
    i.e. one; see :mod:`structmat.threads`);
-3. fits ``W / s`` with ``s = 4^k`` the power of four with ``1 <= max|W| / s < 4`` and returns ``fit.scaled(s)``
-   (a power of four, so that a family may split ``s`` exactly into two square roots, as low rank does to keep
-   its factors balanced).
+3. fits ``W / s`` with ``s = 2^e`` the power of two with ``1 <= max|W| / s < 2`` and returns ``fit.scaled(s)``.
    Dividing by a power of two is exact, so the fit sees the same numbers whatever the scale of ``W`` from the
    smallest subnormal to the largest float64: no squared norm overflows above ~1e154 or underflows below ~1e-154,
    and the relative error of the result does not depend on the scale;
@@ -37,12 +35,14 @@ _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("structmat_inside
 
 
 def scale_exponent(W: np.ndarray) -> int:
-    """The even ``e`` with ``1 <= max|W| / 2^e < 4`` (0 for an all-zero ``W``); ``-1074 <= e <= 1022``."""
+    """The ``e`` with ``1 <= max|W| / 2^e < 2`` (0 for an all-zero ``W``); ``-1074 <= e <= 1023`` for float64.
+
+    So ``W`` and ``2^k W`` are fitted as the very same matrix, for any integer ``k`` that keeps ``2^k W`` finite and
+    normal."""
     peak = float(np.max(np.abs(W))) if W.size else 0.0
     if peak == 0.0 or not math.isfinite(peak):
         return 0
-    e = math.frexp(peak)[1] - 1
-    return e - (e % 2)
+    return math.frexp(peak)[1] - 1
 
 
 def _check_finite(M, family: str, W: np.ndarray) -> None:

@@ -81,8 +81,8 @@ class LowRank(StructuredMatrix):
         return self.U @ self.V.T
 
     def scaled(self, factor) -> "LowRank":
-        """``factor * M`` with both factors multiplied by ``sqrt(|factor|)`` (exact for even powers of two), so
-        balanced factors stay balanced."""
+        """``factor * M`` with both factors multiplied by ``sqrt(|factor|)``, so balanced factors stay balanced
+        (exact for even powers of two, within one rounding otherwise)."""
         factor = float(factor)
         if not np.isfinite(factor):
             raise ValueError(f"factor must be a finite real number; got {factor}")
