@@ -51,6 +51,8 @@ def pytest_runtest_logreport(report):
     for name, value in report.user_properties:
         if name == "fuzz_outcome":
             area, kind = value
+            if kind == "defect" and hasattr(report, "wasxfail"):
+                kind = "known (xfail)"
             _FUZZ_TALLY.setdefault(area, {}).setdefault(kind, 0)
             _FUZZ_TALLY[area][kind] += 1
 
@@ -58,7 +60,7 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     if not _FUZZ_TALLY or hasattr(terminalreporter.config, "workerinput"):
         return
-    kinds = ("clear error", "correct result", "defect")
+    kinds = ("clear error", "correct result", "defect", "known (xfail)")
     write = terminalreporter.write_line
     terminalreporter.section("fuzz outcomes")
     write(f"{'area':<22}" + "".join(f"{k:>16}" for k in kinds) + f"{'cases':>10}")
