@@ -82,13 +82,28 @@ def synthetic_weight(kind: str, shape: tuple[int, int], seed: int = 0) -> np.nda
     raise ValueError(f"unknown synthetic kind {kind!r}; expected 'gaussian' or 'powerlaw'")
 
 
+def _torch_reason(exc: BaseException) -> str:
+    """The useful part of a ``torch.load(weights_only=True)`` error, on one line (torch's own message runs over
+    several lines and suggests ``weights_only=False``, which would run the file's code)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+        text = text.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+    elif "Weights only load failed" in text:
+        text = "not a file of tensors"
+    text = " ".join(text.split()).rstrip(". ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _load_torch(path: Path, key: str | None):
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign files; report them as one clear error
-        raise ValueError(f"{path} could not be read as a torch file with weights_only=True ({exc})") from exc
+        raise ValueError(f"{path} could not be read as a torch file of tensors ({_torch_reason(exc)}); structmat "
+                         "loads only tensors and state dicts, never other pickled objects") from None
     if torch.is_tensor(obj):
         if key is not None:
             raise ValueError(f"{path} holds a single tensor; drop the ':{key}' suffix")
