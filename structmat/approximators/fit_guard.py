@@ -71,7 +71,8 @@ def fit_scaled(fit, W, *args, threads=None, **options):
         finally:
             _inside.reset(token)
     if exponent:
-        M = M.scaled(math.ldexp(1.0, exponent))
+        with np.errstate(over="ignore"):  # an overflow is reported by the finiteness check below
+            M = M.scaled(math.ldexp(1.0, exponent))
     _check_finite(M, getattr(M, "family", getattr(fit, "__name__", "structured")), W)
     return M
 
