@@ -82,6 +82,36 @@ def _run_bench_data_aware(args):
           f"wrote {out / 'data_aware.csv'} and {out / 'data_aware.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ bench-threads
+def _add_bench_threads(sub):
+    p = sub.add_parser("bench-threads", help="fit time against the number of threads, quiet and with busy neighbours",
+                       description="Time each family's fit of each matrix with 1 and more BLAS/OpenMP/torch threads "
+                                   "(interleaved repeats, medians), first alone and then with busy-looping processes "
+                                   "alongside; write threads.csv and threads.png. The measurement behind the "
+                                   "default of one thread per fit.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
+    p.add_argument("--fit-threads", nargs="+", type=int, default=[1, 2],
+                   help="thread counts to compare (default 1 2)")
+    p.add_argument("--busy", nargs="+", type=int, default=[0, 2],
+                   help="busy processes to start alongside, per block (default 0 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed fits per thread count (default 5)")
+
+
+def _run_bench_threads(args):
+    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.threads import plot_thread_benchmark, run_thread_benchmark
+
+    out = output_dir(args, "bench-threads")
+    families = args.family or ["lowrank", "hodlr"]
+    rows = run_thread_benchmark(load_matrices(args.matrix), families, args.budget, threads=args.fit_threads,
+                                busy=args.busy, repeats=args.repeats, csv_path=out / "threads.csv")
+    print(format_table(rows, ["matrix", "family", "busy", "threads", "median_seconds", "median_cpu_seconds",
+                              "ratio_to_one_thread", "same_bytes_as_one_thread", "load_average"]))
+    plot_thread_benchmark(rows, out / "threads.png")
+    print(f"wrote {out / 'threads.csv'} and {out / 'threads.png'}")
+
+
 # ------------------------------------------------------------------------------------------------ bench-layers
 def _add_bench_layers(sub):
     p = sub.add_parser("bench-layers", help="forward+backward time of structured layers vs nn.Linear",
@@ -197,4 +227,5 @@ BENCHMARK_COMMANDS = {
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "bench-threads": (_add_bench_threads, _run_bench_threads),
 }
