@@ -23,12 +23,12 @@ import os
 import sys
 
 __all__ = ["THREADS_ENV", "default_threads", "check_threads", "limit_threads", "current_threads",
-           "set_process_threads"]
+           "process_threads"]
 
 #: Environment variable that changes the default number of threads.
 THREADS_ENV = "STRUCTMAT_THREADS"
 #: Environment variables read by BLAS, OpenMP, Numba and torch when they load (set for the whole process by
-#: :func:`set_process_threads`, so libraries loaded later and child processes follow the limit too).
+#: :func:`process_threads`, so libraries loaded later and child processes follow the limit too).
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                      "NUMEXPR_NUM_THREADS")
 
@@ -98,15 +98,34 @@ def limit_threads(threads: int | None = None):
         _current.reset(token)
 
 
-def set_process_threads(threads: int) -> None:
-    """Limit this whole process (and the child processes it starts) to ``threads`` threads: the environment
-    variables that libraries read when they load, the pools already loaded, torch if imported, and the default of
-    every later fit. The command line calls it once, before a command runs."""
+@contextlib.contextmanager
+def process_threads(threads: int):
+    """Limit this whole process (and the child processes it starts) to ``threads`` threads for the duration of the
+    block: the environment variables libraries read when they load, the pools already loaded, torch if imported
+    (or once it is: through the environment), and the default of every fit. Everything is restored on exit. The
+    command line runs each command inside it."""
     threads = check_threads(threads)
-    os.environ[THREADS_ENV] = str(threads)
-    for variable in _THREAD_VARIABLES:
-        os.environ[variable] = str(threads)
-    _threadpools().limit(limits=threads)
+    saved = {name: os.environ.get(name) for name in (THREADS_ENV, *_THREAD_VARIABLES)}
     torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+    previous_torch = torch.get_num_threads() if torch is not None else None
+    for name in saved:
+        os.environ[name] = str(threads)
+    try:
+        with _threadpools().limit(limits=threads):
+            if torch is not None:
+                torch.set_num_threads(threads)
+            yield threads
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(previous_torch if previous_torch is not None else _torch_default())
+
+
+def _torch_default() -> int:
+    """torch's own default when it was first imported inside :func:`process_threads` (its CPU count)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

@@ -65,3 +65,19 @@ def test_a_non_finite_result_is_refused():
     with pytest.raises(ValueError, match="NaN or Inf values"):
         fit_overshooting(np.full((3, 3), 1e308), 1.0)
     assert np.isfinite(fit_overshooting(np.full((3, 3), 1e300), 1.0).to_dense()).all()
+
+
+def test_a_command_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from structmat.cli import main
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch_before = torch.get_num_threads()
+    assert main(["approximate", "gaussian:8x6", "-f", "lowrank", "-b", "0.5", "-o", str(tmp_path / "M.npz"),
+                 "--threads", "2"]) == 0
+    assert THREADS_ENV not in os.environ and os.environ["OMP_NUM_THREADS"] == "1"
+    assert torch.get_num_threads() == torch_before

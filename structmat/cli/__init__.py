@@ -82,17 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_threads(args) -> None:
-    from structmat.threads import check_threads, default_threads, set_process_threads
+def _threads(args):
+    """The thread limit of the command: ``process_threads(--threads)``, or nothing for a command without it."""
+    import contextlib
+
+    from structmat.threads import check_threads, default_threads, process_threads
 
     if not hasattr(args, "threads"):
-        return
+        return contextlib.nullcontext()
     try:
-        threads = default_threads() if args.threads is None else check_threads(args.threads, "--threads")
+        args.threads = default_threads() if args.threads is None else check_threads(args.threads, "--threads")
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    args.threads = threads
-    set_process_threads(threads)
+    return process_threads(args.threads)
 
 
 def main(argv=None) -> int:
@@ -104,8 +106,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else (logging.WARNING if quiet else logging.INFO),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        _apply_threads(args)
-        COMMANDS[args.command][1](args)
+        with _threads(args):
+            COMMANDS[args.command][1](args)
     except RunFailedError as exc:
         if args.verbose:
             raise
