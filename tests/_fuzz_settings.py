@@ -7,4 +7,4 @@ import os
 #: Examples per fuzz test (most are parametrized by family) in the default run.
 FAST = 6
 #: Examples per fuzz test in ``-m slow``.
-SLOW = int(os.environ.get("STRUCTMAT_FUZZ_EXAMPLES", "150"))
+SLOW = int(os.environ.get("STRUCTMAT_FUZZ_EXAMPLES", "200"))
