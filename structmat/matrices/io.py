@@ -174,9 +174,9 @@ def _check_canonical(path, M: StructuredMatrix, arrays: dict, meta: dict) -> Non
     canonical = M._arrays()
     if set(canonical) != set(arrays):
         extra, missing = sorted(set(arrays) - set(canonical)), sorted(set(canonical) - set(arrays))
+        differences = [f"{word} {names}" for word, names in (("extra", extra), ("missing", missing)) if names]
         raise StructmatFileError(f"{path}: a {M.family} matrix stores arrays {sorted(canonical)}; the file has "
-                                 + ", ".join(f"{word} {names}" for word, names in (("extra", extra), ("missing", missing))
-                                             if names))
+                                 + ", ".join(differences))
     for name, want in canonical.items():
         have = arrays[name]
         if have.shape != want.shape:
@@ -195,8 +195,9 @@ def _check_canonical(path, M: StructuredMatrix, arrays: dict, meta: dict) -> Non
     expected = json.loads(json.dumps(expected))
     if meta != expected:
         keys = sorted(k for k in set(meta) | set(expected) if meta.get(k) != expected.get(k))
-        raise StructmatFileError(f"{path}: 'meta' does not match its arrays in {keys} (the file says "
-                                 f"{ {k: meta.get(k) for k in keys} }, the arrays give { {k: expected.get(k) for k in keys} })")
+        says, gives = {k: meta.get(k) for k in keys}, {k: expected.get(k) for k in keys}
+        raise StructmatFileError(f"{path}: 'meta' does not match its arrays in {keys} (the file says {says}, the "
+                                 f"arrays give {gives})")
 
 
 def load(path) -> StructuredMatrix:

@@ -17,7 +17,7 @@ from structmat.layers import layer_from_matrix
 
 from .._fuzz_settings import FAST, SLOW
 from ._files import FAMILY_NAMES
-from .outcomes import CLEAR, CORRECT, DEFECT, Recorder, judge_message
+from .outcomes import Recorder
 
 SHAPE = (20, 30)  # (out_features, in_features)
 ERRORS = (ValueError, TypeError, RuntimeError)
@@ -26,8 +26,8 @@ ERRORS = (ValueError, TypeError, RuntimeError)
 def _layer(family, seed=0):
     M = FAMILIES[family].matrix_class.random(SHAPE, seed=seed)
     bias = np.random.default_rng(seed).standard_normal(SHAPE[0])
-    return layer_from_matrix(M, bias), torch.tensor(M.to_dense(), dtype=torch.float32), torch.tensor(bias,
-                                                                                                     dtype=torch.float32)
+    weight = torch.tensor(M.to_dense(), dtype=torch.float32)
+    return layer_from_matrix(M, bias), weight, torch.tensor(bias, dtype=torch.float32)
 
 
 @st.composite
