@@ -5,8 +5,8 @@ threadpoolctl) and torch's intra-op pool limited to ``threads`` threads, by defa
 the ``STRUCTMAT_THREADS`` environment variable. The Numba kernels are serial whatever the setting. Why one:
 
 - on a machine that is busy, extra threads wait for each other: on the shared 2-core machine the library is
-  developed on, a low-rank fit took 0.35 s on one thread and 2.3-4.5 s with every thread, a HODLR fit 1.9 s against
-  13.8 s (see ``docs/benchmarks/reliability.md`` for the measurements and the command that repeats them);
+  developed on, the low-rank fit of a 1000x1280 classifier took 1.7 s on one thread and 15.5 s on two, a HODLR fit
+  4.0 s against 19.5 s (``structmat bench-threads``; ``docs/benchmarks/reliability.md``);
 - BLAS reductions split over a different number of threads round differently, so one thread is also what makes a
   fit give the same bytes on every machine;
 - to use more cores, run independent fits side by side (sweeps do), or pass ``threads=`` when the machine is yours.
