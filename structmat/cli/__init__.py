@@ -17,6 +17,7 @@ import sys
 
 from structmat.cli._common import RunFailedError, UserError
 from structmat.cli.benchmarks import BENCHMARK_COMMANDS
+from structmat.cli.export import EXPORT_COMMANDS
 from structmat.cli.features import FEATURE_COMMANDS
 from structmat.cli.matrices import MATRIX_COMMANDS
 from structmat.cli.pyfaust import PYFAUST_COMMANDS
@@ -27,7 +28,8 @@ __all__ = ["COMMANDS", "UNTHREADED_COMMANDS", "OneLineArgumentParser", "build_pa
 
 COMMANDS = {
     **MATRIX_COMMANDS,  # approximate, info, families
-    **BENCHMARK_COMMANDS,  # sweep, bench-data-aware, bench-layers, bench-rsvd, bench-c
+    **BENCHMARK_COMMANDS,  # sweep, bench-data-aware, bench-layers, bench-rsvd, bench-c, bench-threads, speed-labels
+    **EXPORT_COMMANDS,  # export, bench-export
     **FEATURE_COMMANDS,  # features, finetune, demo
     **SSS_COMMANDS,  # bench-sss
     **PYFAUST_COMMANDS,  # bench-pyfaust
