@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._hmatrix_spectra import LeafSpectra
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
 from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
@@ -97,7 +98,7 @@ def _check_options(power_iterations, oversamples, allocation, ordering, size: in
 
 def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
                    power_iterations: int = 4, oversamples: int = 10, min_block: int = MIN_BLOCK_FLOOR,
-                   seed=None, progress: bool = False, family_name: str = "hierarchical", inputs=None,
+                   seed=0, progress: bool = False, family_name: str = "hierarchical", inputs=None,
                    ridge: float = DEFAULT_RIDGE, sweeps=None) -> HMatrix:
     """Fit ``W`` with each partition record in ``partitions`` (and each ordering) and return the best.
 
@@ -255,7 +256,8 @@ _COMMON_DOC = """
     power_iterations, oversamples : int
         Randomized SVD settings for leaves larger than 96 on both sides (smaller ones get exact SVDs).
     seed : int or None
-        Seeds the randomized SVDs and orderings; the same seed gives the same result.
+        Seeds the randomized SVDs and orderings (default 0): the same seed gives the same result, byte for byte;
+        None draws fresh randomness on every call.
     progress : bool
         Show a progress bar over the candidate partitions.
     inputs : array_like of shape (N, in_features), or InputStatistics, optional
@@ -277,8 +279,9 @@ _RAISES_DOC = """    Raises
 """
 
 
+@guarded_fit
 def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
-              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
+              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=0,
               progress: bool = False, inputs=None, ridge: float = DEFAULT_RIDGE, sweeps=None) -> HODLRMatrix:
     """Best HODLR (hierarchically off-diagonal low-rank) approximation with at most ``budget`` parameters.
 
@@ -325,8 +328,9 @@ def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
                           seed=seed, progress=progress, family_name="HODLR", inputs=inputs, ridge=ridge, sweeps=sweeps)
 
 
+@guarded_fit
 def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
-              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
+              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=0,
               progress: bool = False, inputs=None, ridge: float = DEFAULT_RIDGE, sweeps=None) -> HEDLRMatrix:
     """Best HEDLR (uniform ``2^L × 2^L`` grid of low-rank blocks, i.e. block low rank) approximation.
 
@@ -368,8 +372,9 @@ def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
                           seed=seed, progress=progress, family_name="HEDLR", inputs=inputs, ridge=ridge, sweeps=sweeps)
 
 
+@guarded_fit
 def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
-                power_iterations: int = 4, oversamples: int = 10, seed=None, progress: bool = False, inputs=None,
+                power_iterations: int = 4, oversamples: int = 10, seed=0, progress: bool = False, inputs=None,
                 ridge: float = DEFAULT_RIDGE, sweeps=None) -> HMatrix:
     """Best H-matrix approximation on the η-admissible partition, searching η and the minimum block size.
 

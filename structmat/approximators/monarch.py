@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.approximators.palm4msa import blas_threads_for
 from structmat.matrices.monarch import Monarch, default_blocks, monarch_nparams
@@ -181,6 +182,7 @@ def _projection(W: np.ndarray, K: int, J: int, t: int) -> tuple[Monarch, float]:
     return Monarch(R, L, shape=(m, n)), float(np.sum(s[..., t:] ** 2))
 
 
+@guarded_fit
 def fit_monarch(W, budget, *, in_blocks=None, out_blocks=None, rank=None, inputs=None, ridge: float = DEFAULT_RIDGE,
                 iterations: int | None = None) -> Monarch:
     """Best Monarch approximation with ``nparams <= budget`` over block counts and ranks.

@@ -47,6 +47,7 @@ from structmat._validation import check_positive_int, check_weight, resolve_budg
 from structmat.approximators._sss_identify import causal_sweep, greedy_dims, max_uniform_dim, uniform_dims
 from structmat.approximators._sss_refine import refine_causal
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import fit_lowrank, lowrank_error2
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.permutation import permute
@@ -389,6 +390,7 @@ def _check_partition(sizes, shape):
     return ms.astype(np.int64), ns.astype(np.int64)
 
 
+@guarded_fit
 def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
             boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False, inputs=None,
             ridge: float = DEFAULT_RIDGE, weighted_iterations=None) -> SSS:
