@@ -38,8 +38,9 @@ class TimedFit:
     seconds: float
 
 
-def fit_with_timeout(W, family: str, budget, timeout: float, **options) -> TimedFit:
-    """``structmat.approximate(W, family, budget, **options)`` in a child process, killed after ``timeout`` seconds.
+def fit_with_timeout(W, family: str, budget, timeout: float, *, inputs=None, **options) -> TimedFit:
+    """``structmat.approximate(W, family, budget, inputs=inputs, **options)`` in a child process, killed after
+    ``timeout`` seconds. ``inputs`` (rows or :class:`~structmat.InputStatistics`) crosses as a statistics file.
 
     Raises
     ------
@@ -60,6 +61,10 @@ def fit_with_timeout(W, family: str, budget, timeout: float, **options) -> Timed
     with tempfile.TemporaryDirectory(prefix="structmat-fit-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "W.npy", W, allow_pickle=False)
+        if inputs is not None:
+            from structmat.approximators.data_aware import as_statistics
+
+            as_statistics(inputs, W.shape[1]).save(tmp / "inputs.npz")
         (tmp / "job.json").write_text(json.dumps({"family": family, "budget": budget, "options": options}))
         env = {**os.environ, **_ONE_THREAD}
         start = time.perf_counter()
@@ -88,9 +93,10 @@ def _child_main() -> None:
     tmp = Path(sys.argv[1])
     job = json.loads((tmp / "job.json").read_text())
     W = np.load(tmp / "W.npy", allow_pickle=False)
+    inputs = structmat.InputStatistics.load(tmp / "inputs.npz") if (tmp / "inputs.npz").exists() else None
     start = time.perf_counter()
     try:
-        M = structmat.approximate(W, job["family"], job["budget"], **job["options"])
+        M = structmat.approximate(W, job["family"], job["budget"], inputs=inputs, **job["options"])
         M.save(tmp / "M.npz")
         outcome = {"status": "ok", "seconds": time.perf_counter() - start}
     except Exception as exc:  # handed to the parent, which raises it there

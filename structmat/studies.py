@@ -8,8 +8,13 @@ Two studies share one loop (:func:`compare_heads`):
     fine-tuned by distillation from the cached logits; the measure is top-1 *agreement* with the dense head.
 ``objective="labels"``
     a *new* dense head with one output per label is trained with cross-entropy, then each family's head is
-    fitted to it (``init="fit"``) or started fresh (``init="fresh"``) and trained on the labels; the measure is
-    *accuracy*, dense and structured side by side.
+    fitted to it or started fresh (``init="fresh"``) and trained on the labels; the measure is *accuracy*, dense
+    and structured side by side.
+
+Heads start from a fit to the dense head's weight: by default (``init="data-aware"``) a fit to the head's outputs
+on the training rows' features (their :class:`~structmat.InputStatistics`), ``init="plain"`` the Frobenius fit.
+With ``compare_plain`` (the default for data-aware heads) the plain fit is also measured before fine-tuning, so a
+study shows both starts side by side: output error ``‖(W − M) Xᵀ‖_F / ‖W Xᵀ‖_F`` and agreement on held-out rows.
 
 Families come from the registry (:func:`structmat.families.structured_family_names`): a family that joins the
 registry joins the study. A family whose fit or training fails is reported with the error, not raised. Fits run
@@ -42,7 +47,7 @@ __all__ = ["HeadResult", "Study", "compare_heads", "STUDY_COLUMNS", "study_colum
 
 logger = logging.getLogger(__name__)
 
-INITS = ("fit", "fresh")
+INITS = ("data-aware", "plain", "fresh")
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,21 @@ class HeadResult:
     before: Evaluation | None = None
     after: Evaluation | None = None
     finetune: FinetuneResult | None = None
+    output_error: float | None = None        # held-out output error of the fitted start
+    plain_output_error: float | None = None  # the same for the plain (Frobenius) fit, when compared
+    plain_before: Evaluation | None = None
+    plain_fit_seconds: float | None = None
 
     def row(self) -> dict:
         """A flat dict for tables and CSV."""
         ft = self.finetune
         return {
             "family": self.family, "nparams": self.nparams, "share": self.share, "fit_error": self.fit_error,
+            "plain_output_error": self.plain_output_error,
+            "plain_agreement_before": self.plain_before.agreement if self.plain_before else None,
+            "plain_accuracy_before": self.plain_before.accuracy if self.plain_before else None,
+            "plain_fit_seconds": self.plain_fit_seconds,
+            "output_error": self.output_error,
             "agreement_before": self.before.agreement if self.before else None,
             "agreement_after": self.after.agreement if self.after else None,
             "accuracy_before": self.before.accuracy if self.before else None,
@@ -75,16 +89,20 @@ class HeadResult:
         }
 
 
-STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "agreement_before", "agreement_after", "accuracy_before",
-                 "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch", "stop_reason", "status",
-                 "message"]
+STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "plain_output_error", "plain_agreement_before",
+                 "plain_accuracy_before", "plain_fit_seconds", "output_error", "agreement_before", "agreement_after",
+                 "accuracy_before", "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch",
+                 "stop_reason", "status", "message"]
 
 
-def study_columns(objective: str) -> list[str]:
-    """The columns worth printing for an objective."""
-    measure = ["agreement_before", "agreement_after"] if objective == "distill" else ["accuracy_before",
-                                                                                       "accuracy_after"]
-    return ["family", "nparams", "fit_error", *measure, "fit_seconds", "finetune_seconds", "epochs", "status"]
+def study_columns(objective: str, rows: list[dict] | None = None) -> list[str]:
+    """The columns worth printing for an objective (the plain-fit columns only when some row has them)."""
+    measure = "agreement" if objective == "distill" else "accuracy"
+    plain = ["plain_output_error", f"plain_{measure}_before", "plain_fit_seconds"]
+    if rows is not None and not any(r.get(f"plain_{measure}_before") is not None for r in rows):
+        plain = []
+    return ["family", "nparams", *plain, "output_error", f"{measure}_before", f"{measure}_after", "fit_seconds",
+            "finetune_seconds", "epochs", "status"]
 
 
 @dataclass(frozen=True)
@@ -128,18 +146,18 @@ def _remaining(start: float, time_budget: float) -> float:
     return time_budget - (time.perf_counter() - start)
 
 
-def _fit_head(family, budget, weight, bias, timeout):
-    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` on one thread, in a child process
-    killed after ``timeout`` seconds when ``timeout`` is given."""
+def _fit_head(family, budget, weight, bias, timeout, inputs=None):
+    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` (to its outputs on ``inputs`` when given)
+    on one thread, in a child process killed after ``timeout`` seconds when ``timeout`` is given."""
     if timeout is None:
         t0 = time.perf_counter()
         with single_thread():  # fits are timed on one core, as in the sweeps
-            head = fitted_head(family, budget, weight, bias)
+            head = fitted_head(family, budget, weight, bias, inputs=inputs)
         return head, time.perf_counter() - t0
     from structmat.layers import layer_from_matrix
     from structmat.metrics import relative_error
 
-    timed = fit_with_timeout(weight, family, budget, timeout)
+    timed = fit_with_timeout(weight, family, budget, timeout, inputs=inputs)
     head = layer_from_matrix(timed.matrix, np.asarray(bias, dtype=np.float32))
     head.fit_error = relative_error(weight, timed.matrix)
     return head, timed.seconds
@@ -160,9 +178,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "fit",
-                  config: TrainingConfig | None = None, test_share: float = 0.2, seed: int = 0,
-                  time_budget: float | None = None, fit_timeout: float | None = None,
+def _held_out_output_error(weight, head, test_rows) -> float:
+    from structmat.metrics import output_error
+
+    return output_error(weight, head.to_matrix(), test_rows)
+
+
+def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "data-aware",
+                  compare_plain: bool | None = None, config: TrainingConfig | None = None, test_share: float = 0.2,
+                  seed: int = 0, time_budget: float | None = None, fit_timeout: float | None = None,
                   progress: bool = False) -> Study:
     """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
 
@@ -175,8 +199,12 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         Parameter budget of each structured head (a share of the dense head's ``m·n``, or a count).
     objective : {"distill", "labels"}
         See the module docstring.
-    init : {"fit", "fresh"}
-        Start from the fit to the dense head's weight, or from a random ``nn.Linear``-style weight.
+    init : {"data-aware", "plain", "fresh"}
+        Start from the fit to the dense head's outputs on the training rows (data-aware), from the Frobenius fit
+        to its weight (plain), or from a fit to a random ``nn.Linear``-style weight (fresh).
+    compare_plain : bool, optional
+        Also fit each family plainly and measure that start on the held-out rows (default: when ``init`` is
+        ``"data-aware"``).
     config : TrainingConfig, optional
         Training settings (its ``objective`` is replaced by ``objective``; ``max_seconds`` caps each head).
     test_share : float
@@ -192,6 +220,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    compare_plain = (init == "data-aware") if compare_plain is None else bool(compare_plain)
     config = dataclasses.replace(config or TrainingConfig(), objective=objective, seed=seed)
     start = time.perf_counter()
     train_pool, test = split_indices(cache.count, test_share, seed)
@@ -224,23 +253,41 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
 
     if init == "fresh":
         weight, bias = random_linear_weights(weight.shape[1], weight.shape[0], seed)
+    inputs = None
+    if init == "data-aware":  # the head's inputs: the features of the training rows only, never the held-out ones
+        from structmat.statistics import InputStatistics
+
+        inputs = InputStatistics.from_cache(cache, train_pool)
+    test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
     heads = []
     for i, family in enumerate(families):
         left = len(families) - i
         timeout = fit_timeout
         if time_budget is not None and fit_timeout is not None:
             timeout = min(fit_timeout, max(_remaining(start, time_budget) / left, 5.0))
+        plain = {}
+        if compare_plain:  # the plain start, measured before fine-tuning only
+            try:
+                plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
+                plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
+                             plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
+                                                   indices=test),
+                             plain_fit_seconds=plain_seconds)
+            except Exception as exc:
+                logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
         t0 = time.perf_counter()
         try:
-            head, fit_seconds = _fit_head(family, budget, weight, bias, timeout)
+            head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
         except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
             status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
             logger.warning("%s: %s: %s", family, status, _first_line(exc))
-            heads.append(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0))
+            heads.append(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0, **plain))
             continue
         nparams = int(head.nparams)
-        common = dict(nparams=nparams, share=nparams / weight.size, fit_error=head.fit_error if init == "fit" else None,
-                      fit_seconds=fit_seconds)
+        common = dict(nparams=nparams, share=nparams / weight.size,
+                      fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
+                      output_error=_held_out_output_error(weight, head, test_rows) if init != "fresh" else None,
+                      **plain)
         try:
             seconds = config.max_seconds
             if time_budget is not None:
@@ -273,4 +320,4 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         heads.append(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
         logger.info("%s: %d parameters, fit error %s, test %s -> %s", family, nparams, head.fit_error, before, after)
     return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
-                 time.perf_counter() - start, dataclasses.asdict(config))
+                 time.perf_counter() - start, {**dataclasses.asdict(config), "init": init})
