@@ -7,6 +7,17 @@ The fit does this for every shape of a small set and returns the smallest error;
 the C kernel runs as one 8-lane vector per block row (see ``speed_c/kernel_block_sparse.c``): smaller or narrower
 blocks fit trained weights better (finer supports) but run slower, so they are opt-in through ``block_shapes``.
 Deterministic: ties between blocks of equal energy go to the earlier block.
+
+With ``inputs`` the fit minimises the layer's output error ``‖(W − M) Xᵀ‖_F = ‖(W − M) L‖_F`` (``L Lᵀ = C``, the
+inputs' second moment) instead. Blocks are chosen by output error: the optimal-brain-surgeon saliency of a block,
+``Σ_{i ∈ I} w_{iJ} [(C⁻¹)_{JJ}]⁻¹ w_{iJ}ᵀ`` (Hassibi & Stork 1993, eq. (5) for a group of weights), is what zeroing it
+costs when the rest of its rows compensate. Values are refitted by least squares per block-row: the ``br`` rows of
+a block-row share their support ``Ω``, so one Cholesky factor of ``C_ΩΩ`` serves them all
+(:mod:`structmat.approximators.sparse_least_squares`). Candidates, for every shape: the saliency support with
+least-squares values, and the plain fit; the best on the objective is returned, so it is never worse than the
+plain fit on the inputs it was given. (The energy support with least-squares values was always worse than the
+saliency support on EfficientNet-Lite0's classifier and digit features, 0.194 against 0.142 output error at a
+quarter of the weights with 1×8 blocks, and the two coincide for white inputs, so it is not tried.)
 """
 
 from __future__ import annotations
@@ -17,8 +28,11 @@ import numpy as np
 
 from structmat._validation import check_weight
 from structmat.approximators.budget_units import limit_description, resolve_limit
+from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.sparse_least_squares import SecondMoment, top_mask
 from structmat.matrices._block_sparse_kernels import block_energies
 from structmat.matrices.block_sparse import BlockSparse, _check_block_shape, block_grid
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_block_sparse", "blocks_for_budget", "DEFAULT_BLOCK_SHAPES"]
 
@@ -46,16 +60,8 @@ def _smallest_budget(shape, block_shapes, unit) -> tuple[int, tuple[int, int]]:
     return min(costs)
 
 
-def _top_blocks(E: np.ndarray, count: int) -> np.ndarray:
-    """Boolean mask of the ``count`` largest entries of ``E`` (ties: earlier in row-major order)."""
-    order = np.argsort(-E.ravel(), kind="stable")[:count]
-    keep = np.zeros(E.size, dtype=bool)
-    keep[order] = True
-    return keep.reshape(E.shape)
-
-
-def fit_block_sparse(W, budget, *, block_shape=None, block_shapes=DEFAULT_BLOCK_SHAPES, unit: str = "params",
-                     progress: bool = False) -> BlockSparse:
+def fit_block_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, block_shape=None,
+                     block_shapes=DEFAULT_BLOCK_SHAPES, unit: str = "params", progress: bool = False) -> BlockSparse:
     """Keep the blocks of largest energy of ``W`` under ``budget``, choosing the block shape.
 
     Parameters
@@ -65,6 +71,11 @@ def fit_block_sparse(W, budget, *, block_shape=None, block_shapes=DEFAULT_BLOCK_
     budget : int >= 1 or float in (0, 1]
         Parameters (``nblocks · br · bc``), or a share of ``m · n``. With ``unit="bytes"`` the budget limits
         ``nbytes / 4`` instead: an int counts bytes, a float is a share of the dense float32 bytes ``4 m n``.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        Fit the layer's outputs on these inputs (blocks by saliency, values by least squares; module docstring)
+        instead of ``W`` itself; never worse than the plain fit on them.
+    ridge : float
+        Relative regularisation of the inputs' second moment (see :class:`~structmat.InputStatistics`).
     block_shape : (int, int), optional
         Use this block shape instead of choosing one.
     block_shapes : sequence of (int, int)
@@ -105,21 +116,51 @@ def fit_block_sparse(W, budget, *, block_shape=None, block_shapes=DEFAULT_BLOCK_
         _check_block_shape(s) for s in block_shapes]
     if not shapes:
         raise ValueError("block_shapes must hold at least one (rows, cols) pair; got none")
+    stats = as_statistics(inputs, W.shape[1]) if inputs is not None else None
+    moment = SecondMoment.from_statistics(stats, ridge) if stats is not None else None
     candidates = []
     for shape in dict.fromkeys(shapes):
         count = blocks_for_budget(W.shape, shape, limit, unit)
         if count < 1:
             continue
         E = block_energies(W, shape)
-        keep = _top_blocks(E, count)
+        keep = top_mask(E, count)
         dropped = float(E[~keep].sum())
         M = BlockSparse.from_mask(W, shape, keep)
-        candidates.append((dropped, M.nbytes, shape, M))
         logger.debug("fit_block_sparse: shape=%s blocks=%s count=%d dropped energy=%.6g", W.shape, shape, count,
                      dropped)
+        if moment is None:
+            candidates.append((dropped, M.nbytes, shape, M))
+            continue
+        candidates.append((moment.output_error2(W - M.to_dense()), M.nbytes, shape, M))
+        mask = _saliency_mask(W, shape, count, moment)
+        M = BlockSparse.from_mask(_block_least_squares(W, shape, mask, moment), shape, mask)
+        candidates.append((moment.output_error2(W - M.to_dense()), M.nbytes, shape, M))
     if not candidates:
         need, shape = _smallest_budget(W.shape, shapes, unit)
         raise ValueError(f"budget={budget} allows {limit_description(limit, unit)}, below the smallest block-sparse "
                          f"matrix for shape {W.shape}: {limit_description(need, unit)} (one {shape} block)")
-    dropped, _, shape, M = min(candidates, key=lambda c: (c[0], c[1]))
+    error, _, shape, M = min(candidates, key=lambda c: (c[0], c[1]))
     return M
+
+
+def _saliency_mask(W, shape, count, moment: SecondMoment) -> np.ndarray:
+    """The ``count`` blocks whose removal costs most output error (module docstring), as a grid mask."""
+    (m, n), (br, bc) = W.shape, shape
+    mb, nb = block_grid(W.shape, shape)
+    precision = np.linalg.inv(moment.inverse_diagonal_blocks(bc))        # [(C⁻¹)_JJ]⁻¹, (nb, bc, bc)
+    padded = np.zeros((mb * br, nb * bc))
+    padded[:m, :n] = W
+    blocks = padded.reshape(mb, br, nb, bc)
+    saliency = np.einsum("irjc,jcd,irjd->ij", blocks, precision, blocks)
+    return top_mask(saliency, count)
+
+
+def _block_least_squares(W, shape, mask, moment: SecondMoment) -> np.ndarray:
+    """The dense matrix with least-squares values on the blocks of ``mask`` (zero elsewhere)."""
+    (m, n), (br, bc) = W.shape, shape
+    groups = []
+    for block_row in np.flatnonzero(mask.any(axis=1)):
+        cols = (np.flatnonzero(mask[block_row])[:, None] * bc + np.arange(bc)).ravel()
+        groups.append((np.arange(block_row * br, min((block_row + 1) * br, m)), cols[cols < n]))
+    return moment.least_squares(W, groups)

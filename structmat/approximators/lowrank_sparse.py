@@ -31,8 +31,10 @@ import scipy.linalg
 
 from structmat._validation import check_positive_int, check_weight
 from structmat.approximators.budget_units import limit_description, resolve_limit
+from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices.lowrank_sparse import LowRankSparse
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_lowrank_sparse", "split_for_rank"]
 
@@ -46,6 +48,8 @@ SEARCH_ITERATIONS = 6
 MAX_ITERATIONS = 100
 #: The alternation stops when one step lowers the error by less than this share of it.
 TOLERANCE = 1e-4
+#: With ``inputs``, the ranks tried besides 0 and the plain fit's: these shares of the largest rank the budget holds.
+OUTPUT_RANK_SHARES = (1 / 16, 1 / 8, 1 / 4)
 
 
 def split_for_rank(shape, limit: int, rank: int, unit: str = "params") -> int:
@@ -138,8 +142,8 @@ def _candidate_ranks(r_max: int) -> list[int]:
     return sorted({round(r_max * i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)})
 
 
-def fit_lowrank_sparse(W, budget, *, rank=None, unit: str = "params", max_iter: int = MAX_ITERATIONS,
-                       tol: float = TOLERANCE, progress: bool = False) -> LowRankSparse:
+def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, rank=None, unit: str = "params",
+                       max_iter: int = MAX_ITERATIONS, tol: float = TOLERANCE, progress: bool = False) -> LowRankSparse:
     """Fit ``W ≈ U Vᵀ + S`` with at most ``budget`` parameters, choosing the rank/non-zero split.
 
     Parameters
@@ -149,6 +153,13 @@ def fit_lowrank_sparse(W, budget, *, rank=None, unit: str = "params", max_iter: 
     budget : int >= 1 or float in (0, 1]
         Parameters (``r (m + n) + nnz``), or a share of ``m · n``. With ``unit="bytes"`` the budget limits
         ``nbytes / 4`` instead: an int counts bytes, a float is a share of the dense float32 bytes ``4 m n``.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        Fit the layer's outputs on these inputs, ``‖(W − M) Xᵀ‖_F``, instead of ``‖W − M‖_F``: whitened rank steps
+        and least-squares sparse steps on supports of largest saliency (see
+        :func:`~structmat.approximators._lowrank_sparse_outputs.fit_to_outputs`), the plain fit kept as a
+        candidate, so the output error on these inputs is never worse than the plain fit's.
+    ridge : float
+        Relative regularisation of the inputs' second moment (see :class:`~structmat.InputStatistics`).
     rank : int >= 0, optional
         Fix the rank instead of searching the split.
     unit : {"params", "bytes"}
@@ -185,6 +196,7 @@ def fit_lowrank_sparse(W, budget, *, rank=None, unit: str = "params", max_iter: 
     --------
     >>> import numpy as np
     >>> from structmat.matrices.lowrank_sparse import LowRankSparse
+from structmat.statistics import DEFAULT_RIDGE
     >>> M = LowRankSparse.random((16, 12), rank=2, density=0.05, seed=0)
     >>> fitted = fit_lowrank_sparse(M.to_dense(), M.nparams)
     >>> fitted.rank, fitted.nnz, bool(np.allclose(fitted.to_dense(), M.to_dense()))
@@ -212,9 +224,23 @@ def fit_lowrank_sparse(W, budget, *, rank=None, unit: str = "params", max_iter: 
             f"matrix for shape ({m}, {n}): " + ("1 parameter" if unit == "params" else
                                                  f"{limit_description(m + 3, unit)} (one value, its column index "
                                                  f"and {m + 1} row pointers)"))
+    plain = _fit_plain(W, limit, unit, ranks, search=rank is None and r_max + 1 > FULL_SCAN_RANKS,
+                       max_iter=max_iter, tol=tol)
+    if inputs is None:
+        return plain
+    from structmat.approximators._lowrank_sparse_outputs import fit_to_outputs
+
+    stats = as_statistics(inputs, n)
+    aware_ranks = ranks if rank is not None else sorted({0, plain.rank} | {
+        round(r_max * f) for f in OUTPUT_RANK_SHARES if split_for_rank(W.shape, limit, round(r_max * f), unit) >= 1})
+    return fit_to_outputs(W, limit, unit, stats, ridge, aware_ranks, plain)
+
+
+def _fit_plain(W, limit, unit, ranks, *, search, max_iter, tol) -> LowRankSparse:
+    """The plain fit over candidate ``ranks``: all of them, or (``search``) a grid refined around its best."""
     W_norm2 = float(np.vdot(W, W))
     top = max(ranks)
-    start = truncated_svd(W, top, method="svd") if top else None
+    start = truncated_svd(W, top, method="auto", seed=0) if top else None
     splits = {}
 
     def evaluate(r, iterations):
@@ -224,7 +250,7 @@ def fit_lowrank_sparse(W, budget, *, rank=None, unit: str = "params", max_iter: 
         return splits[r].error
 
     short = min(SEARCH_ITERATIONS, max_iter)
-    if rank is None and r_max + 1 > FULL_SCAN_RANKS:
+    if search:
         errors = [evaluate(r, short) for r in ranks]
         best = int(np.argmin(errors))
         lo, hi = ranks[max(best - 1, 0)], ranks[min(best + 1, len(ranks) - 1)]
