@@ -196,7 +196,6 @@ def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, 
     --------
     >>> import numpy as np
     >>> from structmat.matrices.lowrank_sparse import LowRankSparse
-from structmat.statistics import DEFAULT_RIDGE
     >>> M = LowRankSparse.random((16, 12), rank=2, density=0.05, seed=0)
     >>> fitted = fit_lowrank_sparse(M.to_dense(), M.nparams)
     >>> fitted.rank, fitted.nnz, bool(np.allclose(fitted.to_dense(), M.to_dense()))

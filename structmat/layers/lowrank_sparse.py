@@ -74,6 +74,7 @@ class LowRankSparseLinear(StructuredLinear):
         self.reset_parameters(seed)
 
     def _set_structure(self, rank, rows, cols, device, dtype) -> None:
+        self._rank, self._nnz = int(rank), len(rows)  # plain ints: the forward branches on them while tracing
         self.U = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=dtype))
         self.V = nn.Parameter(torch.zeros(self.in_features, rank, device=device, dtype=dtype))
         self.values = nn.Parameter(torch.zeros(len(rows), device=device, dtype=dtype))
@@ -82,11 +83,11 @@ class LowRankSparseLinear(StructuredLinear):
 
     @property
     def rank(self) -> int:
-        return self.U.shape[1]
+        return self._rank
 
     @property
     def nnz(self) -> int:
-        return self.values.numel()
+        return self._nnz
 
     def reset_parameters(self, seed: int = 0) -> None:
         """Uniform values with ``Var(y) = Var(x) / 3`` (``nn.Linear``'s), half from each part when both exist."""
