@@ -59,3 +59,26 @@ def test_lowrank_sparse_with_an_empty_part(rank, density, driver, tmp_path, rng)
     M = LowRankSparse(base.U[:, :rank], base.V[:, :rank], S)
     assert (M.rank, M.nnz > 0) == (rank, density > 0)
     check(M, driver, tmp_path, rng)
+
+
+@pytest.mark.parametrize("M", [BlockSparse.random((11, 21), block_shape=(2, 8), density=0.5, seed=0),
+                               LowRankSparse.random((11, 21), rank=2, density=0.2, seed=0)],
+                         ids=["block_sparse", "lowrank_sparse"])
+def test_fuzzed_layer_files_never_crash_the_driver(M, driver, tmp_path):
+    """Random byte changes in the metadata, index arrays and values: exit 0 or 2 with one line, never a crash."""
+    import subprocess
+
+    from structmat.speed_c import write_input, write_layer
+
+    good = write_layer(M, tmp_path / "good.smlayer").read_bytes()
+    inp = write_input(np.ones(21), tmp_path / "x.f32")
+    path = tmp_path / "fuzz.smlayer"
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(64, len(data)))] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+        result = subprocess.run([str(driver), str(path), str(inp), "--warmup", "0", "--repeats", "1"],
+                                capture_output=True, text=True)
+        assert result.returncode in (0, 2), (trial, result.returncode, result.stderr)
