@@ -11,8 +11,9 @@ exact minimisers of the full objective instead:
   optimum per row (:class:`~structmat.approximators.sparse_least_squares.SecondMoment`).
 
 A round whose new support is worse keeps the previous support with re-solved values (an exact step, so the
-objective never rises) and ends the rounds. Every candidate rank gets one round, the best two more; the plain
-fit is the last candidate, so the result is never worse than it on the objective.
+objective never rises) and ends the rounds. Every candidate rank gets one round, the best two more. The steps use
+the regularised moment ``C + λI``; the result is compared with the plain fit on ``C`` itself, the output error on
+the rows the statistics came from, and the better is returned.
 """
 
 from __future__ import annotations
@@ -128,13 +129,13 @@ def fit_to_outputs(W, limit: int, unit: str, stats, ridge: float, ranks, plain: 
     for r in sorted(splits, key=lambda r: (splits[r].error2, r))[:2]:
         splits[r].run(FINAL_ROUNDS - splits[r].rounds)
     energy = moment.output_error2(W)
-    plain_error2 = moment.output_error2(W - plain.to_dense())
-    logger.debug("fit_lowrank_sparse with inputs: plain output error %.6g; by rank %s", np.sqrt(plain_error2 / energy),
+    plain_error2 = moment.fitting_rows_error2(W - plain.to_dense())
+    logger.debug("fit_lowrank_sparse with inputs: regularised output error by rank %s",
                  {r: round(float(np.sqrt(s.error2 / energy)), 6) for r, s in sorted(splits.items())})
     if not splits:
         return plain
     best = min(splits.values(), key=lambda s: (s.error2, s.rank))
     candidate = best.matrix()
-    if moment.output_error2(W - candidate.to_dense()) < plain_error2:
+    if moment.fitting_rows_error2(W - candidate.to_dense()) < plain_error2:  # compared on the rows, no ridge
         return candidate
     return plain

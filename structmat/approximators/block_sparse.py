@@ -29,10 +29,9 @@ import numpy as np
 from structmat._validation import check_weight
 from structmat.approximators.budget_units import limit_description, resolve_limit
 from structmat.approximators.data_aware import as_statistics
-from structmat.approximators.sparse_least_squares import SecondMoment, top_mask
+from structmat.approximators.sparse_least_squares import LEAST_SQUARES_RIDGE, SecondMoment, top_mask
 from structmat.matrices._block_sparse_kernels import block_energies
 from structmat.matrices.block_sparse import BlockSparse, _check_block_shape, block_grid
-from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_block_sparse", "blocks_for_budget", "DEFAULT_BLOCK_SHAPES"]
 
@@ -60,7 +59,7 @@ def _smallest_budget(shape, block_shapes, unit) -> tuple[int, tuple[int, int]]:
     return min(costs)
 
 
-def fit_block_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, block_shape=None,
+def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RIDGE, block_shape=None,
                      block_shapes=DEFAULT_BLOCK_SHAPES, unit: str = "params", progress: bool = False) -> BlockSparse:
     """Keep the blocks of largest energy of ``W`` under ``budget``, choosing the block shape.
 
@@ -75,7 +74,9 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, bl
         Fit the layer's outputs on these inputs (blocks by saliency, values by least squares; module docstring)
         instead of ``W`` itself; never worse than the plain fit on them.
     ridge : float
-        Relative regularisation of the inputs' second moment (see :class:`~structmat.InputStatistics`).
+        Relative regularisation of the inputs' second moment for the least squares, ``λ = ridge · tr(C) / n``
+        (default 1e-3, see :data:`~structmat.approximators.sparse_least_squares.LEAST_SQUARES_RIDGE`). Candidates
+        are compared without it, on the inputs given.
     block_shape : (int, int), optional
         Use this block shape instead of choosing one.
     block_shapes : sequence of (int, int)
@@ -132,10 +133,10 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, bl
         if moment is None:
             candidates.append((dropped, M.nbytes, shape, M))
             continue
-        candidates.append((moment.output_error2(W - M.to_dense()), M.nbytes, shape, M))
+        candidates.append((moment.fitting_rows_error2(W - M.to_dense()), M.nbytes, shape, M))
         mask = _saliency_mask(W, shape, count, moment)
         M = BlockSparse.from_mask(_block_least_squares(W, shape, mask, moment), shape, mask)
-        candidates.append((moment.output_error2(W - M.to_dense()), M.nbytes, shape, M))
+        candidates.append((moment.fitting_rows_error2(W - M.to_dense()), M.nbytes, shape, M))
     if not candidates:
         need, shape = _smallest_budget(W.shape, shapes, unit)
         raise ValueError(f"budget={budget} allows {limit_description(limit, unit)}, below the smallest block-sparse "

@@ -34,7 +34,7 @@ from structmat.approximators.budget_units import limit_description, resolve_limi
 from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices.lowrank_sparse import LowRankSparse
-from structmat.statistics import DEFAULT_RIDGE
+from structmat.approximators.sparse_least_squares import LEAST_SQUARES_RIDGE
 
 __all__ = ["fit_lowrank_sparse", "split_for_rank"]
 
@@ -142,8 +142,9 @@ def _candidate_ranks(r_max: int) -> list[int]:
     return sorted({round(r_max * i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)})
 
 
-def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, rank=None, unit: str = "params",
-                       max_iter: int = MAX_ITERATIONS, tol: float = TOLERANCE, progress: bool = False) -> LowRankSparse:
+def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RIDGE, rank=None,
+                       unit: str = "params", max_iter: int = MAX_ITERATIONS, tol: float = TOLERANCE,
+                       progress: bool = False) -> LowRankSparse:
     """Fit ``W ≈ U Vᵀ + S`` with at most ``budget`` parameters, choosing the rank/non-zero split.
 
     Parameters
@@ -159,7 +160,8 @@ def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, 
         :func:`~structmat.approximators._lowrank_sparse_outputs.fit_to_outputs`), the plain fit kept as a
         candidate, so the output error on these inputs is never worse than the plain fit's.
     ridge : float
-        Relative regularisation of the inputs' second moment (see :class:`~structmat.InputStatistics`).
+        Relative regularisation of the inputs' second moment in the fit to outputs, ``λ = ridge · tr(C) / n``
+        (default 1e-3, see :data:`~structmat.approximators.sparse_least_squares.LEAST_SQUARES_RIDGE`).
     rank : int >= 0, optional
         Fix the rank instead of searching the split.
     unit : {"params", "bytes"}

@@ -21,7 +21,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-__all__ = ["SecondMoment", "top_mask"]
+__all__ = ["SecondMoment", "top_mask", "LEAST_SQUARES_RIDGE"]
+
+#: Default relative ridge of the sparse families' fits to outputs: ``C + λ I`` with ``λ = 1e-3 · tr(C) / n``. Exact
+#: least squares on a support follows the inputs into directions they barely excite: on EfficientNet-Lite0's
+#: classifier with the digit features (4000 rows), block_sparse at a quarter of the weights had a weight error of
+#: 7.2 at the library's low-rank default 1e-6, 1.7 at 1e-4 and 1.1 at 1e-3, and held-out output errors of 0.165,
+#: 0.158 and 0.157; lowrank_sparse went from 0.0598 to 0.0592.
+LEAST_SQUARES_RIDGE = 1e-3
 
 
 class SecondMoment:
@@ -35,18 +42,21 @@ class SecondMoment:
         Orthonormal eigenvectors.
     """
 
-    def __init__(self, mu: np.ndarray, V: np.ndarray) -> None:
+    def __init__(self, mu: np.ndarray, V: np.ndarray, ridge_shift: float = 0.0) -> None:
         if mu.min() <= 0.0:
             raise ValueError("the input second moment must be positive definite (pass ridge > 0)")
         self.mu, self.V = mu, V
+        self.ridge_shift = ridge_shift  # λ: the eigenvalues include it; fitting_rows_error2 takes it out
         self.C = (V * mu) @ V.T
         self.C = (self.C + self.C.T) / 2.0
         self.L = V * np.sqrt(mu)  # L Lᵀ = C
 
     @classmethod
     def from_statistics(cls, stats, ridge: float) -> "SecondMoment":
+        """``C / scale² + λ I`` of :class:`~structmat.InputStatistics` (see its ``regularized_eigh``)."""
         mu, V = stats.regularized_eigh(ridge)
-        return cls(mu, V)
+        trace = float(np.trace(stats.normalized_second_moment))
+        return cls(mu, V, ridge * trace / mu.size if trace > 0 else 1.0)
 
     def inverse_diagonal_blocks(self, width: int) -> np.ndarray:
         """``(C⁻¹)_JJ`` for the column groups ``J = [j·width, (j+1)·width)``, shape ``(⌈n/width⌉, width, width)``;
@@ -62,9 +72,13 @@ class SecondMoment:
         return blocks
 
     def output_error2(self, R: np.ndarray) -> float:
-        """``‖R L‖²_F`` for a residual ``R`` (m × n)."""
+        """``‖R L‖²_F = tr(R (C + λI) Rᵀ)`` for a residual ``R`` (m × n): the regularised objective."""
         RL = R @ self.L
         return float(np.einsum("ij,ij->", RL, RL))
+
+    def fitting_rows_error2(self, R: np.ndarray) -> float:
+        """``tr(R C Rᵀ)``, without the ridge: the squared output error on the rows the statistics came from."""
+        return max(self.output_error2(R) - self.ridge_shift * float(np.einsum("ij,ij->", R, R)), 0.0)
 
     def least_squares(self, target: np.ndarray, groups) -> np.ndarray:
         """The best ``S`` on given supports: ``S[rows, cols] = (target[rows] C)[:, cols] C[cols, cols]⁻¹``.

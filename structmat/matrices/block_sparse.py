@@ -95,7 +95,8 @@ class BlockSparse(StructuredMatrix):
                 f"and indices must have one entry per block; got indptr[-1]={indptr[-1]}, indices of shape "
                 f"{indices.shape}")
         if nblocks and (indices.min() < 0 or indices.max() >= nb):
-            raise ValueError(f"block-column indices must lie in [0, {nb}); got range [{indices.min()}, {indices.max()}]")
+            raise ValueError(f"block-column indices must lie in [0, {nb}); got range "
+                             f"[{indices.min()}, {indices.max()}]")
         block_row = np.repeat(np.arange(mb), np.diff(indptr))
         if nblocks > 1 and np.any((np.diff(indices) <= 0) & (np.diff(block_row) == 0)):
             raise ValueError("block-column indices must be strictly increasing within each block-row")
@@ -131,7 +132,8 @@ class BlockSparse(StructuredMatrix):
 
     @classmethod
     def from_mask(cls, W, block_shape, keep, dtype=None) -> "BlockSparse":
-        """The blocks of ``W`` where the boolean ``keep`` of shape ``(⌈m/br⌉, ⌈n/bc⌉)`` is True (stored even if zero)."""
+        """The blocks of ``W`` where the boolean ``keep`` of shape ``(⌈m/br⌉, ⌈n/bc⌉)`` is True (stored even if
+        zero)."""
         W = np.asarray(W)
         br, bc = _check_block_shape(block_shape)
         mb, nb = block_grid(W.shape, (br, bc))

@@ -9,13 +9,13 @@
  * multiply-add (for bc = 8 with AVX2: vmovups, vfmadd231ps with a memory operand). The vectors are GCC/Clang
  * vector extensions, because GCC 12 at -O3 -march=native vectorised the same loop written over plain arrays
  * only partly (scalar loads of x assembled into a vector, or no vector code at all for 1 x 8 blocks); other
- * compilers, or -DSM_NO_VECTOR_EXTENSIONS, get plain loops with the same arithmetic. Each block-row keeps br lane-vector accumulators per block
- * in flight, summed in a fixed order at its end (the blocks' accumulators, then the lanes from first to last),
- * so the result does not depend on the vector width. The shapes of the fit's default set and a few more
- * (bc in {4, 8, 16}, br in {1, 2, 4, 8}) have kernels with compile-time sizes, unrolled over enough blocks for
- * four independent accumulator chains; other shapes run a generic loop of sm_dot. When bc does not divide n, x
- * is copied into a zero-padded workspace; when br does not divide m, the last block-row is computed into a
- * small workspace and its first rows copied out.
+ * compilers, or -DSM_NO_VECTOR_EXTENSIONS, get plain loops with the same arithmetic. Each block-row keeps br
+ * lane-vector accumulators per block in flight, summed in a fixed order at its end (the blocks' accumulators,
+ * then the lanes from first to last), so the result does not depend on the vector width. The shapes of the
+ * fit's default set and a few more (bc in {4, 8, 16}, br in {1, 2, 4, 8}) have kernels with compile-time sizes,
+ * unrolled over enough blocks for four independent accumulator chains; other shapes run a generic loop of
+ * sm_dot. When bc does not divide n, x is copied into a zero-padded workspace; when br does not divide m, the
+ * last block-row is computed into a small workspace and its first rows copied out.
  */
 #include "structmat_layer.h"
 
