@@ -24,55 +24,25 @@
 typedef void (*bsr_rows_fn)(size_t block_rows, const int32_t *restrict indptr, const int32_t *restrict cols,
                             const float *restrict values, const float *restrict x, float *restrict y);
 
-/* bsr_vecBC: BC float lanes; bsr_loadBC (unaligned), bsr_fmaBC (acc + a * b lane by lane), bsr_addBC, and
- * bsr_sumBC (the lanes summed from first to last). */
+/* bsr_vecBC: BC float lanes. Macros, not functions, work on them (a vector passed to or returned from a function
+ * changes the ABI with the instruction set, which GCC warns about): BSR_LOAD (unaligned), BSR_FMA (acc += a * b
+ * lane by lane), BSR_ADD (acc += a) and BSR_LANE (one lane). */
 #if defined(__GNUC__) && !defined(SM_NO_VECTOR_EXTENSIONS)
-#define BSR_VECTOR(BC)                                                                                          \
-    typedef float bsr_vec##BC __attribute__((vector_size(4 * (BC))));                                            \
-    static inline bsr_vec##BC bsr_load##BC(const float *p)                                                       \
-    {                                                                                                            \
-        bsr_vec##BC v;                                                                                           \
-        memcpy(&v, p, sizeof(v));                                                                                \
-        return v;                                                                                                \
-    }                                                                                                            \
-    static inline bsr_vec##BC bsr_fma##BC(bsr_vec##BC acc, bsr_vec##BC a, bsr_vec##BC b) { return acc + a * b; } \
-    static inline bsr_vec##BC bsr_add##BC(bsr_vec##BC a, bsr_vec##BC b) { return a + b; }                        \
-    static inline float bsr_sum##BC(bsr_vec##BC v)                                                               \
-    {                                                                                                            \
-        float sum = 0.0f;                                                                                        \
-        for (int l = 0; l < (BC); ++l)                                                                           \
-            sum += v[l];                                                                                         \
-        return sum;                                                                                              \
-    }
+#define BSR_VECTOR(BC) typedef float bsr_vec##BC __attribute__((vector_size(4 * (BC))));
+#define BSR_FMA(acc, a, b) ((acc) += (a) * (b))
+#define BSR_ADD(acc, a) ((acc) += (a))
+#define BSR_LANE(v, l) ((v)[l])
 #else
-#define BSR_VECTOR(BC)                                                                                          \
-    typedef struct { float lane[BC]; } bsr_vec##BC;                                                              \
-    static inline bsr_vec##BC bsr_load##BC(const float *p)                                                       \
-    {                                                                                                            \
-        bsr_vec##BC v;                                                                                           \
-        memcpy(&v, p, sizeof(v));                                                                                \
-        return v;                                                                                                \
-    }                                                                                                            \
-    static inline bsr_vec##BC bsr_fma##BC(bsr_vec##BC acc, bsr_vec##BC a, bsr_vec##BC b)                         \
-    {                                                                                                            \
-        for (int l = 0; l < (BC); ++l)                                                                           \
-            acc.lane[l] += a.lane[l] * b.lane[l];                                                                \
-        return acc;                                                                                              \
-    }                                                                                                            \
-    static inline bsr_vec##BC bsr_add##BC(bsr_vec##BC a, bsr_vec##BC b)                                          \
-    {                                                                                                            \
-        for (int l = 0; l < (BC); ++l)                                                                           \
-            a.lane[l] += b.lane[l];                                                                              \
-        return a;                                                                                                \
-    }                                                                                                            \
-    static inline float bsr_sum##BC(bsr_vec##BC v)                                                               \
-    {                                                                                                            \
-        float sum = 0.0f;                                                                                        \
-        for (int l = 0; l < (BC); ++l)                                                                           \
-            sum += v.lane[l];                                                                                    \
-        return sum;                                                                                              \
-    }
+#define BSR_VECTOR(BC) typedef struct { float lane[BC]; } bsr_vec##BC;
+#define BSR_FMA(acc, a, b)                                                                                       \
+    for (size_t l_ = 0; l_ < sizeof(acc) / sizeof(float); ++l_)                                                  \
+        (acc).lane[l_] += (a).lane[l_] * (b).lane[l_]
+#define BSR_ADD(acc, a)                                                                                          \
+    for (size_t l_ = 0; l_ < sizeof(acc) / sizeof(float); ++l_)                                                  \
+        (acc).lane[l_] += (a).lane[l_]
+#define BSR_LANE(v, l) ((v).lane[l])
 #endif
+#define BSR_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
 
 BSR_VECTOR(4)
 BSR_VECTOR(8)
@@ -85,32 +55,35 @@ BSR_VECTOR(16)
                                      const int32_t *restrict cols, const float *restrict values,                 \
                                      const float *restrict x, float *restrict y)                                 \
     {                                                                                                            \
-        float zeros[BC] = {0};                                                                                   \
         for (size_t I = 0; I < block_rows; ++I) {                                                                \
-            bsr_vec##BC acc[U][BR];                                                                              \
-            for (int u = 0; u < (U); ++u)                                                                        \
-                for (int r = 0; r < (BR); ++r)                                                                   \
-                    acc[u][r] = bsr_load##BC(zeros);                                                             \
+            bsr_vec##BC acc[U][BR], xv, v;                                                                       \
+            memset(acc, 0, sizeof(acc));                                                                         \
             int32_t p = indptr[I];                                                                               \
             const int32_t end = indptr[I + 1];                                                                   \
             for (; p + (U) <= end; p += (U))                                                                     \
                 for (int u = 0; u < (U); ++u) {                                                                  \
-                    const bsr_vec##BC xv = bsr_load##BC(x + (size_t)(BC) * (size_t)cols[p + u]);                \
-                    const float *restrict v = values + (size_t)((BR) * (BC)) * (size_t)(p + u);                  \
-                    for (int r = 0; r < (BR); ++r)                                                               \
-                        acc[u][r] = bsr_fma##BC(acc[u][r], bsr_load##BC(v + r * (BC)), xv);                      \
+                    const float *restrict block = values + (size_t)((BR) * (BC)) * (size_t)(p + u);              \
+                    BSR_LOAD(xv, x + (size_t)(BC) * (size_t)cols[p + u]);                                        \
+                    for (int r = 0; r < (BR); ++r) {                                                             \
+                        BSR_LOAD(v, block + r * (BC));                                                           \
+                        BSR_FMA(acc[u][r], v, xv);                                                               \
+                    }                                                                                            \
                 }                                                                                                \
             for (; p < end; ++p) {                                                                               \
-                const bsr_vec##BC xv = bsr_load##BC(x + (size_t)(BC) * (size_t)cols[p]);                        \
-                const float *restrict v = values + (size_t)((BR) * (BC)) * (size_t)p;                            \
-                for (int r = 0; r < (BR); ++r)                                                                   \
-                    acc[0][r] = bsr_fma##BC(acc[0][r], bsr_load##BC(v + r * (BC)), xv);                          \
+                const float *restrict block = values + (size_t)((BR) * (BC)) * (size_t)p;                        \
+                BSR_LOAD(xv, x + (size_t)(BC) * (size_t)cols[p]);                                                \
+                for (int r = 0; r < (BR); ++r) {                                                                 \
+                    BSR_LOAD(v, block + r * (BC));                                                               \
+                    BSR_FMA(acc[0][r], v, xv);                                                                   \
+                }                                                                                                \
             }                                                                                                    \
             for (int r = 0; r < (BR); ++r) {                                                                     \
-                bsr_vec##BC total = acc[0][r];                                                                   \
                 for (int u = 1; u < (U); ++u)                                                                    \
-                    total = bsr_add##BC(total, acc[u][r]);                                                       \
-                y[I * (BR) + (size_t)r] = bsr_sum##BC(total);                                                    \
+                    BSR_ADD(acc[0][r], acc[u][r]);                                                               \
+                float sum = 0.0f;                                                                                \
+                for (int l = 0; l < (BC); ++l)                                                                   \
+                    sum += BSR_LANE(acc[0][r], l);                                                               \
+                y[I * (BR) + (size_t)r] = sum;                                                                   \
             }                                                                                                    \
         }                                                                                                        \
     }
