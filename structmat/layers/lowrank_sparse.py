@@ -1,11 +1,11 @@
-"""``LowRankSparseLinear``: ``y = (x V) Uᵀ + x Sᵀ + b`` with ``S``'s values a trainable vector on a fixed support.
+"""``LowRankSparseLinear``: ``y = (x V) Uᵀ + x Sᵀ + b``, a low-rank part plus a sparse part with a fixed support.
 
-The support of ``S`` is two int32 index buffers (row and column of each value, row-major order). The forward pass
-builds ``S`` densely with ``index_put`` and multiplies it as one dense matrix product: plain tensor operations
-that autograd, ``torch.export``, ``torch.jit.trace`` and ONNX all accept, and on a CPU faster than gathering
-``x[:, col] · values`` and scattering it back for any batch above one (the gather costs a memory pass per
-non-zero and row of the batch; 1000×1280 at 10 % non-zeros, one thread: 2.6 ms against 25 ms for forward and
-backward at batch 32).
+``U`` and ``V`` are parameters; ``S`` is a :class:`~structmat.layers.sparse_product.SparseLinear` held as the child
+module ``sparse`` (no bias), whose values are a parameter vector on int32 CSR index buffers. Each of the three paths
+of :class:`~structmat.layers.base.StructuredLinear` is the two parts' own: two thin products for ``U Vᵀ``, and the
+sparse layer's plain (gather and scatter-add; ELLPACK while tracing), training (CSR products with a sparse backward)
+or inference (torch's CSR kernels) path for ``S``. The dense weight is never formed. A part that is empty
+(``rank = 0`` or ``nnz = 0``) costs nothing and is not stored.
 """
 
 from __future__ import annotations
@@ -17,21 +17,24 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear
+from structmat.layers.base import StructuredLinear, check_structure_size
+from structmat.layers.sparse_product import SparseLinear
 from structmat.matrices.lowrank_sparse import LowRankSparse
 
 __all__ = ["LowRankSparseLinear"]
 
 
 def random_support(shape: tuple[int, int], count: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Row-major ``(rows, cols)`` of ``count`` distinct positions, one in every row first (no dead outputs)."""
+    """CSR ``(crow, col)`` of ``count`` distinct positions, one in every row first (no dead outputs)."""
     m, n = shape
     count = min(count, m * n)
     first = np.arange(min(m, count)) * n + rng.integers(0, n, min(m, count))
     rest = np.setdiff1d(np.arange(m * n), first, assume_unique=True)
-    chosen = np.concatenate([first, rng.choice(rest, count - first.size, replace=False)])
-    chosen.sort()
-    return np.divmod(chosen, n)
+    chosen = np.sort(np.concatenate([first, rng.choice(rest, count - first.size, replace=False)]))
+    rows, cols = np.divmod(chosen, n)
+    crow = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=m), out=crow[1:])
+    return crow, cols
 
 
 class LowRankSparseLinear(StructuredLinear):
@@ -43,16 +46,17 @@ class LowRankSparseLinear(StructuredLinear):
     in_features, out_features : int
     bias : bool
     rank : int >= 0
+        At most ``min(in_features, out_features)``.
     nnz : int >= 0, optional
         Non-zeros of ``S`` for a fresh layer (default: as many as the low-rank part's parameters), at random
         positions (``seed``) with at least one per row.
     seed : int
-        Seeds the support of a fresh layer.
+        Seeds the support and the values of a fresh layer.
 
     Notes
     -----
-    ``nparams = rank · (in_features + out_features) + nnz``. A fresh layer splits ``nn.Linear``'s output variance
-    evenly between the two parts.
+    ``nparams = rank · (in_features + out_features) + nnz``, also the multiply-adds per input row. A fresh layer
+    splits ``nn.Linear``'s output variance evenly between the two parts.
     """
 
     family = "lowrank_sparse"
@@ -60,26 +64,28 @@ class LowRankSparseLinear(StructuredLinear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int, nnz: int | None = None,
                  seed: int = 0, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        rank = check_positive_int(rank, "rank", minimum=0)
-        if rank > min(in_features, out_features):
-            raise ValueError(f"rank must be <= min(in_features, out_features) = {min(in_features, out_features)}; "
-                             f"got {rank}")
-        nnz = rank * (in_features + out_features) if nnz is None else check_positive_int(nnz, "nnz", minimum=0)
-        if nnz > in_features * out_features:
-            raise ValueError(f"nnz must be <= in_features * out_features = {in_features * out_features}; got {nnz}")
+        rank = check_structure_size(check_positive_int(rank, "rank", minimum=0), "rank",
+                                    min(in_features, out_features), "min(in_features, out_features)")
+        size = in_features * out_features
+        nnz = min(rank * (in_features + out_features), size) if nnz is None else check_positive_int(nnz, "nnz", 0)
+        check_structure_size(nnz, "nnz", size, "in_features * out_features")
         if rank == 0 and nnz == 0:
             raise ValueError("a LowRankSparseLinear needs rank >= 1 or nnz >= 1; got neither")
-        rows, cols = random_support((out_features, in_features), nnz, np.random.default_rng(seed))
-        self._set_structure(rank, rows, cols, device, dtype)
+        crow, col = random_support((out_features, in_features), nnz, np.random.default_rng(seed))
+        self._set_structure(rank, crow, col, device, dtype)
         self.reset_parameters(seed)
 
-    def _set_structure(self, rank, rows, cols, device, dtype) -> None:
-        self._rank, self._nnz = int(rank), len(rows)  # plain ints: the forward branches on them while tracing
+    def _set_structure(self, rank, crow, col, device, dtype) -> None:
+        self._rank, self._nnz = int(rank), int(len(col))  # plain ints: the paths branch on them while tracing
         self.U = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=dtype))
         self.V = nn.Parameter(torch.zeros(self.in_features, rank, device=device, dtype=dtype))
-        self.values = nn.Parameter(torch.zeros(len(rows), device=device, dtype=dtype))
-        self.register_buffer("row_indices", torch.as_tensor(np.array(rows, dtype=np.int32), device=device))
-        self.register_buffer("col_indices", torch.as_tensor(np.array(cols, dtype=np.int32), device=device))
+        if self._nnz:
+            sparse = SparseLinear.__new__(SparseLinear)
+            StructuredLinear.__init__(sparse, self.in_features, self.out_features, False, device=device, dtype=dtype)
+            sparse._set_structure([(crow, col, (self.out_features, self.in_features))], device, dtype)
+            self.sparse = sparse
+        else:
+            self.sparse = None
 
     @property
     def rank(self) -> int:
@@ -93,51 +99,59 @@ class LowRankSparseLinear(StructuredLinear):
         """Uniform values with ``Var(y) = Var(x) / 3`` (``nn.Linear``'s), half from each part when both exist."""
         generator = torch.Generator().manual_seed(seed)
         parts = (self.rank > 0) + (self.nnz > 0)
+
+        def uniform(tensor, bound):
+            sample = torch.empty(tensor.shape, dtype=torch.float64).uniform_(-bound, bound, generator=generator)
+            tensor.copy_(sample.to(tensor.dtype))
+
         with torch.no_grad():
             if self.rank:
-                bound_v = math.sqrt(3.0 / self.in_features)
-                bound_u = math.sqrt(1.0 / (parts * self.rank))  # Var U = 1 / (3 · parts · rank)
-                self.V.copy_(torch.empty(self.V.shape, dtype=torch.float64).uniform_(-bound_v, bound_v,
-                                                                                    generator=generator))
-                self.U.copy_(torch.empty(self.U.shape, dtype=torch.float64).uniform_(-bound_u, bound_u,
-                                                                                    generator=generator))
+                uniform(self.V, math.sqrt(3.0 / self.in_features))
+                uniform(self.U, math.sqrt(1.0 / (parts * self.rank)))    # Var U = 1 / (3 · parts · rank)
             if self.nnz:
-                per_row = self.nnz / self.out_features
-                bound = math.sqrt(1.0 / (parts * per_row))  # Var s = 1 / (3 · parts · per_row)
-                self.values.copy_(torch.empty(self.nnz, dtype=torch.float64).uniform_(-bound, bound,
-                                                                                     generator=generator))
+                uniform(self.sparse.values[0], math.sqrt(self.out_features / (parts * self.nnz)))
         self.reset_bias()
 
-    def sparse_weight(self) -> torch.Tensor:
-        """``S`` as a dense ``(out_features, in_features)`` tensor, through autograd."""
-        dense = self.values.new_zeros(self.out_features, self.in_features)
-        return dense.index_put((self.row_indices, self.col_indices), self.values)
+    # ---------------------------------------------------------------- the three paths
+    def _low(self, x):
+        return (x @ self.V) @ self.U.T
+
+    def _combine(self, x, sparse_product):
+        if not self.nnz:
+            return self._low(x)
+        y = sparse_product(x)
+        return y + self._low(x) if self.rank else y
 
     def _weight_product(self, x):
-        y = x @ self.sparse_weight().T if self.nnz else None
-        if self.rank:
-            low = (x @ self.V) @ self.U.T
-            y = low if y is None else y + low
-        return y
+        return self._combine(x, lambda x: self.sparse._weight_product(x))
 
-    def to_matrix(self) -> LowRankSparse:
-        rows = self.row_indices.detach().cpu().numpy().astype(np.int64)
-        indptr = np.zeros(self.out_features + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=self.out_features), out=indptr[1:])
-        return LowRankSparse.from_csr(self.U.detach().cpu().double().numpy(), self.V.detach().cpu().double().numpy(),
-                                      indptr, self.col_indices.detach().cpu().numpy(),
-                                      self.values.detach().cpu().double().numpy())
+    def _train_product(self, x):
+        return self._combine(x, lambda x: self.sparse._train_product(x))
+
+    def _fast_product(self, x):
+        return self._combine(x, lambda x: self.sparse._fast_product(x))
+
+    # ---------------------------------------------------------------- matrices
+    def to_matrix(self, dtype=np.float64) -> LowRankSparse:
+        m, n = self.out_features, self.in_features
+        if self.nnz:
+            indptr, indices, data, _ = self.sparse.to_matrix(dtype).csr_factors()[0]
+        else:
+            indptr, indices, data = np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        U = self.U.detach().cpu().double().numpy()
+        V = self.V.detach().cpu().double().numpy()
+        return LowRankSparse.from_csr(U, V, indptr, indices, data, dtype=dtype)
 
     @classmethod
     def _build_from_matrix(cls, M: LowRankSparse, bias, device, dtype):
         layer = cls.__new__(cls)
         StructuredLinear.__init__(layer, M.shape[1], M.shape[0], bias, device=device, dtype=dtype)
-        rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
-        layer._set_structure(M.rank, rows, M.indices, device, dtype)
+        layer._set_structure(M.rank, M.indptr, M.indices, device, dtype)
         with torch.no_grad():
             layer.U.copy_(torch.from_numpy(np.array(M.U, dtype=np.float64)))
             layer.V.copy_(torch.from_numpy(np.array(M.V, dtype=np.float64)))
-            layer.values.copy_(torch.from_numpy(np.array(M.data, dtype=np.float64)))
+            if M.nnz:
+                layer.sparse.values[0].copy_(torch.from_numpy(np.array(M.data, dtype=np.float64)))
         return layer
 
     def _structure_repr(self) -> str:

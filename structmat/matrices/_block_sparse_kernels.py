@@ -80,3 +80,4 @@ def block_energies(W: np.ndarray, block_shape: tuple[int, int]) -> np.ndarray:
     padded = np.zeros((mb * br, nb * bc), dtype=W.dtype)
     padded[:m, :n] = W
     return np.einsum("arbc,arbc->ab", padded.reshape(mb, br, nb, bc), padded.reshape(mb, br, nb, bc))
+

@@ -1,4 +1,6 @@
-"""LowRankSparseLinear and BlockSparseLinear: exports, index buffers, fresh layers, edge blocks, whole models."""
+"""LowRankSparseLinear and BlockSparseLinear: index buffers, the ELLPACK export path, fresh layers, edge blocks,
+whole models (the registry-wide path, dtype and export checks are in test_layer_conformance, test_layer_paths and
+test_export)."""
 
 import numpy as np
 import pytest
@@ -22,31 +24,28 @@ def layer_and_matrix(request):
     return layer_from_matrix(M, np.arange(13.0)), M
 
 
-def test_index_buffers_are_int32_and_state_dict_round_trips(layer_and_matrix):
+def test_index_buffers_are_compact_and_state_dict_round_trips(layer_and_matrix):
     layer, M = layer_and_matrix
     buffers = dict(layer.named_buffers())
-    assert buffers and all(b.dtype == torch.int32 for b in buffers.values())
+    assert buffers and all(b.dtype in (torch.int16, torch.int32) for b in buffers.values())
+    assert sum(b.numel() for b in buffers.values()) == M.nindices
     twin = layer_from_matrix(M.scaled(0.0) if M.family == "block_sparse" else M, np.zeros(13))
     twin.load_state_dict(layer.state_dict())
     x = torch.randn(4, 21)
     torch.testing.assert_close(twin(x), layer(x))
 
 
-def test_torch_export_with_a_dynamic_batch(layer_and_matrix, one_torch_thread):
+def test_traced_path_matches_the_dense_product(layer_and_matrix, one_torch_thread):
+    """The ELLPACK path taken while tracing (uneven block-rows padded in the graph) and the scatter-add path."""
+    from structmat.layers.export import trace_module
+
     layer, M = layer_and_matrix
-    batch = torch.export.Dim("batch")
-    program = torch.export.export(layer, (torch.randn(5, 21),), dynamic_shapes={"input": {0: batch}})
-    x = torch.randn(9, 21)
-    torch.testing.assert_close(program.module()(x), layer(x))
-    expected = x.double().numpy() @ M.to_dense().T + np.arange(13.0)
-    np.testing.assert_allclose(program.module()(x).detach().numpy(), expected, rtol=1e-5, atol=1e-4)
-
-
-def test_jit_trace(layer_and_matrix):
-    layer, _ = layer_and_matrix
-    traced = torch.jit.trace(layer, (torch.randn(3, 21),))
     x = torch.randn(6, 21)
-    torch.testing.assert_close(traced(x), layer(x))
+    expected = x.double().numpy() @ M.to_dense().T + np.arange(13.0)
+    traced = trace_module(layer, torch.randn(3, 21))
+    np.testing.assert_allclose(traced(x).detach().numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose((layer._weight_product(x) + layer.bias).detach().numpy(), expected, rtol=1e-5,
+                               atol=1e-4)
 
 
 def test_gradients_reach_only_stored_values(layer_and_matrix):
@@ -62,9 +61,13 @@ def test_block_edges_stay_unused():
     layer = layer_from_matrix(M)
     with torch.no_grad():
         layer.values.add_(1.0)  # training could not touch the entries past the edges; make sure they are ignored
-    back = layer.to_matrix()
-    assert back.nblocks == M.nblocks
-    np.testing.assert_allclose(back.to_dense(), layer.sparse_weight().detach().double().numpy(), rtol=1e-6)
+        x = torch.randn(3, 21)
+        back = layer.to_matrix()
+        assert back.nblocks == M.nblocks
+        dense = torch.from_numpy(back.to_dense()).float()
+        np.testing.assert_allclose(back.to_dense(), layer.sparse_weight().double().numpy(), rtol=1e-6)
+        torch.testing.assert_close(layer._weight_product(x), x @ dense.T, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer(x), x @ dense.T, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs", [dict(rank=0, nnz=50), dict(rank=3, nnz=0), dict(rank=2)])
@@ -72,11 +75,16 @@ def test_fresh_lowrank_sparse_layer(kwargs):
     layer = LowRankSparseLinear(40, 30, **kwargs)
     M = layer.to_matrix()
     assert M.rank == kwargs["rank"] and M.nnz == kwargs.get("nnz", 2 * 70) and layer.nparams == M.nparams
-    assert len(set(layer.row_indices.tolist())) == min(30, M.nnz)  # at least one value per row where it can
+    assert np.count_nonzero(np.diff(M.indptr)) == min(30, M.nnz)  # at least one value per row where it can
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), x @ torch.from_numpy(M.to_dense()).float().T + layer.bias)
     with pytest.raises(ValueError, match="rank >= 1 or nnz >= 1"):
         LowRankSparseLinear(40, 30, rank=0, nnz=0)
-    with pytest.raises(ValueError, match="rank must be <="):
+    with pytest.raises(ValueError, match="rank must be <= 30"):
         LowRankSparseLinear(40, 30, rank=31)
+    with pytest.raises(ValueError, match="nnz must be <= 1200"):
+        LowRankSparseLinear(40, 30, rank=1, nnz=1201)
 
 
 def test_fresh_block_sparse_layer():
