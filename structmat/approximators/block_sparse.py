@@ -29,6 +29,7 @@ import numpy as np
 from structmat._validation import check_weight
 from structmat.approximators.budget_units import limit_description, resolve_limit
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.sparse_least_squares import LEAST_SQUARES_RIDGE, SecondMoment, top_mask
 from structmat.matrices._block_sparse_kernels import block_energies
 from structmat.matrices.block_sparse import BlockSparse, _check_block_shape, block_grid
@@ -59,6 +60,7 @@ def _smallest_budget(shape, block_shapes, unit) -> tuple[int, tuple[int, int]]:
     return min(costs)
 
 
+@guarded_fit
 def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RIDGE, block_shape=None,
                      block_shapes=DEFAULT_BLOCK_SHAPES, unit: str = "params", progress: bool = False) -> BlockSparse:
     """Keep the blocks of largest energy of ``W`` under ``budget``, choosing the block shape.

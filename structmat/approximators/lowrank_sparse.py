@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from structmat._validation import check_positive_int, check_weight
 from structmat.approximators.budget_units import limit_description, resolve_limit
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices.lowrank_sparse import LowRankSparse
 from structmat.approximators.sparse_least_squares import LEAST_SQUARES_RIDGE
@@ -148,6 +149,7 @@ def _candidate_ranks(r_max: int) -> list[int]:
     return sorted({0} | {round(r_max / 2**j) for j in range(GRID_HALVINGS)})
 
 
+@guarded_fit
 def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RIDGE, rank=None,
                        unit: str = "params", max_iter: int = MAX_ITERATIONS, tol: float = TOLERANCE,
                        progress: bool = False) -> LowRankSparse:
