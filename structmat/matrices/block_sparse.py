@@ -181,8 +181,9 @@ class BlockSparse(StructuredMatrix):
         """``factor · M``: every block multiplied by ``factor`` (same structure)."""
         factor = float(factor)
         if not np.isfinite(factor):
-            raise ValueError(f"factor must be finite; got {factor}")
-        return type(self)(self.shape, self.indptr, self.indices, self.values * factor, dtype=self.dtype)
+            raise ValueError(f"factor must be a finite real number; got {factor}")
+        return type(self)(self.shape, self.indptr, self.indices, self.values * self.dtype.type(factor),
+                          dtype=self.dtype)
 
     # ---------------------------------------------------------------- products
     def _matmat(self, X):

@@ -141,12 +141,15 @@ class LowRankSparse(StructuredMatrix):
         return LowRank(self.U, self.V, dtype=self.dtype) if self.rank else None
 
     def scaled(self, factor: float) -> "LowRankSparse":
-        """``factor · M``: ``U`` and the values of ``S`` multiplied by ``factor`` (same structure)."""
+        """``factor · M`` in the same structure: ``S``'s values times ``factor``, and ``U``, ``V`` times
+        ``sqrt(|factor|)`` (with the sign on ``U``) as :meth:`LowRank.scaled` does, so balanced factors stay
+        balanced (exact for even powers of two)."""
         factor = float(factor)
         if not np.isfinite(factor):
-            raise ValueError(f"factor must be finite; got {factor}")
-        return type(self).from_csr(self.U * factor, self.V, self.indptr, self.indices, self.data * factor,
-                                   dtype=self.dtype)
+            raise ValueError(f"factor must be a finite real number; got {factor}")
+        root = self.dtype.type(np.sqrt(abs(factor)))
+        return type(self).from_csr(self.U * (root if factor >= 0 else -root), self.V * root, self.indptr,
+                                   self.indices, self.data * self.dtype.type(factor), dtype=self.dtype)
 
     # ---------------------------------------------------------------- products
     def _matmat(self, X):
