@@ -1,11 +1,12 @@
 """``LowRankSparseLinear``: ``y = (x V) Uᵀ + x Sᵀ + b``, a low-rank part plus a sparse part with a fixed support.
 
-``U`` and ``V`` are parameters; ``S`` is a :class:`~structmat.layers.sparse_product.SparseLinear` held as the child
-module ``sparse`` (no bias), whose values are a parameter vector on int32 CSR index buffers. Each of the three paths
-of :class:`~structmat.layers.base.StructuredLinear` is the two parts' own: two thin products for ``U Vᵀ``, and the
+``U`` and ``V`` are parameters; ``S`` is held as the one factor of a
+:class:`~structmat.layers.sparse_product.SparseProductLinear`, which this layer extends: its values are the parameter
+vector ``values.0`` on the int32 CSR index buffers ``crow_0`` and ``col_0``. Each of the three paths of
+:class:`~structmat.layers.base.StructuredLinear` is the two parts' own: two thin products for ``U Vᵀ``, and the
 sparse layer's plain (gather and scatter-add; ELLPACK while tracing), training (CSR products with a sparse backward)
 or inference (torch's CSR kernels) path for ``S``. The dense weight is never formed. A part that is empty
-(``rank = 0`` or ``nnz = 0``) costs nothing and is not stored.
+(``rank = 0`` or ``nnz = 0``) costs nothing, and an empty ``S`` stores no indices.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear, check_structure_size
-from structmat.layers.sparse_product import SparseLinear
+from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size
+from structmat.layers.sparse_product import SparseProductLinear
 from structmat.matrices.lowrank_sparse import LowRankSparse
 
 __all__ = ["LowRankSparseLinear"]
@@ -37,7 +38,7 @@ def random_support(shape: tuple[int, int], count: int, rng) -> tuple[np.ndarray,
     return crow, cols
 
 
-class LowRankSparseLinear(StructuredLinear):
+class LowRankSparseLinear(SparseProductLinear):
     """A linear layer with weight ``U Vᵀ + S``: ``U`` (out_features, rank), ``V`` (in_features, rank), and ``S``
     holding ``nnz`` trainable values at fixed positions.
 
@@ -60,10 +61,11 @@ class LowRankSparseLinear(StructuredLinear):
     """
 
     family = "lowrank_sparse"
+    _matrix_class = LowRankSparse
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int, nnz: int | None = None,
                  seed: int = 0, device=None, dtype=None) -> None:
-        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        StructuredLinear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
         rank = check_structure_size(check_positive_int(rank, "rank", minimum=0), "rank",
                                     min(in_features, out_features), "min(in_features, out_features)")
         size = in_features * out_features
@@ -79,13 +81,8 @@ class LowRankSparseLinear(StructuredLinear):
         self._rank, self._nnz = int(rank), int(len(col))  # plain ints: the paths branch on them while tracing
         self.U = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=dtype))
         self.V = nn.Parameter(torch.zeros(self.in_features, rank, device=device, dtype=dtype))
-        if self._nnz:
-            sparse = SparseLinear.__new__(SparseLinear)
-            StructuredLinear.__init__(sparse, self.in_features, self.out_features, False, device=device, dtype=dtype)
-            sparse._set_structure([(crow, col, (self.out_features, self.in_features))], device, dtype)
-            self.sparse = sparse
-        else:
-            self.sparse = None
+        shape = (self.out_features, self.in_features)
+        SparseProductLinear._set_structure(self, [(crow, col, shape)] if self._nnz else [], device, dtype)
 
     @property
     def rank(self) -> int:
@@ -109,7 +106,7 @@ class LowRankSparseLinear(StructuredLinear):
                 uniform(self.V, math.sqrt(3.0 / self.in_features))
                 uniform(self.U, math.sqrt(1.0 / (parts * self.rank)))    # Var U = 1 / (3 · parts · rank)
             if self.nnz:
-                uniform(self.sparse.values[0], math.sqrt(self.out_features / (parts * self.nnz)))
+                uniform(self.values[0], math.sqrt(self.out_features / (parts * self.nnz)))
         self.reset_bias()
 
     # ---------------------------------------------------------------- the three paths
@@ -123,19 +120,22 @@ class LowRankSparseLinear(StructuredLinear):
         return y + self._low(x) if self.rank else y
 
     def _weight_product(self, x):
-        return self._combine(x, lambda x: self.sparse._weight_product(x))
+        return self._combine(x, lambda x: SparseProductLinear._weight_product(self, x))
 
     def _train_product(self, x):
-        return self._combine(x, lambda x: self.sparse._train_product(x))
+        if x.dtype not in FAST_DTYPES:  # the CSR kernels have no reduced-precision versions: the sparse plain path
+            return self._weight_product(x)
+        return self._combine(x, lambda x: SparseProductLinear._train_product(self, x))
 
     def _fast_product(self, x):
-        return self._combine(x, lambda x: self.sparse._fast_product(x))
+        return self._combine(x, lambda x: SparseProductLinear._fast_product(self, x))
 
     # ---------------------------------------------------------------- matrices
     def to_matrix(self, dtype=np.float64) -> LowRankSparse:
         m, n = self.out_features, self.in_features
         if self.nnz:
-            indptr, indices, data, _ = self.sparse.to_matrix(dtype).csr_factors()[0]
+            crow, col = (t.detach().cpu().numpy() for t in self._factor(0))
+            indptr, indices, data = crow, col, self.values[0].detach().cpu().double().numpy()
         else:
             indptr, indices, data = np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
         U = self.U.detach().cpu().double().numpy()
@@ -151,7 +151,7 @@ class LowRankSparseLinear(StructuredLinear):
             layer.U.copy_(torch.from_numpy(np.array(M.U, dtype=np.float64)))
             layer.V.copy_(torch.from_numpy(np.array(M.V, dtype=np.float64)))
             if M.nnz:
-                layer.sparse.values[0].copy_(torch.from_numpy(np.array(M.data, dtype=np.float64)))
+                layer.values[0].copy_(torch.from_numpy(np.array(M.data, dtype=np.float64)))
         return layer
 
     def _structure_repr(self) -> str:
