@@ -227,6 +227,42 @@ def _run_bench_c(args):
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ bench-budgets
+def _add_bench_budgets(sub):
+    p = sub.add_parser("bench-budgets", help="error at equal parameters and at equal bytes (indices counted)",
+                       description="Fit every matrix with every family at every share twice: with at most that "
+                                   "share of the dense parameters, and with at most that share of the dense float32 "
+                                   "bytes (values plus int32 indices); write equal_budgets.csv and "
+                                   "equal_budgets.png. Reruns resume from the CSV unless --no-resume.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", nargs="+", type=float, default=list(DEMO_BUDGETS),
+                   help="shares in (0, 1] (default: 0.1 0.25 0.5)")
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="FAMILY.KEY=VALUE",
+                   help="a fit option for one family, e.g. block_sparse.block_shape=[1,8] (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in the CSV")
+
+
+def _run_bench_budgets(args):
+    from structmat.benchmarks.equal_budgets import plot_equal_budgets, run_equal_budgets
+    from structmat.benchmarks.results import format_table
+
+    families = family_names(args)
+    options = {f: {} for f in families}
+    for key, value in args.option:
+        family, dot, name = key.partition(".")
+        if not dot or family not in options:
+            raise UserError(f"--option {key}: expected FAMILY.KEY=VALUE with FAMILY one of {families}")
+        options[family][name] = value
+    out = output_dir(args, "bench-budgets")
+    rows = run_equal_budgets(load_matrices(args.matrix), families, args.budget, options=options,
+                             csv_path=out / "equal_budgets.csv", resume=not args.no_resume, progress=not args.quiet)
+    print(format_table(rows, ["matrix", "family", "unit", "share", "nparams", "params_share", "byte_share",
+                              "relative_error", "fit_seconds", "status"]))
+    if any(r["status"] == "ok" for r in rows):
+        plot_equal_budgets(rows, out / "equal_budgets.png")
+    print(f"wrote {out / 'equal_budgets.csv'} and {out / 'equal_budgets.png'}")
+
+
 # ------------------------------------------------------------------------------------------------ speed-labels
 def _add_speed_labels(sub):
     p = sub.add_parser("speed-labels", help="write the measured speed labels shown by `structmat families`",
@@ -259,6 +295,7 @@ BENCHMARK_COMMANDS = {
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "bench-budgets": (_add_bench_budgets, _run_bench_budgets),
     "bench-threads": (_add_bench_threads, _run_bench_threads),
     "speed-labels": (_add_speed_labels, _run_speed_labels),
 }
