@@ -77,7 +77,7 @@ FAMILIES: dict[str, Family] = {
 
 #: Families that represent every rank-r matrix ``U Vᵀ`` exactly at its own count ``r (m + n)`` (Monarch with one
 #: block per side, SSS with two stages, a hierarchical matrix with one leaf, a product ``[U 0] [V 0]ᵀ`` of two
-#: sparse factors). Their fits keep that member among their candidates, so they are never worse than ``lowrank``
+#: sparse factors, low rank plus an empty sparse part). Their fits keep that member among their candidates, so they are never worse than ``lowrank``
 #: at the same budget, with or without inputs. One name per line: add a family here when it contains low rank.
 CONTAINS_LOWRANK = frozenset({
     "lowrank",
@@ -87,6 +87,7 @@ CONTAINS_LOWRANK = frozenset({
     "hedlr",
     "hmatrix",
     "sparse_product",
+    "lowrank_sparse",
 })
 
 
