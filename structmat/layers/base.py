@@ -170,6 +170,9 @@ class StructuredLinear(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects input of shape (..., {self.in_features}); got {tuple(input.shape)}"
             )
+        if not input.is_floating_point():  # as nn.Linear: an integer or complex input is not silently cast
+            raise TypeError(f"{type(self).__name__} expects a floating-point input (float32, float64, bfloat16 or "
+                            f"float16); got {input.dtype}")
         lead = input.shape[:-1]
         x = input if input.dim() == 2 else (input.unsqueeze(0) if input.dim() == 1 else input.flatten(0, -2))
         if is_tracing():
@@ -243,6 +246,8 @@ class StructuredLinear(nn.Module):
         layer = cls._build_from_matrix(M, bias is not None, device, dtype)
         if bias is not None:
             b = torch.as_tensor(np.asarray(bias.detach().cpu() if torch.is_tensor(bias) else bias))
+            if b.is_complex() or not (b.is_floating_point() or b.dtype in (torch.int32, torch.int64)):
+                raise TypeError(f"bias must hold real numbers; got dtype {b.dtype}")
             if tuple(b.shape) != (M.shape[0],):
                 raise ValueError(f"bias must have shape ({M.shape[0]},) to match M of shape {M.shape}; got {tuple(b.shape)}")
             with torch.no_grad():

@@ -116,21 +116,6 @@ def _run_case(request, family, data, layers):
         recorder.call(case, lambda: layer(x), errors=errors, check=lambda y: _compare(y, reference, x, weight))
 
 
-#: Cases that fail inside structmat/layers/, which another engineer owns and is rewriting; they run, and are expected
-#: to fail (not strictly) until that work lands. Keep this list to what fails on main.
-LAYER_OWNER_FIXING = {
-    "empty batch": set(),
-    "complex bias": set(FAMILY_NAMES),
-    "integer or complex input": {"toeplitz_like", "ldr"},
-}
-
-
-def _families(case: str):
-    return [pytest.param(f, marks=pytest.mark.xfail(strict=False, reason=f"{case}: fixed in structmat/layers/ by "
-                                                                          "the layer engineer"))
-            if f in LAYER_OWNER_FIXING[case] else f for f in FAMILY_NAMES]
-
-
 @pytest.fixture(scope="module")
 def layers():
     return {family: _layer(family) for family in FAMILY_NAMES}
@@ -151,7 +136,7 @@ def test_bad_layer_inputs_long(request, family, data, layers):
     _run_case(request, family, data, layers)
 
 
-@pytest.mark.parametrize("family", _families("empty batch"))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_empty_batch(request, family, layers):
     """``nn.Linear`` maps a batch of 0 rows to 0 rows; so must every structured layer."""
     recorder = Recorder(request, "layer inputs")
@@ -161,7 +146,7 @@ def test_empty_batch(request, family, layers):
                   check=lambda y: _compare(y, torch.nn.functional.linear(x, weight, bias), x, weight))
 
 
-@pytest.mark.parametrize("family", _families("complex bias"))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_complex_bias_is_refused(request, family):
     """A complex bias must not silently lose its imaginary part."""
     recorder = Recorder(request, "layer inputs")
@@ -171,7 +156,7 @@ def test_complex_bias_is_refused(request, family):
                   check=lambda layer: "kept only the real part of a complex bias")
 
 
-@pytest.mark.parametrize("family", _families("integer or complex input"))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_integer_boolean_and_complex_inputs(request, family, layers):
     """``nn.Linear`` refuses integer, boolean and complex inputs; a layer may refuse them too, or apply its linear map
     to them (to the same values in float32, or to real and imaginary parts), never computing something else."""
