@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_matrix_args, family_names,
-                                  load_matrices, output_dir, parse_budget, parse_option)
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_executor_args, add_matrix_args,
+                                  executor_args, family_names, load_matrices, output_dir, parse_budget, parse_option)
 
 __all__ = ["BENCHMARK_COMMANDS"]
 
@@ -14,12 +14,18 @@ __all__ = ["BENCHMARK_COMMANDS"]
 def _add_sweep(sub):
     p = sub.add_parser("sweep", help="error vs parameters for matrices x families x budgets",
                        description="Fit every matrix with every family at every budget; write sweep.csv and "
-                                   "sweep.png. Reruns resume from the CSV unless --no-resume.")
+                                   "sweep.png. Reruns resume from the CSV unless --no-resume. The cells run on "
+                                   "--jobs local worker processes (one thread each) or on a Dask cluster (--dask); "
+                                   "the CSV is the same whichever runs them, apart from the measured fit_seconds.")
     add_matrix_args(p)
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in sweep.csv")
     p.add_argument("--save-matrices", action="store_true", help="also save every fitted matrix in OUTPUT/matrices")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="kill a fit still running after this many seconds and record it as 'timed out' (a rerun "
+                        "tries it again); each limited fit runs in its own process")
+    add_executor_args(p)
 
 
 def _run_sweep(args):
@@ -27,9 +33,12 @@ def _run_sweep(args):
     from structmat.benchmarks.sweep import plot_sweep, run_sweep
 
     out = output_dir(args, "sweep")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be > 0 seconds; got {args.time_limit:g}")
     rows = run_sweep(load_matrices(args.matrix), family_names(args), args.budget, csv_path=out / "sweep.csv",
                      resume=not args.no_resume, progress=not args.quiet,
-                     save_dir=(out / "matrices") if args.save_matrices else None)
+                     save_dir=(out / "matrices") if args.save_matrices else None, time_limit=args.time_limit,
+                     **executor_args(args))
     print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
                               "fit_seconds", "status"]))
     if any(r["status"] == "ok" for r in rows):
