@@ -97,7 +97,9 @@ def _add_bench_c(sub):
     p = sub.add_parser("bench-c", help="single-core C speed of structured vs dense products",
                        description="Fit W with each family at each budget, time y = W x in C on one core (batch 1) "
                                    "against the dense C loop and NumPy's one-thread BLAS, check every C output "
-                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
+                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png. The fits "
+                                   "run on --jobs workers (or --dask) and all finish before the first product is "
+                                   "timed.")
     p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
                                              "(.npz), which is timed as it is")
     p.add_argument("--family", "-f", nargs="+", action="extend",
@@ -113,6 +115,7 @@ def _add_bench_c(sub):
     p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
     p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default: {DEFAULT_OUTPUT}/bench-c)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_executor_args(p, what="fits")
 
 
 def _run_bench_c(args):
@@ -146,7 +149,7 @@ def _run_bench_c(args):
         rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
                                repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
                                csv_path=out / "bench_c.csv", json_path=out / "bench_c.json",
-                               progress=not args.quiet)
+                               progress=not args.quiet, **executor_args(args))
     except (CompilerError, OutputMismatchError) as exc:
         raise UserError(str(exc)) from None
     print(format_table(rows, ["matrix", "family", "implementation", "budget", "nparams", "share", "median_ns",
