@@ -65,7 +65,7 @@ def _budget_key(budget) -> str:
 
 def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: Sequence, *, csv_path=None,
               save_dir=None, resume: bool = True, progress: bool = False, one_thread: bool = True, jobs: int = 1,
-              executor=None, time_limit: float | None = None, seed: int | None = 0) -> list[dict]:
+              executor=None, time_limit: float | None = None, seed: int | None = 0, on_result=None) -> list[dict]:
     """Fit every matrix with every family at every budget and record the results.
 
     Parameters
@@ -90,6 +90,9 @@ def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: S
     seed : int or None
         Passed to every fit that takes a ``seed`` (randomized SVDs, orderings) unless its variant sets one, so
         that a sweep gives the same rows every time; None leaves the families' own defaults.
+    on_result : callable, optional
+        Called in this process with each cell's :class:`~structmat.parallel.TaskResult` as it arrives (where and
+        when it ran: ``worker``, ``started``, ``finished``), before its row is written.
 
     Returns
     -------
@@ -120,6 +123,8 @@ def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: S
     for result in run_grid(tasks, jobs=jobs, executor=executor, time_limit=time_limit,
                            threads=1 if one_thread else None, progress=progress, description="sweep"):
         name, variant_name, budget_key = result.key
+        if on_result is not None:
+            on_result(result)
         if result.ok:
             row = dict(result.value)
             matrix_bytes = row.pop("matrix_npz", None)

@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = {
     **MATRIX_COMMANDS,  # approximate, info, families
-    **BENCHMARK_COMMANDS,  # sweep, bench-layers, bench-rsvd, bench-c
+    **BENCHMARK_COMMANDS,  # sweep, bench-layers, bench-rsvd, bench-c, bench-parallel
     **FEATURE_COMMANDS,  # features, finetune, demo
     **SSS_COMMANDS,  # bench-sss
     **PYFAUST_COMMANDS,  # bench-pyfaust

@@ -1,4 +1,5 @@
-"""``structmat sweep``, ``bench-layers``, ``bench-rsvd`` and ``bench-c``: error and speed across families."""
+"""``structmat sweep``, ``bench-layers``, ``bench-rsvd``, ``bench-c`` and ``bench-parallel``: error and speed across
+families, and what parallel runs buy."""
 
 from __future__ import annotations
 
@@ -159,9 +160,43 @@ def _run_bench_c(args):
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ bench-parallel
+def _add_bench_parallel(sub):
+    p = sub.add_parser("bench-parallel", help="the same sweep serially, on a process pool and on Dask: wall times",
+                       description="Run one sweep once per --run (from scratch, one after the other): serially, on "
+                                   "a local pool of N worker processes, on a Dask LocalCluster of N single-threaded "
+                                   "workers. Write parallel.csv (wall time, ratio to serial, per-task costs beyond "
+                                   "the fits, same rows as serial?), tasks.csv (when and where every cell ran) and "
+                                   "parallel.png (a timeline per run).")
+    p.add_argument("--matrix", "-m", action="append", default=None,
+                   help="weight spec (repeatable; default efficientnet_lite0:all)")
+    p.add_argument("--family", "-f", action="append", help="family (repeatable; default: every structured family)")
+    p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
+                   help="budgets (default: 0.1 0.25 0.5)")
+    p.add_argument("--run", nargs="+", dest="runs", default=["serial", "processes:2", "dask-local:8"],
+                   help="runs in order: serial, processes:N, dask-local:N (default: serial processes:2 dask-local:8)")
+    p.add_argument("--output-dir", "-o", help=f"directory for CSVs and PNG (default: {DEFAULT_OUTPUT}/bench-parallel)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _run_bench_parallel(args):
+    from structmat.benchmarks.parallel_bench import PARALLEL_COLUMNS, parse_run, run_parallel_benchmark
+    from structmat.benchmarks.results import format_table
+
+    for run in args.runs:
+        parse_run(run)
+    out = output_dir(args, "bench-parallel")
+    summary, _ = run_parallel_benchmark(load_matrices(args.matrix or ["efficientnet_lite0:all"]),
+                                        family_names(args), args.budget, args.runs, output_dir=out,
+                                        progress=not args.quiet)
+    print(format_table(summary, [c for c in PARALLEL_COLUMNS if c not in ("executor",)]))
+    print(f"wrote {out / 'parallel.csv'}, {out / 'tasks.csv'} and {out / 'parallel.png'}")
+
+
 BENCHMARK_COMMANDS = {
     "sweep": (_add_sweep, _run_sweep),
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "bench-parallel": (_add_bench_parallel, _run_bench_parallel),
 }
