@@ -58,7 +58,7 @@ def dask_client(target, *, jobs: int, threads):
     with contextlib.ExitStack() as stack:
         if target == "local":
             cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
                 silence_logs=logging.ERROR, env=thread_environment(threads)))
             client = stack.enter_context(distributed.Client(cluster))
         else:

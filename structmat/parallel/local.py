@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -52,9 +53,20 @@ def run_serial(items: Iterable[WorkItem], *, threads, time_limit) -> Iterator[Ta
         yield run_task(item.index, item.task, threads, time_limit, item.arrays)
 
 
-def lost_result(item: WorkItem, attempts: int, reason: str) -> TaskResult:
-    return TaskResult(index=item.index, key=item.key, status="lost", error_type="WorkerDied", attempts=attempts,
-                      message=f"the worker process running it died {attempts} times ({reason})")
+def lost_result(item: WorkItem, deaths: int, reason: str, attempts: int | None = None) -> TaskResult:
+    return TaskResult(index=item.index, key=item.key, status="lost", error_type="WorkerDied",
+                      attempts=deaths if attempts is None else attempts,
+                      message=f"the worker process running it died {deaths} times ({reason})")
+
+
+def _death_reason(exc: BaseException) -> str:
+    """What loky says about a dead worker, short: its exit code or signal, e.g. "exit code SIGKILL(-9)"."""
+    text = str(exc)
+    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", text)
+    if codes:
+        return f"exit code {codes.group(1)}; a signal such as SIGKILL often means the machine ran out of memory"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def run_processes(items: Iterable[WorkItem], *, jobs: int, threads, time_limit,
@@ -93,7 +105,7 @@ def run_processes(items: Iterable[WorkItem], *, jobs: int, threads, time_limit,
                     result = future.result()
                 except BrokenProcessPool as exc:
                     lost.append(item)
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    reason = _death_reason(exc)
                     continue
                 yield dataclasses.replace(result, attempts=attempts[item.index])
             if not lost:
@@ -118,7 +130,7 @@ def run_processes(items: Iterable[WorkItem], *, jobs: int, threads, time_limit,
             deaths[item.index] += 1
             if deaths[item.index] >= max_worker_deaths:
                 logger.warning("task %s: its worker died %d times; giving up on it", item.key, deaths[item.index])
-                yield lost_result(item, attempts[item.index], reason)
+                yield lost_result(item, deaths[item.index], reason, attempts[item.index])
             else:
                 logger.warning("task %s: its worker died (%s); running it again", item.key, reason)
                 suspects.appendleft(item)

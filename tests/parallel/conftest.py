@@ -10,7 +10,7 @@ def dask_client():
     distributed = pytest.importorskip("distributed")
     from structmat.parallel.tasks import thread_environment
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=logging.ERROR, env=thread_environment(1)) as cluster, \
             distributed.Client(cluster) as client:
         yield client

@@ -63,7 +63,8 @@ def test_a_killed_pool_worker_costs_a_rerun_of_its_task_only(tmp_path):
 def test_a_task_that_always_kills_its_worker_is_reported_lost():
     tasks = [Task(f"{T}:always_die", key=("killer",)), Task(f"{T}:square", {"x": 3})]
     results = {r.index: r for r in run_grid(tasks, jobs=2, errors="return", max_worker_deaths=2)}
-    assert results[0].status == "lost" and "died 2 times" in results[0].message and results[0].attempts == 2
+    assert results[0].status == "lost" and "died 2 times (exit code SIGKILL(-9)" in results[0].message
+    assert results[0].attempts >= 2  # one more when the other task was running beside it the first time
     assert results[1].ok and results[1].value["square"] == 9
 
 
