@@ -23,7 +23,7 @@ from structmat.parallel.child import run_task
 from structmat.parallel.local import WorkItem, lost_result
 from structmat.parallel.tasks import TaskResult, thread_environment
 
-__all__ = ["DASK_HINT", "import_distributed", "run_dask", "worker_versions"]
+__all__ = ["DASK_HINT", "import_distributed", "run_dask"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +36,6 @@ def import_distributed():
     except ImportError as exc:
         raise ImportError(f"running on Dask needs dask.distributed, which is not installed; {DASK_HINT}") from exc
     return distributed
-
-
-def worker_versions() -> dict:
-    """Run on each worker by :func:`run_dask`: the structmat it imports (None when it cannot)."""
-    try:
-        import structmat
-    except ImportError:
-        return {"structmat": None}
-    return {"structmat": structmat.__version__}
 
 
 @contextlib.contextmanager
@@ -71,14 +62,18 @@ def dask_client(target, *, jobs: int, threads):
 
 
 def _check_workers(client) -> None:
+    """Every worker must import this structmat: asked through the standard library, which any worker can unpickle."""
+    import importlib.metadata
+
     import structmat
 
     client.wait_for_workers(1, timeout=120)
-    versions = client.run(worker_versions)
-    bad = {address: v["structmat"] for address, v in versions.items() if v["structmat"] != structmat.__version__}
+    versions = client.run(importlib.metadata.version, "structmat", on_error="return")
+    bad = {address: (v if isinstance(v, str) else "not installed") for address, v in versions.items()
+           if v != structmat.__version__}
     if bad:
-        raise RuntimeError(f"every Dask worker needs structmat {structmat.__version__} installed; these have "
-                           f"{bad} (None: not importable)")
+        raise ImportError(f"every Dask worker needs structmat {structmat.__version__} installed; these have "
+                           f"{bad}")
     threaded = {address: n for address, n in client.nthreads().items() if n > 1}
     if threaded:
         logger.warning("Dask workers %s run %s threads each: tasks then share a process and their fit times "
