@@ -12,11 +12,12 @@ True
 from structmat.approximators import approximate, fit_dense, fit_lowrank
 from structmat.families import FAMILIES, Family, get_family
 from structmat.matrices import Dense, LowRank, StructmatFileError, StructuredMatrix, load
-from structmat.metrics import relative_error
+from structmat.metrics import output_error, relative_error
+from structmat.statistics import InputStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "approximate", "load", "relative_error", "FAMILIES", "Family", "get_family",
+    "approximate", "load", "relative_error", "output_error", "InputStatistics", "FAMILIES", "Family", "get_family",
     "StructuredMatrix", "Dense", "LowRank", "StructmatFileError", "fit_dense", "fit_lowrank",
 ]

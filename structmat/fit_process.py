@@ -29,18 +29,22 @@ class TimedFit:
     seconds: float
 
 
-def fit_task(W: np.ndarray, family: str, budget, options: dict) -> dict:
-    """The task run in the child: the fitted matrix as ``.npz`` bytes and the seconds the fit took."""
+def fit_task(W: np.ndarray, family: str, budget, options: dict, inputs_npz: bytes | None = None) -> dict:
+    """The task run in the child: the fitted matrix as ``.npz`` bytes and the seconds the fit took.
+    ``inputs_npz`` holds the bytes of an :class:`~structmat.InputStatistics` file (a data-aware fit)."""
     import structmat
     from structmat.parallel import matrix_to_bytes
+    from structmat.parallel.tasks import from_file_bytes
 
+    inputs = None if inputs_npz is None else from_file_bytes(inputs_npz, structmat.InputStatistics.load)
     start = time.perf_counter()
-    M = structmat.approximate(W, family, budget, **options)
+    M = structmat.approximate(W, family, budget, inputs=inputs, **options)
     return {"matrix_npz": matrix_to_bytes(M), "seconds": time.perf_counter() - start}
 
 
-def fit_with_timeout(W, family: str, budget, timeout: float, **options) -> TimedFit:
-    """``structmat.approximate(W, family, budget, **options)`` in a child process, killed after ``timeout`` seconds.
+def fit_with_timeout(W, family: str, budget, timeout: float, *, inputs=None, **options) -> TimedFit:
+    """``structmat.approximate(W, family, budget, inputs=inputs, **options)`` in a child process, killed after
+    ``timeout`` seconds. ``inputs`` (rows or :class:`~structmat.InputStatistics`) crosses as a statistics file.
 
     Raises
     ------
@@ -59,7 +63,13 @@ def fit_with_timeout(W, family: str, budget, timeout: float, **options) -> Timed
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
     W = np.ascontiguousarray(W, dtype=np.float64)
-    task = Task(fit_task, {"W": W, "family": family, "budget": budget, "options": options})
+    arguments = {"W": W, "family": family, "budget": budget, "options": options}
+    if inputs is not None:
+        from structmat.approximators.data_aware import as_statistics
+        from structmat.parallel.tasks import to_file_bytes
+
+        arguments["inputs_npz"] = to_file_bytes(as_statistics(inputs, W.shape[1]))
+    task = Task(fit_task, arguments)
     result = run_in_child(0, task, timeout, threads=1)
     if result.status == "timed out":
         raise FitTimeoutError(f"the {family} fit of a {W.shape[0]}x{W.shape[1]} matrix at budget {budget} did "

@@ -8,8 +8,13 @@ Two studies share one loop (:func:`compare_heads`):
     fine-tuned by distillation from the cached logits; the measure is top-1 *agreement* with the dense head.
 ``objective="labels"``
     a *new* dense head with one output per label is trained with cross-entropy, then each family's head is
-    fitted to it (``init="fit"``) or started fresh (``init="fresh"``) and trained on the labels; the measure is
-    *accuracy*, dense and structured side by side.
+    fitted to it or started fresh (``init="fresh"``) and trained on the labels; the measure is *accuracy*, dense
+    and structured side by side.
+
+Heads start from a fit to the dense head's weight: by default (``init="data-aware"``) a fit to the head's outputs
+on the training rows' features (their :class:`~structmat.InputStatistics`), ``init="plain"`` the Frobenius fit.
+With ``compare_plain`` (the default for data-aware heads) the plain fit is also measured before fine-tuning, so a
+study shows both starts side by side: output error ``‖(W − M) Xᵀ‖_F / ‖W Xᵀ‖_F`` and agreement on held-out rows.
 
 Families come from the registry (:func:`structmat.families.structured_family_names`): a family that joins the
 registry joins the study. A family whose fit or training fails is reported with the error, not raised. Fits run
@@ -43,7 +48,7 @@ __all__ = ["HeadResult", "Study", "compare_heads", "head_task", "STUDY_COLUMNS",
 
 logger = logging.getLogger(__name__)
 
-INITS = ("fit", "fresh")
+INITS = ("data-aware", "plain", "fresh")
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,21 @@ class HeadResult:
     before: Evaluation | None = None
     after: Evaluation | None = None
     finetune: FinetuneResult | None = None
+    output_error: float | None = None        # held-out output error of the fitted start
+    plain_output_error: float | None = None  # the same for the plain (Frobenius) fit, when compared
+    plain_before: Evaluation | None = None
+    plain_fit_seconds: float | None = None
 
     def row(self) -> dict:
         """A flat dict for tables and CSV."""
         ft = self.finetune
         return {
             "family": self.family, "nparams": self.nparams, "share": self.share, "fit_error": self.fit_error,
+            "plain_output_error": self.plain_output_error,
+            "plain_agreement_before": self.plain_before.agreement if self.plain_before else None,
+            "plain_accuracy_before": self.plain_before.accuracy if self.plain_before else None,
+            "plain_fit_seconds": self.plain_fit_seconds,
+            "output_error": self.output_error,
             "agreement_before": self.before.agreement if self.before else None,
             "agreement_after": self.after.agreement if self.after else None,
             "accuracy_before": self.before.accuracy if self.before else None,
@@ -76,16 +90,20 @@ class HeadResult:
         }
 
 
-STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "agreement_before", "agreement_after", "accuracy_before",
-                 "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch", "stop_reason", "status",
-                 "message"]
+STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "plain_output_error", "plain_agreement_before",
+                 "plain_accuracy_before", "plain_fit_seconds", "output_error", "agreement_before", "agreement_after",
+                 "accuracy_before", "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch",
+                 "stop_reason", "status", "message"]
 
 
-def study_columns(objective: str) -> list[str]:
-    """The columns worth printing for an objective."""
-    measure = ["agreement_before", "agreement_after"] if objective == "distill" else ["accuracy_before",
-                                                                                       "accuracy_after"]
-    return ["family", "nparams", "fit_error", *measure, "fit_seconds", "finetune_seconds", "epochs", "status"]
+def study_columns(objective: str, rows: list[dict] | None = None) -> list[str]:
+    """The columns worth printing for an objective (the plain-fit columns only when some row has them)."""
+    measure = "agreement" if objective == "distill" else "accuracy"
+    plain = ["plain_output_error", f"plain_{measure}_before", "plain_fit_seconds"]
+    if rows is not None and not any(r.get(f"plain_{measure}_before") is not None for r in rows):
+        plain = []
+    return ["family", "nparams", *plain, "output_error", f"{measure}_before", f"{measure}_after", "fit_seconds",
+            "finetune_seconds", "epochs", "status"]
 
 
 @dataclass(frozen=True)
@@ -125,18 +143,18 @@ class Study:
         return paths
 
 
-def _fit_head(family, budget, weight, bias, timeout):
-    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` on one thread, in a child process
-    killed after ``timeout`` seconds when ``timeout`` is given."""
+def _fit_head(family, budget, weight, bias, timeout, inputs=None):
+    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` (to its outputs on ``inputs`` when given)
+    on one thread, in a child process killed after ``timeout`` seconds when ``timeout`` is given."""
     if timeout is None:
         t0 = time.perf_counter()
         with single_thread():  # fits are timed on one core, as in the sweeps
-            head = fitted_head(family, budget, weight, bias)
+            head = fitted_head(family, budget, weight, bias, inputs=inputs)
         return head, time.perf_counter() - t0
     from structmat.layers import layer_from_matrix
     from structmat.metrics import relative_error
 
-    timed = fit_with_timeout(weight, family, budget, timeout)
+    timed = fit_with_timeout(weight, family, budget, timeout, inputs=inputs)
     head = layer_from_matrix(timed.matrix, np.asarray(bias, dtype=np.float32))
     head.fit_error = relative_error(weight, timed.matrix)
     return head, timed.seconds
@@ -157,9 +175,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "fit",
-                  config: TrainingConfig | None = None, test_share: float = 0.2, seed: int = 0,
-                  time_budget: float | None = None, fit_timeout: float | None = None,
+def _held_out_output_error(weight, head, test_rows) -> float:
+    from structmat.metrics import output_error
+
+    return output_error(weight, head.to_matrix(), test_rows)
+
+
+def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "data-aware",
+                  compare_plain: bool | None = None, config: TrainingConfig | None = None, test_share: float = 0.2,
+                  seed: int = 0, time_budget: float | None = None, fit_timeout: float | None = None,
                   progress: bool = False, jobs: int = 1, executor=None) -> Study:
     """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
 
@@ -172,8 +196,12 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         Parameter budget of each structured head (a share of the dense head's ``m·n``, or a count).
     objective : {"distill", "labels"}
         See the module docstring.
-    init : {"fit", "fresh"}
-        Start from the fit to the dense head's weight, or from a random ``nn.Linear``-style weight.
+    init : {"data-aware", "plain", "fresh"}
+        Start from the fit to the dense head's outputs on the training rows (data-aware), from the Frobenius fit
+        to its weight (plain), or from a fit to a random ``nn.Linear``-style weight (fresh).
+    compare_plain : bool, optional
+        Also fit each family plainly and measure that start on the held-out rows (default: when ``init`` is
+        ``"data-aware"``).
     config : TrainingConfig, optional
         Training settings (its ``objective`` is replaced by ``objective``; ``max_seconds`` caps each head).
     test_share : float
@@ -194,6 +222,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    compare_plain = (init == "data-aware") if compare_plain is None else bool(compare_plain)
     config = dataclasses.replace(config or TrainingConfig(), objective=objective, seed=seed)
     start = time.perf_counter()
     train_pool, test = split_indices(cache.count, test_share, seed)
@@ -226,6 +255,12 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
 
     if init == "fresh":
         weight, bias = random_linear_weights(weight.shape[1], weight.shape[0], seed)
+    inputs_npz = None
+    if init == "data-aware":  # the head's inputs: the features of the training rows only, never the held-out ones
+        from structmat.parallel.tasks import to_file_bytes
+        from structmat.statistics import InputStatistics
+
+        inputs_npz = to_file_bytes(InputStatistics.from_cache(cache, train_pool))
     from structmat.parallel import Task, check_jobs, run_grid
 
     jobs = check_jobs(jobs)
@@ -234,7 +269,8 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
     deadline = None if time_budget is None else time.time() + time_budget - (time.perf_counter() - start)
     common = {"cache_dir": str(cache.directory), "budget": budget, "weight": np.asarray(weight, dtype=np.float64),
               "bias": np.asarray(bias, dtype=np.float64), "objective": objective, "init": init,
-              "config": dataclasses.asdict(config), "test_share": test_share, "seed": seed,
+              "compare_plain": compare_plain, "inputs_npz": inputs_npz, "config": dataclasses.asdict(config),
+              "test_share": test_share, "seed": seed,
               "teacher": None if objective == "distill" else np.asarray(teacher),
               "fit_timeout": fit_timeout, "deadline": deadline, "progress": progress and serial}
     tasks = [Task(head_task, {**common, "family": family, "rounds_left": math.ceil((len(families) - i) / slots)},
@@ -248,14 +284,15 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         results[result.index] = head
     heads = [results[i] for i in range(len(tasks))]
     return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
-                 time.perf_counter() - start, dataclasses.asdict(config))
+                 time.perf_counter() - start, {**dataclasses.asdict(config), "init": init})
 
 
-def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str, init: str, config: dict,
-              test_share: float, seed: int, teacher, fit_timeout, deadline, rounds_left: int,
-              progress: bool = False) -> dict:
-    """One family of a study, as a task of :func:`structmat.parallel.run_grid`: fit its head to ``weight``, fine-tune
-    it on the cache at ``cache_dir`` and measure it on the held-out rows. Returns :func:`_head_to_json`'s dict.
+def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str, init: str, compare_plain: bool,
+              inputs_npz, config: dict, test_share: float, seed: int, teacher, fit_timeout, deadline,
+              rounds_left: int, progress: bool = False) -> dict:
+    """One family of a study, as a task of :func:`structmat.parallel.run_grid`: fit its head to ``weight`` (to its
+    outputs on the training rows, whose statistics ``inputs_npz`` holds, for ``init="data-aware"``), fine-tune it on
+    the cache at ``cache_dir`` and measure it on the held-out rows. Returns :func:`_head_to_json`'s dict.
 
     ``deadline`` (``time.time()``, or None) bounds the study: this family gets at most an equal share of what is
     left for the ``rounds_left`` families its worker still has to run, this one included.
@@ -268,19 +305,39 @@ def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str,
     features, labels = cache.features, (cache.labels if objective == "labels" else None)
     if teacher is None:
         teacher = cache.logits
+    inputs = None
+    if inputs_npz is not None:
+        from structmat.parallel.tasks import from_file_bytes
+        from structmat.statistics import InputStatistics
+
+        inputs = from_file_bytes(inputs_npz, InputStatistics.load)
+    test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
     timeout = fit_timeout
     if deadline is not None and fit_timeout is not None:
         timeout = min(fit_timeout, max((deadline - time.time()) / rounds_left, 5.0))
+    plain = {}
+    if compare_plain:  # the plain start, measured before fine-tuning only
+        try:
+            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
+            plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
+                         plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
+                                               indices=test),
+                         plain_fit_seconds=plain_seconds)
+        except Exception as exc:
+            logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
     t0 = time.perf_counter()
     try:
-        head, fit_seconds = _fit_head(family, budget, weight, bias, timeout)
+        head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
     except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
         status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
         logger.warning("%s: %s: %s", family, status, _first_line(exc))
-        return _head_to_json(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0))
+        return _head_to_json(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0,
+                                        **plain))
     nparams = int(head.nparams)
-    common = dict(nparams=nparams, share=nparams / weight.size, fit_error=head.fit_error if init == "fit" else None,
-                  fit_seconds=fit_seconds)
+    common = dict(nparams=nparams, share=nparams / weight.size,
+                  fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
+                  output_error=_held_out_output_error(weight, head, test_rows) if init != "fresh" else None,
+                  **plain)
     try:
         seconds = config.max_seconds
         if deadline is not None:
@@ -312,23 +369,27 @@ def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str,
     return _head_to_json(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
 
 
+_EVALUATIONS = ("before", "after", "plain_before")
+
+
 def _head_to_json(head: HeadResult) -> dict:
     """A :class:`HeadResult` as JSON values (how a head travels back from its worker)."""
-    return {**{f.name: getattr(head, f.name) for f in dataclasses.fields(HeadResult)
-               if f.name not in ("before", "after", "finetune")},
-            "before": dataclasses.asdict(head.before) if head.before else None,
-            "after": dataclasses.asdict(head.after) if head.after else None,
-            "finetune": head.finetune.to_json() if head.finetune else None}
+    data = {f.name: getattr(head, f.name) for f in dataclasses.fields(HeadResult)}
+    for name in _EVALUATIONS:
+        data[name] = dataclasses.asdict(data[name]) if data[name] is not None else None
+    data["finetune"] = head.finetune.to_json() if head.finetune else None
+    return data
 
 
 def _head_from_json(data: dict) -> HeadResult:
     from structmat.finetune import EpochRecord
 
+    data = dict(data)
+    for name in _EVALUATIONS:
+        data[name] = Evaluation(**data[name]) if data[name] is not None else None
     ft = data["finetune"]
-    finetune_result = None if ft is None else FinetuneResult(
+    data["finetune"] = None if ft is None else FinetuneResult(
         history=tuple(EpochRecord(**r) for r in ft["history"]), best_epoch=ft["best_epoch"],
         stop_reason=ft["stop_reason"], seconds=ft["seconds"], train_count=ft["train_count"],
         val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"])
-    return HeadResult(**{**data, "before": Evaluation(**data["before"]) if data["before"] else None,
-                         "after": Evaluation(**data["after"]) if data["after"] else None,
-                         "finetune": finetune_result})
+    return HeadResult(**data)

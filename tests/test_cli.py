@@ -28,6 +28,29 @@ def test_approximate_and_info(tmp_path, capsys, rng):
     assert code == 0 and "family: lowrank" in out and "relative error against" in out
 
 
+def test_approximate_with_inputs(tmp_path, capsys, rng):
+    W = rng.standard_normal((30, 20))
+    X = rng.standard_normal((200, 20)) * np.geomspace(0.01, 10, 20)
+    np.save(tmp_path / "W.npy", W)
+    np.save(tmp_path / "X.npy", X)
+    structmat.InputStatistics.from_rows(X).save(tmp_path / "stats.npz")
+    reports = []
+    for name, spec in (("rows", tmp_path / "X.npy"), ("stats", tmp_path / "stats.npz")):
+        code, out, _ = run(capsys, "approximate", tmp_path / "W.npy", "-f", "lowrank", "-b", "0.3",
+                           "-o", tmp_path / f"{name}.npz", "--inputs", spec)
+        assert code == 0 and "output error" in out and "on 200 input rows" in out
+        reports.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    M = structmat.load(tmp_path / "rows.npz")
+    assert reports[0]["output_error"] == pytest.approx(structmat.output_error(W, M, X), rel=1e-9)
+    assert reports[0]["output_error"] == pytest.approx(reports[1]["output_error"], rel=1e-9)
+    plain = structmat.approximate(W, "lowrank", 0.3)
+    assert reports[0]["output_error"] < structmat.output_error(W, plain, X)
+    np.save(tmp_path / "narrow.npy", X[:, :5])
+    code, _, err = run(capsys, "approximate", tmp_path / "W.npy", "-f", "lowrank", "-b", "0.3",
+                       "-o", tmp_path / "x.npz", "--inputs", tmp_path / "narrow.npy")
+    assert code == 2 and "5 features per row" in err and "in_features=20" in err and err.count("\n") == 1
+
+
 def test_families(capsys):
     code, out, _ = run(capsys, "families")
     assert code == 0 and "lowrank" in out and "r·(m+n)" in out

@@ -100,7 +100,7 @@ def test_split_indices_is_seeded_and_disjoint():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"objective": "mse"}, "objective must be one of"), ({"optimizer": "lbfgs"}, "optimizer"),
-    ({"epochs": 0}, "epochs"), ({"validation_share": 1.0}, "validation_share"), ({"lr": 0.0}, "lr must be > 0"),
+    ({"epochs": 0}, "epochs"), ({"validation_share": 1.0}, "validation_share"), ({"lr": 0.0}, "lr must be a float > 0"), ({"lr": "fast"}, "or .auto."),
     ({"max_seconds": -1.0}, "max_seconds"), ({"lr_factor": 1.5}, "lr_factor"),
 ])
 def test_bad_config(kwargs, message):

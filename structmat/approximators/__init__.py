@@ -11,8 +11,11 @@ from structmat.approximators.lowrank import fit_lowrank
 __all__ = ["approximate", "fit_dense", "fit_lowrank"]
 
 
-def approximate(W, family: str, budget, **options):
+def approximate(W, family: str, budget, *, inputs=None, **options):
     """Fit ``W`` by a matrix of ``family`` with at most ``budget`` parameters and the smallest error found.
+
+    Without ``inputs`` the error is ``‖W − M‖_F``; with ``inputs`` it is the layer's output error
+    ``‖(W − M) Xᵀ‖_F`` on those inputs (see :mod:`structmat.approximators.data_aware`).
 
     Parameters
     ----------
@@ -22,6 +25,11 @@ def approximate(W, family: str, budget, **options):
         A registered family name (see ``structmat.FAMILIES`` or ``structmat families``).
     budget : int >= 1 or float in (0, 1]
         An absolute parameter count, or a share of ``m * n``. The bias is not part of it.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        The inputs the layer sees (one per row), or their :class:`~structmat.InputStatistics`. A family with its
+        own data-aware method gets them as ``fit_<family>(..., inputs=stats)``; any other family is fitted by
+        :func:`~structmat.approximators.data_aware.fit_with_inputs`. The plain fit is always a candidate, so the
+        output error on these inputs is never worse than without them.
     **options
         Passed to the family's ``fit_<family>``.
 
@@ -36,7 +44,20 @@ def approximate(W, family: str, budget, **options):
     >>> W = np.random.default_rng(0).standard_normal((8, 6))
     >>> structmat.approximate(W, "lowrank", 0.6).nparams <= 0.6 * 48
     True
+    >>> X = np.random.default_rng(1).standard_normal((50, 6))
+    >>> M = structmat.approximate(W, "lowrank", 0.6, inputs=X)
+    >>> bool(structmat.output_error(W, M, X) <= structmat.output_error(W, structmat.approximate(W, "lowrank", 0.6), X))
+    True
     """
+    from structmat._validation import check_weight
+    from structmat.approximators.data_aware import accepts_inputs, as_statistics, fit_with_inputs
     from structmat.families import get_family
 
-    return get_family(family).fit(W, budget, **options)
+    entry = get_family(family)
+    if inputs is None:
+        return entry.fit(W, budget, **options)
+    W = check_weight(W)
+    stats = as_statistics(inputs, W.shape[1])
+    if accepts_inputs(entry.fit):
+        return entry.fit(W, budget, inputs=stats, **options)
+    return fit_with_inputs(W, budget, family, stats, **options)

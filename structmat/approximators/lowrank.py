@@ -9,7 +9,9 @@ import scipy.linalg
 from sklearn.utils.extmath import randomized_svd
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.data_aware import as_statistics
 from structmat.matrices.lowrank import LowRank
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_lowrank", "truncated_svd", "max_rank_for_budget"]
 
@@ -55,9 +57,9 @@ def truncated_svd(W: np.ndarray, rank: int, *, method: str = "auto", oversamples
                           random_state=np.random.RandomState(np.random.default_rng(seed).integers(2**31)))
 
 
-def fit_lowrank(W, budget, *, method: str = "auto", oversamples: int = 10, power_iterations="auto",
-                seed=None) -> LowRank:
-    """Best rank-r approximation ``U Vᵀ`` with ``r (m + n) <= budget``.
+def fit_lowrank(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, method: str = "auto",
+                oversamples: int = 10, power_iterations="auto", seed=None) -> LowRank:
+    """Best rank-r approximation ``U Vᵀ`` with ``r (m + n) <= budget``, in the Frobenius or the output norm.
 
     Parameters
     ----------
@@ -65,6 +67,12 @@ def fit_lowrank(W, budget, *, method: str = "auto", oversamples: int = 10, power
         Real, finite; fitted in float64.
     budget : int >= 1 or float in (0, 1]
         Parameter count, or a share of ``m * n``.
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        When given, minimise the output error ``‖(W − M) Xᵀ‖_F`` instead of ``‖W − M‖_F``: with
+        ``C + λI = L Lᵀ`` (``λ = ridge · tr(C) / n``), ``M = [W L]_r L⁻¹``, the exact optimum of the regularised
+        objective (whitening: Wang et al., "SVD-LLM", ICLR 2025, eq. (3)-(5); classical reduced-rank regression).
+    ridge : float
+        Relative regularisation of the input second moment (see :class:`~structmat.InputStatistics`).
     method : {"auto", "svd", "randomized"}
         Exact truncated SVD (optimal by Eckart–Young), or the randomized SVD of Halko et al. 2011; ``"auto"``
         takes randomized for large matrices at small ranks (see :func:`truncated_svd`).
@@ -100,8 +108,27 @@ def fit_lowrank(W, budget, *, method: str = "auto", oversamples: int = 10, power
             f"budget={budget} allows {limit} parameters, below the smallest low-rank matrix for shape ({m}, {n}): "
             f"{m + n} parameters (rank 1)"
         )
+    if inputs is not None:
+        return _fit_whitened(W, rank, as_statistics(inputs, n), ridge, method=method, oversamples=oversamples,
+                             power_iterations=power_iterations, seed=seed)
     U, s, Vt = truncated_svd(W, rank, method=method, oversamples=oversamples,
                              power_iterations=power_iterations, seed=seed)
     root = np.sqrt(s)
     logger.debug("fit_lowrank: shape=%s budget=%d rank=%d", W.shape, limit, rank)
     return LowRank(U * root, Vt.T * root)
+
+
+def _fit_whitened(W, rank, stats, ridge, **svd_options) -> LowRank:
+    """``[W L]_r L⁻¹`` with ``L = V diag(√μ)`` from ``C/scale² + λI = V diag(μ) Vᵀ``; factors balanced per column."""
+    mu, Vc = stats.regularized_eigh(ridge)
+    if mu[0] <= 0.0:
+        raise ValueError("the input second moment is singular and ridge=0; pass ridge > 0 (the default is "
+                         f"{DEFAULT_RIDGE}) to fit low rank to these inputs")
+    root_mu = np.sqrt(mu)
+    U, s, Vt = truncated_svd(W @ (Vc * root_mu), rank, **svd_options)
+    left = U * s                                   # M = left @ right.T
+    right = Vc @ (Vt.T / root_mu[:, None])         # (V_rᵀ L⁻¹)ᵀ = Vc diag(1/√μ) V_r
+    balance = np.sqrt(np.linalg.norm(right, axis=0) / np.maximum(np.linalg.norm(left, axis=0), 1e-300))
+    balance = np.where(np.isfinite(balance) & (balance > 0), balance, 1.0)
+    logger.debug("fit_lowrank: shape=%s rank=%d, fitted to %d input rows", W.shape, rank, stats.count)
+    return LowRank(left * balance, right / balance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -70,6 +71,15 @@ def _extract(args, cache_dir):
     return cache, time.perf_counter() - start
 
 
+def demo_cache(*, quiet: bool = False):
+    """The demo's feature cache (EfficientNet-Lite0 on the 5,000 MNIST digits), extracted first if missing."""
+    parser = argparse.ArgumentParser()
+    _add_extraction_args(parser, threads_default=1)
+    args = parser.parse_args(["--quiet"] if quiet else [])
+    cache, _ = _extract(args, _default_cache(args))
+    return cache
+
+
 def _add_features(sub):
     p = sub.add_parser("features", help="extract, inspect and benchmark cached backbone features",
                        description="Run a pretrained backbone once over a dataset and cache the features that feed "
@@ -125,12 +135,25 @@ def _add_training_args(p, *, seconds_default):
     p.add_argument("--epochs", type=int, default=40, help="most epochs per head (default 40)")
     p.add_argument("--seconds", type=float, default=seconds_default,
                    help=f"most fine-tuning seconds per head (default {seconds_default:g})")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=_learning_rate, default="auto",
+                   help="Adam learning rate, or 'auto' (default): a short probe from each head's start picks it")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the images (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default {DEFAULT_OUTPUT}/<command>)")
     add_executor_args(p, what="families")
+
+
+def _learning_rate(text: str):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a float > 0 or 'auto'; got {text!r}")
+    return value
 
 
 def _training_config(args, objective):
@@ -145,7 +168,7 @@ def _print_study(study, out, stem):
     from structmat.benchmarks.results import format_table
     from structmat.studies import study_columns
 
-    print(format_table(study.rows(), study_columns(study.objective)))
+    print(format_table(study.rows(), study_columns(study.objective, study.rows())))
     failed = [h for h in study.heads if h.status != "ok"]
     for h in failed:
         print(f"  {h.family}: {h.status}: {h.message}")
@@ -162,8 +185,9 @@ def _add_finetune(sub):
                                    "--objective labels trains a new dense head on the labels first.")
     p.add_argument("cache", help="a feature cache directory (structmat features extract)")
     p.add_argument("--objective", choices=["distill", "labels"], default="distill")
-    p.add_argument("--init", choices=["fit", "fresh"], default="fit",
-                   help="start from the fit to the dense head (default) or from a random initialisation")
+    p.add_argument("--init", choices=["data-aware", "plain", "fresh"], default="data-aware",
+                   help="start from the fit to the dense head's outputs on the training images (default; the plain "
+                        "fit is measured beside it), the Frobenius fit to its weight, or a random initialisation")
     p.add_argument("--time-budget", type=float, help="seconds for the whole run; heads share what is left")
     p.add_argument("--fit-timeout", type=float, help="fit each head in a child process killed after this many seconds")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")

@@ -17,10 +17,13 @@ def _add_approximate(sub):
                        description="Fit W by a structured matrix under a budget; save it (.npz) and a JSON report.")
     p.add_argument("weight", help="weight spec: W.npy, W.npz[:name], model.pt[:layer.weight], "
                                   "efficientnet_lite0[:name], gaussian:MxN, powerlaw:MxN")
-    p.add_argument("--family", required=True, help="family name (see `structmat families`)")
-    p.add_argument("--budget", required=True, type=parse_budget, help="int parameter count or float share in (0, 1]")
+    p.add_argument("--family", "-f", required=True, help="family name (see `structmat families`)")
+    p.add_argument("--budget", "-b", required=True, type=parse_budget, help="int parameter count or float share in (0, 1]")
     p.add_argument("--output", "-o", required=True, help="where to save the structured matrix (.npz)")
     p.add_argument("--report", help="JSON report path (default: OUTPUT with .json)")
+    p.add_argument("--inputs", metavar="X.npy|CACHE_DIR|STATS.npz",
+                   help="fit to the layer's outputs on these inputs (rows of shape (N, in_features), a feature "
+                        "cache, or saved input statistics) instead of to the weight itself")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="a fit option of the family, e.g. --option method=randomized (repeatable)")
 
@@ -30,8 +33,14 @@ def _run_approximate(args):
     from structmat.weights import load_weight
 
     W = load_weight(args.weight)
+    inputs = None
+    if args.inputs:
+        inputs = structmat.InputStatistics.from_path(args.inputs)
+        if inputs.n_features != W.shape[1]:
+            raise UserError(f"--inputs {args.inputs} has {inputs.n_features} features per row, but the weight "
+                            f"{args.weight} has in_features={W.shape[1]}")
     start = time.perf_counter()
-    M = structmat.approximate(W, args.family, args.budget, **dict(args.option))
+    M = structmat.approximate(W, args.family, args.budget, inputs=inputs, **dict(args.option))
     seconds = time.perf_counter() - start
     output = Path(args.output)
     M.save(output)
@@ -39,11 +48,17 @@ def _run_approximate(args):
         "weight": args.weight, "shape": list(M.shape), "family": M.family, "budget": args.budget,
         "options": dict(args.option), "nparams": M.nparams, "nbytes": M.nbytes, "share": M.params_share,
         "relative_error": structmat.relative_error(W, M), "fit_seconds": seconds, "output": str(output),
-        "repr": repr(M),
+        "repr": repr(M), "inputs": args.inputs,
     }
+    if inputs is not None:
+        report["input_rows"] = inputs.count
+        report["output_error"] = structmat.output_error(W, M, inputs)
     report_path = Path(args.report) if args.report else output.with_suffix(".json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{M!r}\nrelative error {report['relative_error']:.6f}, fit {seconds:.2f} s -> {output}, {report_path}")
+    errors = f"relative error {report['relative_error']:.6f}"
+    if inputs is not None:
+        errors += f", output error {report['output_error']:.6f} on {inputs.count} input rows"
+    print(f"{M!r}\n{errors}, fit {seconds:.2f} s -> {output}, {report_path}")
 
 
 # ------------------------------------------------------------------------------------------------ info
