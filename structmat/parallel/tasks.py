@@ -248,24 +248,34 @@ def execute(index: int, task: Task, threads: int | None = 1, arrays: Mapping | N
                       cpu_seconds=time.process_time() - start_cpu, finished=time.time())
 
 
+def to_file_bytes(obj, suffix: str = ".npz") -> bytes:
+    """The bytes of the file ``obj.save(path)`` writes: how a task carries a saved object (no pickle)."""
+    with tempfile.TemporaryDirectory(prefix="structmat-bytes-") as tmp:
+        path = Path(tmp) / f"object{suffix}"
+        obj.save(path)
+        return path.read_bytes()
+
+
+def from_file_bytes(data: bytes, load: Callable, suffix: str = ".npz"):
+    """``load(path)`` of a file holding ``data`` (the inverse of :func:`to_file_bytes`)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"expected the bytes of a {suffix} file; got {type(data).__name__}")
+    with tempfile.TemporaryDirectory(prefix="structmat-bytes-") as tmp:
+        path = Path(tmp) / f"object{suffix}"
+        path.write_bytes(bytes(data))
+        return load(path)
+
+
 def matrix_to_bytes(M) -> bytes:
     """The bytes of ``M.save(...)``'s ``.npz`` file: how a task returns a fitted matrix (no pickle)."""
-    with tempfile.TemporaryDirectory(prefix="structmat-matrix-") as tmp:
-        path = Path(tmp) / "M.npz"
-        M.save(path)
-        return path.read_bytes()
+    return to_file_bytes(M)
 
 
 def matrix_from_bytes(data: bytes):
     """The matrix whose ``.npz`` bytes :func:`matrix_to_bytes` returned, read back by ``structmat.load``."""
     from structmat.matrices.io import load
 
-    if not isinstance(data, (bytes, bytearray)):
-        raise TypeError(f"matrix_from_bytes expects the bytes of a .npz file; got {type(data).__name__}")
-    with tempfile.TemporaryDirectory(prefix="structmat-matrix-") as tmp:
-        path = Path(tmp) / "M.npz"
-        path.write_bytes(bytes(data))
-        return load(path)
+    return from_file_bytes(data, load)
 
 
 def to_json_ready(values: Mapping) -> tuple[dict, dict, dict]:
