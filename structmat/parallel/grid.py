@@ -176,6 +176,7 @@ def run_grid(tasks: Sequence[Task], *, jobs: int = 1, executor=None, time_limit:
 
         import_distributed()  # a missing extra fails before any work
     items = _work_items(tasks, share=kind != "serial")
+    logger.debug("%s: %d tasks on %s", description, len(items), describe_executor(executor, jobs))
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(items), desc=description, disable=not progress))
         if kind == "serial":

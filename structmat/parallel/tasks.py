@@ -74,9 +74,9 @@ def resolve_function(path: str) -> Callable:
 
 def _check_value(value, where: str, *, top: bool) -> None:
     """Accept JSON values everywhere, and arrays or bytes at the top level of a mapping."""
-    if isinstance(value, _SCALARS) or isinstance(value, numbers.Integral):
+    if isinstance(value, (*_SCALARS, numbers.Real)):
         return
-    if isinstance(value, numbers.Real):
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # NumPy scalars, np.bool_ included
         return
     if top and isinstance(value, (np.ndarray, bytes)):
         if isinstance(value, np.ndarray) and value.dtype.kind not in "biufc":
@@ -293,6 +293,8 @@ def to_json_ready(values: Mapping) -> tuple[dict, dict, dict]:
 
 
 def _json_default(value):
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

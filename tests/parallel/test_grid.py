@@ -95,6 +95,8 @@ def test_workers_run_one_thread_each():
 
 
 def test_tasks_carry_plain_data_only():
+    task = Task(f"{T}:square", {"x": np.int64(3), "flags": [True, None, "a", 0.5], "ok": np.bool_(True)})
+    assert task.function == "tests.parallel._tasks:square" and task.arguments["x"] == 3
     with pytest.raises(ValueError, match="importable by workers"):
         Task(lambda: {})
     with pytest.raises(ValueError, match="package.module:function"):
