@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from structmat.parallel.tasks import (Task, TaskResult, _json_default, execute, thread_environment,
+from structmat.parallel.tasks import (Task, TaskResult, _json_default, execute, read_shared, thread_environment,
                                       to_json_ready, worker_name)
 
 __all__ = ["run_in_child", "run_task"]
@@ -58,9 +58,7 @@ def run_in_child(index: int, task: Task, time_limit: float, threads: int = 1, ar
     child's last line of error output when it died without reporting (a crash in native code, say).
     """
     key = task.key if task.key is not None else (index,)
-    arguments = dict(task.arguments)
-    for name, value in (arrays or {}).items():
-        arguments[name] = np.load(value, allow_pickle=False) if isinstance(value, (str, Path)) else value
+    arguments = {**task.arguments, **read_shared(arrays)}
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="structmat-task-") as tmp:
         tmp = Path(tmp)

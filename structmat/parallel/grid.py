@@ -24,8 +24,8 @@ __all__ = ["TaskError", "run_grid", "default_jobs", "check_jobs", "describe_exec
 
 logger = logging.getLogger(__name__)
 
-#: Arrays of at least this many bytes are sent to workers once per run (a file for the local pool, a scattered
-#: copy on Dask) rather than with every task that uses them.
+#: Arrays and bytes of at least this many bytes are sent to workers once per run (a file for the local pool, a
+#: scattered copy on Dask) rather than with every task that uses them.
 SHARE_BYTES = 1 << 20
 
 EXECUTORS = ("serial", "processes", "dask:local", "dask:<scheduler address>", "a dask.distributed.Client")
@@ -90,12 +90,16 @@ def _check_threads(threads):
     return int(threads)
 
 
+def _large(value) -> bool:
+    return (isinstance(value, np.ndarray) and value.nbytes >= SHARE_BYTES) or \
+        (isinstance(value, bytes) and len(value) >= SHARE_BYTES)
+
+
 def _work_items(tasks: Sequence[Task], share: bool) -> list[WorkItem]:
-    """Tasks with their large arrays moved aside (``share``), the same array object once for all tasks."""
+    """Tasks with their large arrays and bytes moved aside (``share``), the same object once for all tasks."""
     items = []
     for index, task in enumerate(tasks):
-        arrays = {name: value for name, value in task.arguments.items()
-                  if share and isinstance(value, np.ndarray) and value.nbytes >= SHARE_BYTES}
+        arrays = {name: value for name, value in task.arguments.items() if share and _large(value)}
         if arrays:
             task = dataclasses.replace(task, arguments={k: v for k, v in task.arguments.items() if k not in arrays})
         items.append(WorkItem(index, task, arrays or None))
@@ -103,7 +107,7 @@ def _work_items(tasks: Sequence[Task], share: bool) -> list[WorkItem]:
 
 
 def _arrays_to_files(items: list[WorkItem], directory: Path) -> list[WorkItem]:
-    """Local pool: each distinct large array written once as ``.npy``; tasks carry the path."""
+    """Local pool: each distinct large array (bytes) written once as ``.npy`` (``.bin``); tasks carry the path."""
     paths: dict[int, str] = {}
     out = []
     for item in items:
@@ -113,8 +117,12 @@ def _arrays_to_files(items: list[WorkItem], directory: Path) -> list[WorkItem]:
         arrays = {}
         for name, array in item.arrays.items():
             if id(array) not in paths:
-                paths[id(array)] = str(directory / f"array{len(paths)}.npy")
-                np.save(paths[id(array)], array, allow_pickle=False)
+                if isinstance(array, bytes):
+                    paths[id(array)] = str(directory / f"shared{len(paths)}.bin")
+                    Path(paths[id(array)]).write_bytes(array)
+                else:
+                    paths[id(array)] = str(directory / f"shared{len(paths)}.npy")
+                    np.save(paths[id(array)], array, allow_pickle=False)
             arrays[name] = paths[id(array)]
         out.append(dataclasses.replace(item, arrays=arrays))
     return out

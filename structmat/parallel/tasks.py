@@ -231,8 +231,7 @@ def execute(index: int, task: Task, threads: int | None = 1, arrays: Mapping | N
     common = dict(index=index, key=key, worker=worker_name(), started=start_wall)
     try:
         arguments = dict(task.arguments)
-        for name, value in (arrays or {}).items():
-            arguments[name] = np.load(value, allow_pickle=False) if isinstance(value, (str, Path)) else value
+        arguments.update(read_shared(arrays))
         function = resolve_function(task.function)
         with limit_threads(threads):
             value = function(**arguments)
@@ -264,6 +263,17 @@ def from_file_bytes(data: bytes, load: Callable, suffix: str = ".npz"):
         path = Path(tmp) / f"object{suffix}"
         path.write_bytes(bytes(data))
         return load(path)
+
+
+def read_shared(values: Mapping | None) -> dict:
+    """Values sent apart from their tasks (see ``run_grid``), read: a ``.npy`` path is an array, a ``.bin`` path
+    bytes; anything else (already delivered, as by Dask) is the value itself."""
+    out = {}
+    for name, value in (values or {}).items():
+        if isinstance(value, (str, Path)):
+            value = np.load(value, allow_pickle=False) if str(value).endswith(".npy") else Path(value).read_bytes()
+        out[name] = value
+    return out
 
 
 def matrix_to_bytes(M) -> bytes:

@@ -47,3 +47,7 @@ def threads_seen():
 
 def not_a_row():
     return [1, 2]
+
+
+def bytes_size(blob, start=0):
+    return {"size": len(blob), "head": blob[start:start + 4]}

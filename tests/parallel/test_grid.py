@@ -19,6 +19,8 @@ def _grid():
     tasks = [Task(f"{T}:square", {"x": i}, key=("square", i)) for i in range(5)]
     tasks += [Task(f"{T}:array_sum", {"values": big, "scale": s}) for s in (1.0, 0.5)]
     tasks.append(Task(f"{T}:array_sum", {"values": np.arange(4.0)}))
+    blob = bytes(range(256)) * (SHARE_BYTES // 256 + 1)  # large bytes are shared too
+    tasks += [Task(f"{T}:bytes_size", {"blob": blob, "start": s}) for s in (0, 4)]
     return tasks
 
 
@@ -29,11 +31,11 @@ def _plain(values):
 
 def test_every_executor_returns_every_task_once_with_the_same_values():
     serial, results = _by_index(run_grid(_grid()))
-    assert [r.index for r in results] == list(range(8)) and all(r.ok and r.attempts == 1 for r in results)
+    assert [r.index for r in results] == list(range(10)) and all(r.ok and r.attempts == 1 for r in results)
     assert serial[3]["square"] == 9 and results[3].key == ("square", 3) and results[6].key == (6,)
     n = SHARE_BYTES // 8 + 10
     assert serial[6]["sum"] == 0.5 * n * (n - 1) / 2 and serial[7]["first"].tolist() == [0, 1, 2]
-    assert serial[7]["blob"] == b"abc"
+    assert serial[7]["blob"] == b"abc" and serial[9] == {"size": 256 * (SHARE_BYTES // 256 + 1), "head": bytes([4, 5, 6, 7])}
     pooled, results = _by_index(run_grid(_grid(), jobs=2))
     assert _plain(pooled) == _plain(serial)
     assert len({r.worker for r in results}) == 2  # both workers took tasks
