@@ -3,8 +3,9 @@
 :func:`run_parallel_benchmark` runs the same sweep (matrices × families × budgets) once per executor, one after the
 other in this process, each from scratch (no resume), and records for each run the wall time from the call to the
 last row written (``wall_s``: pool or cluster start-up included, closing a ``LocalCluster`` afterwards not:
-``close_s``), the sum of the fits' own seconds, and when and where every cell ran. From the per-cell timestamps (the worker's clock around the task, the parent's clock when the result
-arrived; one machine, one clock) it derives what a run costs beyond the fits:
+``close_s``), the sum of the fits' own seconds, and when and where every cell ran. From the per-cell timestamps
+(the worker's clock around the task, the parent's clock when the result arrived; one machine, one clock) it
+derives what a run costs beyond the fits:
 
 ``in_task_s``
     median seconds a cell spends in its task besides the fit (the relative error, the row), the same everywhere;

@@ -149,7 +149,8 @@ REDO_STATUSES = ("timed out", "lost")
 
 def _options(variant: Variant, seed) -> dict:
     options = dict(variant.options)
-    if seed is not None and "seed" not in options and "seed" in inspect.signature(get_family(variant.family).fit).parameters:
+    takes_seed = "seed" in inspect.signature(get_family(variant.family).fit).parameters
+    if seed is not None and "seed" not in options and takes_seed:
         options["seed"] = seed
     return options
 

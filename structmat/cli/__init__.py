@@ -53,7 +53,8 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         COMMANDS[args.command][1](args)
-    except (UserError, ValueError, TypeError, FileNotFoundError, ImportError, ConnectionError, StructmatFileError) as exc:
+    except (UserError, ValueError, TypeError, FileNotFoundError, ImportError, ConnectionError,
+            StructmatFileError) as exc:
         if args.verbose:
             raise
         print(f"structmat {args.command}: error: {exc}", file=sys.stderr)

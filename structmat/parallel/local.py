@@ -74,8 +74,8 @@ def run_processes(items: Iterable[WorkItem], *, jobs: int, threads, time_limit,
     """Tasks on a pool of ``jobs`` loky worker processes, yielded as they finish (see the module docstring).
 
     At most ``jobs`` tasks are handed to the pool at a time, so the tasks in flight are exactly the running ones
-    and a worker's death is charged to the right tasks. The pool is loky's reusable one: a following grid with the same ``jobs`` and ``threads``
-    finds its workers started and their imports done.
+    and a worker's death is charged to the right tasks. The pool is loky's reusable one: a following grid with the
+    same ``jobs`` and ``threads`` finds its workers started and their imports done.
     """
     from joblib.externals.loky import get_reusable_executor
 

@@ -35,7 +35,8 @@ def test_every_executor_returns_every_task_once_with_the_same_values():
     assert serial[3]["square"] == 9 and results[3].key == ("square", 3) and results[6].key == (6,)
     n = SHARE_BYTES // 8 + 10
     assert serial[6]["sum"] == 0.5 * n * (n - 1) / 2 and serial[7]["first"].tolist() == [0, 1, 2]
-    assert serial[7]["blob"] == b"abc" and serial[9] == {"size": 256 * (SHARE_BYTES // 256 + 1), "head": bytes([4, 5, 6, 7])}
+    assert serial[7]["blob"] == b"abc"
+    assert serial[9] == {"size": 256 * (SHARE_BYTES // 256 + 1), "head": bytes([4, 5, 6, 7])}
     pooled, results = _by_index(run_grid(_grid(), jobs=2))
     assert _plain(pooled) == _plain(serial)
     assert len({r.worker for r in results}) == 2  # both workers took tasks
