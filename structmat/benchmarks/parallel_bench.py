@@ -15,7 +15,12 @@ derives what a run costs beyond the fits:
 ``result_latency_s``
     median seconds from a cell's end on its worker to its result arriving in the parent;
 ``startup_s``
-    seconds from the call to the first cell starting (worker processes or cluster starting, imports).
+    seconds from the call to the first cell starting (worker processes or cluster starting, imports);
+``idle_per_task_s``
+    worker-seconds of the run not spent inside a task, per cell: ``(workers × wall_s − task_s_sum) / cells``,
+    everything beyond the cells themselves (start-up, dispatch, results, workers idle at the end);
+``cores_used``
+    CPU seconds of the cells over the wall time: how many cores the run actually got (a loaded machine gives less).
 
 It also checks that every run wrote the same rows as the serial one (``fit_seconds`` aside) and plots a timeline of
 each run (one lane per worker process, one bar per cell).
@@ -40,9 +45,9 @@ __all__ = ["PARALLEL_COLUMNS", "TASK_COLUMNS", "run_parallel_benchmark", "plot_t
 logger = logging.getLogger(__name__)
 
 PARALLEL_COLUMNS = [
-    "run", "executor", "workers", "cells", "wall_s", "ratio_to_serial", "fit_s_sum", "task_s_sum", "startup_s",
-    "in_task_s", "between_tasks_s", "result_latency_s", "close_s", "same_rows_as_serial", "load_before",
-    "load_after",
+    "run", "executor", "workers", "cells", "wall_s", "ratio_to_serial", "fit_s_sum", "task_s_sum", "task_cpu_s_sum",
+    "cores_used", "startup_s", "in_task_s", "between_tasks_s", "result_latency_s", "idle_per_task_s", "close_s",
+    "same_rows_as_serial", "load_before", "load_after",
 ]
 TASK_COLUMNS = ["run", "matrix", "variant", "budget", "worker", "start_s", "finish_s", "received_s", "task_s",
                 "fit_s", "status"]
@@ -87,6 +92,9 @@ def _summarise(name, executor, workers, cells, start, end, results, received, ro
         "run": name, "executor": executor, "workers": workers, "cells": cells, "wall_s": last - start,
         "close_s": end - last,
         "fit_s_sum": sum(fit.values()), "task_s_sum": sum(r.seconds for r in results),
+        "task_cpu_s_sum": sum(r.cpu_seconds for r in results),
+        "cores_used": sum(r.cpu_seconds for r in results) / (last - start),
+        "idle_per_task_s": (workers * (last - start) - sum(r.seconds for r in results)) / max(len(results), 1),
         "startup_s": min((r.started for r in results), default=start) - start,
         "in_task_s": _median(in_task), "between_tasks_s": _median(gaps),
         "result_latency_s": _median(received[r.index] - r.finished for r in results),
