@@ -22,8 +22,10 @@ derives what a run costs beyond the fits:
 ``cores_used``
     CPU seconds of the cells over the wall time: how many cores the run actually got (a loaded machine gives less).
 
-It also checks that every run wrote the same rows as the serial one (``fit_seconds`` aside) and plots a timeline of
-each run (one lane per worker process, one bar per cell).
+It also checks that every run wrote the same rows as the serial one (``fit_seconds`` aside), naming the variants
+whose rows differ: a family whose fit stops on a wall-clock limit (``max_seconds`` of ``toeplitz_like`` and ``ldr``)
+does less work when its worker gets less CPU, so its rows depend on the machine's load, serial or not. And it plots
+a timeline of each run (one lane per worker process, one bar per cell).
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ def _load() -> float | None:
 def _rows_without_times(path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k != "fit_seconds"} for row in csv.DictReader(f)]
+
+
+def _compare_rows(rows: list[dict], reference: list[dict]) -> str:
+    """"yes", or "no: " and the variants whose rows differ from the reference (the serial run)."""
+    if len(rows) != len(reference):
+        return f"no: {len(rows)} rows against {len(reference)}"
+    differ = sorted({r["variant"] for r, s in zip(rows, reference) if r != s})
+    return "yes" if not differ else "no: " + " ".join(differ)
 
 
 def _median(values) -> float | None:
@@ -134,7 +144,7 @@ def run_parallel_benchmark(matrices: Mapping, families: Sequence, budgets: Seque
         this = _rows_without_times(csv_path)
         if reference is None and executor == "serial":
             reference = this
-        same = "" if reference is None else ("yes" if this == reference else "NO")
+        same = "" if reference is None else _compare_rows(this, reference)
         row = _summarise(name, executor, workers, len(rows), start, end, results, received, rows, same)
         row.update(load_before=load_before, load_after=_load())
         summary.append(row)
