@@ -138,7 +138,8 @@ def run_grid(tasks: Sequence[Task], *, jobs: int = 1, executor=None, time_limit:
     tasks : sequence of Task
         The grid. Results carry each task's position (``result.index``), so a caller can restore the order.
     jobs : int
-        Worker processes (``-1``: one per CPU). With ``executor=None``, 1 runs in this process.
+        Worker processes (``-1``: one per CPU), at most one per task. With ``executor=None``, 1 runs in this
+        process.
     executor : None, "serial", "processes", "dask:local", "dask:<address>" or a ``dask.distributed.Client``
         Where the tasks run: this process; a local loky pool of ``jobs`` processes; a Dask ``LocalCluster`` of
         ``jobs`` single-threaded workers started (and closed) here; the Dask scheduler at ``<address>``
@@ -183,6 +184,9 @@ def run_grid(tasks: Sequence[Task], *, jobs: int = 1, executor=None, time_limit:
         from structmat.parallel.dask_cluster import import_distributed
 
         import_distributed()  # a missing extra fails before any work
+    if not tasks:  # nothing to do (a resumed grid that is complete): start no workers
+        return
+    jobs = min(jobs, len(tasks))  # never more workers than tasks
     items = _work_items(tasks, share=kind != "serial")
     logger.debug("%s: %d tasks on %s", description, len(items), describe_executor(executor, jobs))
     with contextlib.ExitStack() as stack:
