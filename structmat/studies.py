@@ -21,7 +21,8 @@ registry joins the study. A family whose fit or training fails is reported with 
 on one thread (their seconds are one-core seconds, as in the sweeps); fine-tuning uses torch's thread setting.
 Fine-tuning gets ``max_seconds`` per family; with ``time_budget`` each family's fit (run in a child process killed
 after ``fit_timeout``) and fine-tuning get no more than an equal share of what is left, so the study's length stays
-bounded as families are added.
+bounded as families are added. Each family is one task (:func:`head_task`) of :func:`structmat.parallel.run_grid`,
+so ``jobs``/``executor`` run several families at once, each on one thread, on local processes or Dask workers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from structmat.finetune import (
 )
 from structmat.fit_process import FitTimeoutError, fit_with_timeout
 
-__all__ = ["HeadResult", "Study", "compare_heads", "STUDY_COLUMNS", "study_columns"]
+__all__ = ["HeadResult", "Study", "compare_heads", "head_task", "STUDY_COLUMNS", "study_columns"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +145,6 @@ class Study:
         return paths
 
 
-def _remaining(start: float, time_budget: float) -> float:
-    return time_budget - (time.perf_counter() - start)
-
-
 def _fit_head(family, budget, weight, bias, timeout, inputs=None):
     """``(layer, fit seconds)``: the family's layer fitted to ``weight`` (to its outputs on ``inputs`` when given)
     on one thread, in a child process killed after ``timeout`` seconds when ``timeout`` is given."""
@@ -189,7 +186,7 @@ def _held_out_output_error(weight, head, test_rows) -> float:
 def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "data-aware",
                   compare_plain: bool | None = None, config: TrainingConfig | None = None, test_share: float = 0.2,
                   seed: int = 0, time_budget: float | None = None, fit_timeout: float | None = None,
-                  progress: bool = False) -> Study:
+                  progress: bool = False, jobs: int = 1, executor=None) -> Study:
     """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
 
     Parameters
@@ -217,6 +214,11 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
     fit_timeout : float, optional
         Fit each head in a child process killed after this many seconds (reported as "fit timed out");
         None fits in this process without a limit.
+    jobs, executor :
+        Where the families run (:func:`structmat.parallel.run_grid`): one after the other in this process
+        (``jobs=1``, torch's own thread setting), or ``jobs`` at a time on worker processes or Dask workers, one
+        thread each. The cache directory must be readable where they run. With ``time_budget``, each family's
+        share is then counted per worker: ``jobs`` workers give each family about ``jobs`` times the time.
     """
     if objective not in ("distill", "labels"):
         raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
@@ -261,71 +263,141 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
 
     if init == "fresh":
         weight, bias = random_linear_weights(weight.shape[1], weight.shape[0], seed)
-    inputs = None
+    inputs_npz = None
     if init == "data-aware":  # the head's inputs: the features of the training rows only, never the held-out ones
+        from structmat.parallel.tasks import to_file_bytes
         from structmat.statistics import InputStatistics
 
-        inputs = InputStatistics.from_cache(cache, train_pool)
-    test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
-    heads = []
-    for i, family in enumerate(families):
-        left = len(families) - i
-        timeout = fit_timeout
-        if time_budget is not None and fit_timeout is not None:
-            timeout = min(fit_timeout, max(_remaining(start, time_budget) / left, 5.0))
-        plain = {}
-        if compare_plain:  # the plain start, measured before fine-tuning only
-            try:
-                plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
-                plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
-                             plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
-                                                   indices=test),
-                             plain_fit_seconds=plain_seconds)
-            except Exception as exc:
-                logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
-        t0 = time.perf_counter()
-        try:
-            head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
-        except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
-            status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
-            logger.warning("%s: %s: %s", family, status, _first_line(exc))
-            heads.append(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0, **plain))
-            continue
-        nparams = int(head.nparams)
-        common = dict(nparams=nparams, share=nparams / weight.size,
-                      fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
-                      output_error=_held_out_output_error(weight, head, test_rows) if init != "fresh" else None,
-                      **plain)
-        try:
-            seconds = config.max_seconds
-            if time_budget is not None:
-                share = max(_remaining(start, time_budget) / left, 1.0)
-                # Two evaluations and one epoch must fit in the family's share: time one training step first, so
-                # that a layer whose forward pass is very slow is reported instead of overrunning.
-                step = _step_seconds(head, features, train_pool[:config.batch_size])
-                steps = math.ceil((1 - config.validation_share) * len(train_pool) / config.batch_size)
-                passes = (2 * len(test) + config.validation_share * len(train_pool)) / config.batch_size
-                needed = step * (steps + passes / 3)  # a forward pass costs about a third of a step
-                if needed > share:
-                    message = (f"one training step of {config.batch_size} rows took "
-                               f"{step:.2f} s, so one epoch ({steps} steps) and the evaluations need ~{needed:.0f} s "
-                               f"against {share:.0f} s left for this family (`finetune --batch-size` larger, more "
-                               "--seconds)")
-                    logger.warning("%s: %s", family, message)
-                    heads.append(HeadResult(family, "too slow", message, **common))
-                    continue
-                share -= passes / 3 * step
-                seconds = share if seconds is None else min(seconds, share)
-            before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
-            result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,
-                              indices=train_pool, config=dataclasses.replace(config, max_seconds=seconds),
-                              progress=progress)
-            after = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
-        except Exception as exc:
-            logger.warning("%s: fine-tuning failed: %s", family, _first_line(exc))
-            heads.append(HeadResult(family, "failed", _first_line(exc), **common))
-            continue
-        heads.append(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
-        logger.info("%s: %d parameters, fit error %s, test %s -> %s", family, nparams, head.fit_error, before, after)
+        inputs_npz = to_file_bytes(InputStatistics.from_cache(cache, train_pool))
+    from structmat.parallel import Task, check_jobs, run_grid
+
+    jobs = check_jobs(jobs)
+    serial = executor in (None, "serial") and (jobs == 1 or executor == "serial")
+    slots = 1 if serial else jobs
+    deadline = None if time_budget is None else time.time() + time_budget - (time.perf_counter() - start)
+    common = {"cache_dir": str(cache.directory), "budget": budget, "weight": np.asarray(weight, dtype=np.float64),
+              "bias": np.asarray(bias, dtype=np.float64), "objective": objective, "init": init,
+              "compare_plain": compare_plain, "inputs_npz": inputs_npz, "config": dataclasses.asdict(config),
+              "test_share": test_share, "seed": seed,
+              "teacher": None if objective == "distill" else np.asarray(teacher),
+              "fit_timeout": fit_timeout, "deadline": deadline, "progress": progress and serial}
+    tasks = [Task(head_task, {**common, "family": family, "rounds_left": math.ceil((len(families) - i) / slots)},
+                  key=(family,)) for i, family in enumerate(families)]
+    results = {}
+    for result in run_grid(tasks, jobs=jobs, executor=executor, threads=None if serial else 1, errors="return"):
+        if result.ok:
+            head = _head_from_json(result.value)
+        else:  # the task itself failed (its worker died, say): report it like a family that failed
+            head = HeadResult(result.key[0], "failed", f"{result.error_type or result.status}: {result.message}")
+        results[result.index] = head
+    heads = [results[i] for i in range(len(tasks))]
     return Study(objective, budget, dense_result, tuple(heads), len(train_pool), len(test),
                  time.perf_counter() - start, {**dataclasses.asdict(config), "init": init})
+
+
+def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str, init: str, compare_plain: bool,
+              inputs_npz, config: dict, test_share: float, seed: int, teacher, fit_timeout, deadline,
+              rounds_left: int, progress: bool = False) -> dict:
+    """One family of a study, as a task of :func:`structmat.parallel.run_grid`: fit its head to ``weight`` (to its
+    outputs on the training rows, whose statistics ``inputs_npz`` holds, for ``init="data-aware"``), fine-tune it on
+    the cache at ``cache_dir`` and measure it on the held-out rows. Returns :func:`_head_to_json`'s dict.
+
+    ``deadline`` (``time.time()``, or None) bounds the study: this family gets at most an equal share of what is
+    left for the ``rounds_left`` families its worker still has to run, this one included.
+    """
+    from structmat.features import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    config = TrainingConfig(**config)
+    train_pool, test = split_indices(cache.count, test_share, seed)
+    features, labels = cache.features, (cache.labels if objective == "labels" else None)
+    if teacher is None:
+        teacher = cache.logits
+    inputs = None
+    if inputs_npz is not None:
+        from structmat.parallel.tasks import from_file_bytes
+        from structmat.statistics import InputStatistics
+
+        inputs = from_file_bytes(inputs_npz, InputStatistics.load)
+    test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
+    timeout = fit_timeout
+    if deadline is not None and fit_timeout is not None:
+        timeout = min(fit_timeout, max((deadline - time.time()) / rounds_left, 5.0))
+    plain = {}
+    if compare_plain:  # the plain start, measured before fine-tuning only
+        try:
+            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
+            plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
+                         plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
+                                               indices=test),
+                         plain_fit_seconds=plain_seconds)
+        except Exception as exc:
+            logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
+    t0 = time.perf_counter()
+    try:
+        head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
+    except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
+        status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
+        logger.warning("%s: %s: %s", family, status, _first_line(exc))
+        return _head_to_json(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0,
+                                        **plain))
+    nparams = int(head.nparams)
+    common = dict(nparams=nparams, share=nparams / weight.size,
+                  fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
+                  output_error=_held_out_output_error(weight, head, test_rows) if init != "fresh" else None,
+                  **plain)
+    try:
+        seconds = config.max_seconds
+        if deadline is not None:
+            share = max((deadline - time.time()) / rounds_left, 1.0)
+            # Two evaluations and one epoch must fit in the family's share: time one training step first, so
+            # that a layer whose forward pass is very slow is reported instead of overrunning.
+            step = _step_seconds(head, features, train_pool[:config.batch_size])
+            steps = math.ceil((1 - config.validation_share) * len(train_pool) / config.batch_size)
+            passes = (2 * len(test) + config.validation_share * len(train_pool)) / config.batch_size
+            needed = step * (steps + passes / 3)  # a forward pass costs about a third of a step
+            if needed > share:
+                message = (f"one training step of {config.batch_size} rows took "
+                           f"{step:.2f} s, so one epoch ({steps} steps) and the evaluations need ~{needed:.0f} s "
+                           f"against {share:.0f} s left for this family (`finetune --batch-size` larger, more "
+                           "--seconds)")
+                logger.warning("%s: %s", family, message)
+                return _head_to_json(HeadResult(family, "too slow", message, **common))
+            share -= passes / 3 * step
+            seconds = share if seconds is None else min(seconds, share)
+        before = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
+        result = finetune(head, features, labels=labels, teacher_logits=teacher if objective == "distill" else None,
+                          indices=train_pool, config=dataclasses.replace(config, max_seconds=seconds),
+                          progress=progress)
+        after = evaluate(head, features, labels=labels, teacher_logits=teacher, indices=test)
+    except Exception as exc:
+        logger.warning("%s: fine-tuning failed: %s", family, _first_line(exc))
+        return _head_to_json(HeadResult(family, "failed", _first_line(exc), **common))
+    logger.info("%s: %d parameters, fit error %s, test %s -> %s", family, nparams, head.fit_error, before, after)
+    return _head_to_json(HeadResult(family, "ok", **common, before=before, after=after, finetune=result))
+
+
+_EVALUATIONS = ("before", "after", "plain_before")
+
+
+def _head_to_json(head: HeadResult) -> dict:
+    """A :class:`HeadResult` as JSON values (how a head travels back from its worker)."""
+    data = {f.name: getattr(head, f.name) for f in dataclasses.fields(HeadResult)}
+    for name in _EVALUATIONS:
+        data[name] = dataclasses.asdict(data[name]) if data[name] is not None else None
+    data["finetune"] = head.finetune.to_json() if head.finetune else None
+    return data
+
+
+def _head_from_json(data: dict) -> HeadResult:
+    from structmat.finetune import EpochRecord
+
+    data = dict(data)
+    for name in _EVALUATIONS:
+        data[name] = Evaluation(**data[name]) if data[name] is not None else None
+    ft = data["finetune"]
+    data["finetune"] = None if ft is None else FinetuneResult(
+        history=tuple(EpochRecord(**r) for r in ft["history"]), best_epoch=ft["best_epoch"],
+        stop_reason=ft["stop_reason"], seconds=ft["seconds"], train_count=ft["train_count"],
+        val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"])
+    return HeadResult(**data)

@@ -100,8 +100,17 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for command in ("approximate", "info", "families", "sweep", "bench-layers", "bench-rsvd", "demo", "features",
-                    "finetune"):
+                    "finetune", "bench-parallel"):
         assert command in out
+
+
+def test_bad_executor_options_are_one_line_errors(capsys):
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "lowrank", "--jobs", "0", "-q")
+    assert code == 2 and "--jobs: jobs must be an int >= 1, or -1 for every CPU" in err
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "lowrank", "--dask", " ", "-q")
+    assert code == 2 and "--dask needs a scheduler address" in err
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "lowrank", "--time-limit", "0", "-q")
+    assert code == 2 and "--time-limit must be > 0" in err
 
 
 def test_demo_runs_and_reuses_its_cache(tmp_path, capsys):

@@ -93,3 +93,15 @@ def test_efficientnet_lite0_heads_agree_more_after_distillation(tmp_path):
     assert all(h.status in ("ok", "fit timed out", "too slow") for h in study.heads), study.rows()
     for head in trained:
         assert head.after.agreement >= head.before.agreement + 0.1, (head.family, head.before, head.after)
+
+
+def test_study_on_worker_processes_matches_the_serial_one(cache):
+    """Each family is a task: two worker processes (one thread each) give the heads the serial study gives."""
+    families = ["lowrank", "sparse"]
+    serial = compare_heads(cache, families, 0.5, config=CONFIG)
+    pooled = compare_heads(cache, families, 0.5, config=CONFIG, jobs=2)
+    assert [h.family for h in pooled.heads] == families
+    for a, b in zip(serial.heads, pooled.heads):
+        assert b.status == "ok" and (a.nparams, a.fit_error) == (b.nparams, b.fit_error)
+        assert (a.before, a.after) == (b.before, b.after)
+        assert [r.val_loss for r in a.finetune.history] == [r.val_loss for r in b.finetune.history]

@@ -3,12 +3,13 @@
 Families plug in through the registry: any name in ``structmat.FAMILIES`` works, with no change here. A cell
 whose budget is below the family's smallest matrix is recorded with ``status="skipped"`` and the reason.
 The CSV is rewritten atomically after every cell and finished cells are skipped on a rerun, so an interrupted
-sweep resumes where it stopped.
+sweep resumes where it stopped. Cells are tasks of :func:`structmat.parallel.run_grid`: they run serially, on a
+local process pool or on a Dask cluster, and the CSV lists them in grid order whatever order they finish in.
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_weight, resolve_budget
-from structmat.benchmarks.results import read_rows, write_rows
-from structmat.benchmarks.timing import single_thread
 from structmat.families import get_family
+from structmat.matrices.io import atomic_write
 from structmat.metrics import relative_error
 
-__all__ = ["Variant", "run_sweep", "plot_sweep", "SWEEP_COLUMNS"]
+__all__ = ["Variant", "run_sweep", "plot_sweep", "fit_cell", "SWEEP_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def _budget_key(budget) -> str:
 
 
 def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: Sequence, *, csv_path=None,
-              save_dir=None, resume: bool = True, progress: bool = False, one_thread: bool = True) -> list[dict]:
+              save_dir=None, resume: bool = True, progress: bool = False, one_thread: bool = True, jobs: int = 1,
+              executor=None, time_limit: float | None = None, seed: int | None = 0, on_result=None) -> list[dict]:
     """Fit every matrix with every family at every budget and record the results.
 
     Parameters
@@ -73,17 +74,33 @@ def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: S
     families : sequence of family names or :class:`Variant`
     budgets : sequence of int >= 1 or float in (0, 1]
     csv_path : path, optional
-        Rewritten after every cell; with ``resume``, cells already in it are not fitted again.
+        Rewritten after every cell, rows in grid order (matrix, then variant, then budget); with ``resume``,
+        cells already in it are not fitted again (except those that timed out or lost their worker).
     save_dir : path, optional
         Also save each fitted matrix there as ``<matrix>__<variant>__<budget>.npz``.
     one_thread : bool
-        Fit with BLAS and torch limited to one thread (fit times are quoted for one core).
+        Fit with BLAS, OpenMP, torch and Numba limited to one thread (fit times are quoted for one core).
+    jobs, executor :
+        Where the cells run: serially here (``jobs=1``), on ``jobs`` local worker processes, or on Dask
+        (``executor="dask:local"``, ``"dask:<scheduler address>"`` or a ``Client``); see
+        :func:`structmat.parallel.run_grid`. The rows are the same whatever runs them; only ``fit_seconds``
+        (a measurement) differs.
+    time_limit : float, optional
+        Seconds one fit may take; a fit still running then is killed and recorded with ``status="timed out"``.
+    seed : int or None
+        Passed to every fit that takes a ``seed`` (randomized SVDs, orderings) unless its variant sets one, so
+        that a sweep gives the same rows every time; None leaves the families' own defaults.
+    on_result : callable, optional
+        Called in this process with each cell's :class:`~structmat.parallel.TaskResult` as it arrives (where and
+        when it ran: ``worker``, ``started``, ``finished``), before its row is written.
 
     Returns
     -------
     list of dict
         One row per cell with the keys in ``SWEEP_COLUMNS``.
     """
+    from structmat.parallel import ResumableTable, Task, run_grid
+
     variants = [Variant.coerce(f) for f in families]
     for v in variants:
         get_family(v.family)  # fail early on an unknown name
@@ -91,43 +108,95 @@ def run_sweep(matrices: Mapping[str, np.ndarray], families: Sequence, budgets: S
     for budget in budgets:
         for W in matrices.values():
             resolve_budget(budget, W.shape)
-    rows = read_rows(csv_path) if (csv_path is not None and resume) else []
-    done = {(r["matrix"], r["variant"], r["budget"]) for r in rows}
+    grid = [(name, v, b) for name in matrices for v in variants for b in budgets]
+    table = ResumableTable(csv_path, SWEEP_COLUMNS, ("matrix", "variant", "budget"), resume=resume,
+                           order=[(name, v.name, _budget_key(b)) for name, v, b in grid], redo=REDO_STATUSES)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-    cells = [(name, v, b) for name in matrices for v in variants for b in budgets
-             if (name, v.name, _budget_key(b)) not in done]
-    if len(cells) < len(matrices) * len(variants) * len(budgets):
-        logger.info("sweep: resuming, %d of %d cells already in %s", len(done), len(done) + len(cells), csv_path)
-    with single_thread() if one_thread else contextlib.nullcontext():
-        for name, variant, budget in tqdm(cells, desc="sweep", disable=not progress):
-            row = _run_cell(name, matrices[name], variant, budget, save_dir)
-            rows.append(row)
-            logger.debug("sweep cell: %s", row)
-            if csv_path is not None:
-                write_rows(csv_path, rows, SWEEP_COLUMNS)
-    return rows
+    cells = [(name, v, b) for name, v, b in grid if not table.done((name, v.name, _budget_key(b)))]
+    if len(cells) < len(grid):
+        logger.info("sweep: resuming, %d of %d cells already in %s", len(grid) - len(cells), len(grid), csv_path)
+    tasks = [Task(fit_cell, {"name": name, "W": matrices[name], "family": v.family, "options": _options(v, seed),
+                             "variant": v.name, "budget": budget, "save": save_dir is not None},
+                  key=(name, v.name, _budget_key(budget)))
+             for name, v, budget in _largest_first(cells, matrices)]
+    for result in run_grid(tasks, jobs=jobs, executor=executor, time_limit=time_limit,
+                           threads=1 if one_thread else None, progress=progress, description="sweep"):
+        name, variant_name, budget_key = result.key
+        if on_result is not None:
+            on_result(result)
+        if result.ok:
+            row = dict(result.value)
+            matrix_bytes = row.pop("matrix_npz", None)
+            if matrix_bytes is not None:
+                atomic_write(Path(save_dir) / _matrix_file(name, variant_name, budget_key),
+                             lambda f: f.write(matrix_bytes))
+        else:  # timed out, or its worker died too often
+            W = matrices[name]
+            variant = next(v for v in variants if v.name == variant_name)
+            row = {"matrix": name, "m": W.shape[0], "n": W.shape[1], "variant": variant_name,
+                   "family": variant.family, "budget": budget_key,
+                   "budget_params": resolve_budget(_parse_budget(budget_key), W.shape), "status": result.status,
+                   "message": result.message}
+        logger.debug("sweep cell: %s", row)
+        table.add(row)
+    return table.rows
 
 
-def _run_cell(name: str, W: np.ndarray, variant: Variant, budget, save_dir) -> dict:
+#: Statuses of cells that a resumed sweep runs again (their fit did not run to an answer).
+REDO_STATUSES = ("timed out", "lost")
+
+
+def _options(variant: Variant, seed) -> dict:
+    options = dict(variant.options)
+    takes_seed = "seed" in inspect.signature(get_family(variant.family).fit).parameters
+    if seed is not None and "seed" not in options and takes_seed:
+        options["seed"] = seed
+    return options
+
+
+def _largest_first(cells, matrices):
+    """Cells in order of decreasing matrix size and budget: long fits start first, so the last ones to finish are
+    short and the workers finish together. (The CSV's order does not depend on this.)"""
+    def size(cell):
+        name, _, budget = cell
+        return -resolve_budget(budget, matrices[name].shape)
+
+    return sorted(cells, key=size)
+
+
+def _parse_budget(key: str):
+    return float(key) if any(c in key for c in ".eE") else int(key)
+
+
+def _matrix_file(name: str, variant: str, budget_key: str) -> str:
+    return f"{name}__{variant}__{budget_key}.npz".replace("/", "_")
+
+
+def fit_cell(name: str, W: np.ndarray, family: str, options: dict, variant: str, budget, save: bool = False) -> dict:
+    """One sweep cell, as a task: fit ``W`` with ``family`` at ``budget`` and return its row (plus, with ``save``,
+    the fitted matrix's ``.npz`` bytes under ``"matrix_npz"``)."""
+    from structmat.parallel import matrix_to_bytes
+
     m, n = W.shape
     limit = resolve_budget(budget, W.shape)
-    row = {"matrix": name, "m": m, "n": n, "variant": variant.name, "family": variant.family,
-           "budget": _budget_key(budget), "budget_params": limit}
-    fit = get_family(variant.family).fit
+    row = {"matrix": name, "m": m, "n": n, "variant": variant, "family": family, "budget": _budget_key(budget),
+           "budget_params": limit}
+    fit = get_family(family).fit
     start = time.perf_counter()
     try:
-        M = fit(W, budget, **dict(variant.options))
+        M = fit(W, budget, **dict(options))
     except ValueError as exc:  # budget below the family's smallest matrix, or a shape the family refuses
         return {**row, "status": "skipped", "message": str(exc)}
     seconds = time.perf_counter() - start
     if M.nparams > limit:
-        raise RuntimeError(f"{variant.name} returned {M.nparams} parameters for a budget of {limit}: a bug")
-    if save_dir is not None:
-        M.save(Path(save_dir) / f"{name}__{variant.name}__{_budget_key(budget)}.npz".replace("/", "_"))
-    return {**row, "nparams": M.nparams, "nbytes": M.nbytes, "share": M.nparams / (m * n),
-            "byte_share": M.nbytes / (4 * m * n), "relative_error": relative_error(W, M),
-            "fit_seconds": seconds, "status": "ok", "message": ""}
+        raise RuntimeError(f"{variant} returned {M.nparams} parameters for a budget of {limit}: a bug")
+    row = {**row, "nparams": M.nparams, "nbytes": M.nbytes, "share": M.nparams / (m * n),
+           "byte_share": M.nbytes / (4 * m * n), "relative_error": float(relative_error(W, M)),
+           "fit_seconds": seconds, "status": "ok", "message": ""}
+    if save:
+        row["matrix_npz"] = matrix_to_bytes(M)
+    return row
 
 
 def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:

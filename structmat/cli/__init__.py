@@ -29,7 +29,7 @@ __all__ = ["COMMANDS", "UNTHREADED_COMMANDS", "OneLineArgumentParser", "build_pa
 
 COMMANDS = {
     **MATRIX_COMMANDS,  # approximate, info, families
-    **BENCHMARK_COMMANDS,  # sweep, bench-data-aware, bench-layers, bench-rsvd, bench-c, bench-threads, speed-labels
+    **BENCHMARK_COMMANDS,  # sweep, bench-data-aware, bench-layers, bench-rsvd, bench-c, bench-budgets, bench-threads, bench-parallel, speed-labels
     **EXPORT_COMMANDS,  # export, bench-export
     **FEATURE_COMMANDS,  # features, finetune, demo
     **SSS_COMMANDS,  # bench-sss

@@ -99,3 +99,28 @@ def family_names(args) -> list[str]:
     for name in names:
         get_family(name)
     return names
+
+
+def add_executor_args(p, *, what: str = "cells"):
+    """``--jobs`` and ``--dask``: where the independent tasks of a command run."""
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help=f"worker processes, one thread each (default: one per CPU); 1 runs the {what} in this process")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run on the Dask scheduler at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster of "
+                        "--jobs single-threaded workers (needs pip install 'structmat[dask]')")
+
+
+def executor_args(args) -> dict:
+    """``jobs=`` and ``executor=`` for :func:`structmat.parallel.run_grid` from ``--jobs`` and ``--dask``."""
+    from structmat.parallel import check_jobs, default_jobs
+
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    try:
+        jobs = check_jobs(jobs)
+    except ValueError as exc:
+        raise UserError(f"--jobs: {exc}") from None
+    if args.dask is not None:
+        if not args.dask.strip():
+            raise UserError("--dask needs a scheduler address (tcp://host:8786) or 'local'")
+        return {"jobs": jobs, "executor": f"dask:{args.dask.strip()}"}
+    return {"jobs": jobs, "executor": None}

@@ -1,12 +1,13 @@
-"""``structmat sweep``, ``bench-layers``, ``bench-rsvd`` and ``bench-c``: error and speed across families."""
+"""``structmat sweep``, ``bench-layers``, ``bench-rsvd``, ``bench-c``, ``speed-labels`` and ``bench-parallel``: error
+and speed across families, and what parallel runs buy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, RunFailedError, UserError, add_family_arg,
-                                  add_matrix_args, family_names, load_matrices, output_dir, parse_budget,
-                                  parse_option)
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, RunFailedError, UserError, add_executor_args,
+                                  add_family_arg, add_matrix_args, executor_args, family_names, load_matrices,
+                                  output_dir, parse_budget, parse_option)
 
 __all__ = ["BENCHMARK_COMMANDS"]
 
@@ -15,12 +16,18 @@ __all__ = ["BENCHMARK_COMMANDS"]
 def _add_sweep(sub):
     p = sub.add_parser("sweep", help="error vs parameters for matrices x families x budgets",
                        description="Fit every matrix with every family at every budget; write sweep.csv and "
-                                   "sweep.png. Reruns resume from the CSV unless --no-resume.")
+                                   "sweep.png. Reruns resume from the CSV unless --no-resume. The cells run on "
+                                   "--jobs local worker processes (one thread each) or on a Dask cluster (--dask); "
+                                   "the CSV is the same whichever runs them, apart from the measured fit_seconds.")
     add_matrix_args(p)
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in sweep.csv")
     p.add_argument("--save-matrices", action="store_true", help="also save every fitted matrix in OUTPUT/matrices")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="kill a fit still running after this many seconds and record it as 'timed out' (a rerun "
+                        "tries it again); each limited fit runs in its own process")
+    add_executor_args(p)
 
 
 def _run_sweep(args):
@@ -28,9 +35,12 @@ def _run_sweep(args):
     from structmat.benchmarks.sweep import plot_sweep, run_sweep
 
     out = output_dir(args, "sweep")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be > 0 seconds; got {args.time_limit:g}")
     rows = run_sweep(load_matrices(args.matrix), family_names(args), args.budget, csv_path=out / "sweep.csv",
                      resume=not args.no_resume, progress=not args.quiet,
-                     save_dir=(out / "matrices") if args.save_matrices else None)
+                     save_dir=(out / "matrices") if args.save_matrices else None, time_limit=args.time_limit,
+                     **executor_args(args))
     print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
                               "fit_seconds", "status"]))
     if not any(r["status"] == "ok" for r in rows):
@@ -169,7 +179,9 @@ def _add_bench_c(sub):
     p = sub.add_parser("bench-c", help="single-core C speed of structured vs dense products",
                        description="Fit W with each family at each budget, time y = W x in C on one core (batch 1) "
                                    "against the dense C loop and NumPy's one-thread BLAS, check every C output "
-                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
+                                   "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png. The fits "
+                                   "run on --jobs workers (or --dask) and all finish before the first product is "
+                                   "timed.")
     p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
                                              "(.npz), which is timed as it is")
     add_family_arg(p, help_text="families with a C kernel (default: all of them)")
@@ -184,6 +196,7 @@ def _add_bench_c(sub):
     p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
     p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default: {DEFAULT_OUTPUT}/bench-c)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_executor_args(p, what="fits")
 
 
 def _run_bench_c(args):
@@ -217,7 +230,7 @@ def _run_bench_c(args):
         rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
                                repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
                                csv_path=out / "bench_c.csv", json_path=out / "bench_c.json",
-                               progress=not args.quiet)
+                               progress=not args.quiet, **executor_args(args))
     except (CompilerError, OutputMismatchError) as exc:
         raise UserError(str(exc)) from None
     print(format_table(rows, ["matrix", "family", "implementation", "budget", "nparams", "share", "median_ns",
@@ -261,6 +274,37 @@ def _run_bench_budgets(args):
     if any(r["status"] == "ok" for r in rows):
         plot_equal_budgets(rows, out / "equal_budgets.png")
     print(f"wrote {out / 'equal_budgets.csv'} and {out / 'equal_budgets.png'}")
+# ------------------------------------------------------------------------------------------------ bench-parallel
+def _add_bench_parallel(sub):
+    p = sub.add_parser("bench-parallel", help="the same sweep serially, on a process pool and on Dask: wall times",
+                       description="Run one sweep once per --run (from scratch, one after the other): serially, on "
+                                   "a local pool of N worker processes, on a Dask LocalCluster of N single-threaded "
+                                   "workers. Write parallel.csv (wall time, ratio to serial, per-task costs beyond "
+                                   "the fits, same rows as serial?), tasks.csv (when and where every cell ran) and "
+                                   "parallel.png (a timeline per run).")
+    p.add_argument("--matrix", "-m", action="append", default=None,
+                   help="weight spec (repeatable; default efficientnet_lite0:all)")
+    add_family_arg(p)
+    p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
+                   help="budgets (default: 0.1 0.25 0.5)")
+    p.add_argument("--run", nargs="+", dest="runs", default=["serial", "processes:2", "dask-local:8"],
+                   help="runs in order: serial, processes:N, dask-local:N (default: serial processes:2 dask-local:8)")
+    p.add_argument("--output-dir", "-o", help=f"directory for CSVs and PNG (default: {DEFAULT_OUTPUT}/bench-parallel)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _run_bench_parallel(args):
+    from structmat.benchmarks.parallel_bench import PARALLEL_COLUMNS, parse_run, run_parallel_benchmark
+    from structmat.benchmarks.results import format_table
+
+    for run in args.runs:
+        parse_run(run)
+    out = output_dir(args, "bench-parallel")
+    summary, _ = run_parallel_benchmark(load_matrices(args.matrix or ["efficientnet_lite0:all"]),
+                                        family_names(args), args.budget, args.runs, output_dir=out,
+                                        progress=not args.quiet)
+    print(format_table(summary, [c for c in PARALLEL_COLUMNS if c not in ("executor",)]))
+    print(f"wrote {out / 'parallel.csv'}, {out / 'tasks.csv'} and {out / 'parallel.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ speed-labels
@@ -297,5 +341,6 @@ BENCHMARK_COMMANDS = {
     "bench-c": (_add_bench_c, _run_bench_c),
     "bench-budgets": (_add_bench_budgets, _run_bench_budgets),
     "bench-threads": (_add_bench_threads, _run_bench_threads),
+    "bench-parallel": (_add_bench_parallel, _run_bench_parallel),
     "speed-labels": (_add_speed_labels, _run_speed_labels),
 }

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, RunFailedError, UserError, add_family_arg, family_names,
-                                  output_dir, parse_budget)
+from structmat.cli._common import (DEFAULT_OUTPUT, RunFailedError, UserError, add_executor_args, add_family_arg,
+                                  executor_args, family_names, output_dir, parse_budget)
 
 __all__ = ["FEATURE_COMMANDS"]
 
@@ -130,6 +130,7 @@ def _add_training_args(p, *, seconds_default):
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the images (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default {DEFAULT_OUTPUT}/<command>)")
+    add_executor_args(p, what="families")
 
 
 def _learning_rate(text: str):
@@ -196,7 +197,8 @@ def _run_finetune(args):
     cache = FeatureCache(args.cache)  # checks every file against its checksum and refuses non-finite features
     study = compare_heads(cache, family_names(args), args.budget, objective=args.objective, init=args.init,
                           config=_training_config(args, args.objective), test_share=args.test_share, seed=args.seed,
-                          time_budget=args.time_budget, fit_timeout=args.fit_timeout, progress=not args.quiet)
+                          time_budget=args.time_budget, fit_timeout=args.fit_timeout, progress=not args.quiet,
+                          **executor_args(args))
     _print_study(study, out, f"finetune-{args.objective}-{args.init}")
 
 
@@ -244,7 +246,7 @@ def _run_demo(args):
     study = compare_heads(cache, families, args.budget, objective="distill", config=_training_config(args, "distill"),
                           test_share=args.test_share, seed=args.seed,
                           time_budget=max(args.time_budget - (time.perf_counter() - start) - 15.0, 30.0),
-                          fit_timeout=args.fit_timeout, progress=not args.quiet)
+                          fit_timeout=args.fit_timeout, progress=not args.quiet, **executor_args(args))
     _print_study(study, out, "demo")
 
 

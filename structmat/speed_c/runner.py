@@ -216,7 +216,7 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
                     options: Mapping | None = None, bias: Mapping | None = None, warmup: int = 10,
                     repeats: int = 51, min_sample_ns: int = 20_000, compiler=None, flags=None, cache_dir=None,
                     cpu=None, seed: int = 0, work_dir=None, csv_path=None, json_path=None,
-                    progress: bool = False) -> list[dict]:
+                    progress: bool = False, jobs: int = 1, executor=None) -> list[dict]:
     """Time the dense product and each family at each budget in C on one core, plus NumPy's BLAS dense product.
 
     Parameters
@@ -239,6 +239,9 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
         The CPU to pin to (default: the highest-numbered allowed one).
     csv_path, json_path : path, optional
         Rewritten (atomically) after every cell.
+    jobs, executor :
+        Where the fits run (:func:`structmat.parallel.run_grid`: this process, ``jobs`` local worker processes or
+        Dask). All fits finish before the first product is timed, so timing never shares the machine with them.
 
     Returns
     -------
@@ -250,7 +253,6 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
         load that drifts during a long run (fits take minutes) does not skew them.
     """
     from structmat._validation import check_weight, resolve_budget
-    from structmat.approximators import approximate
     from structmat.benchmarks.results import write_rows
     from structmat.speed_c.writers import WRITERS
 
@@ -259,25 +261,26 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
     for family in families:
         if family not in WRITERS:
             raise ValueError(f"family {family!r} has no C kernel; families with one: {sorted(WRITERS)}")
-    jobs = []
+    cases = []
     for name, value in matrices.items():
         if isinstance(value, StructuredMatrix):
-            jobs.append((name, value.to_dense(), [(value, "")]))
+            cases.append((name, value.to_dense(), [(value, "")]))
         else:
             W = check_weight(value, name=f"matrix {name!r}")
             for b in budgets:
                 resolve_budget(b, W.shape)
-            jobs.append((name, W, [(family, b) for family in families for b in budgets]))
+            cases.append((name, W, [(family, b) for family in families for b in budgets]))
     binary = compile_driver(compiler=compiler, flags=flags, cache_dir=cache_dir)
+    fitted = _fit_all(cases, options, jobs=jobs, executor=executor, progress=progress)
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     settings = dict(warmup=warmup, repeats=repeats, min_sample_ns=min_sample_ns)
-    total = sum(2 + len(cells) for _, _, cells in jobs)
+    total = sum(2 + len(cells) for _, _, cells in cases)
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         pinned = stack.enter_context(one_core(cpu))
         bar = stack.enter_context(tqdm(total=total, desc="C speed", disable=not progress))
-        for name, W, cells in jobs:
+        for name, W, cells in cases:
             m, n = W.shape
             x = rng.standard_normal(n).astype(np.float32)
             b = bias.get(name)
@@ -295,10 +298,9 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
                 if isinstance(family, StructuredMatrix):
                     M = family
                 else:
-                    try:
-                        M = approximate(W, family, budget, **options.get(family, {}))
-                    except ValueError as exc:
-                        logger.warning("speed_c: skipping %s at budget %s on %s: %s", family, budget, name, exc)
+                    M = fitted[(name, family, repr(budget))]
+                    if isinstance(M, str):  # the fit refused the budget or the shape
+                        logger.warning("speed_c: skipping %s at budget %s on %s: %s", family, budget, name, M)
                         bar.update()
                         continue
                 result = time_c(M, x, bias=b, binary=binary, work_dir=work, name=M.family, **settings)
@@ -319,6 +321,21 @@ def run_c_benchmark(matrices: Mapping[str, object], families: Sequence[str] = ()
     if json_path is not None:
         write_json(json_path, rows, binary=binary, cpu=pinned, settings=settings)
     return rows
+
+
+def _fit_all(cases, options, *, jobs, executor, progress) -> dict:
+    """Every (matrix, family, budget) fit through the execution layer: the matrix, or the reason it was refused."""
+    from structmat.benchmarks.sweep import fit_cell
+    from structmat.parallel import Task, matrix_from_bytes, run_grid
+
+    tasks = [Task(fit_cell, {"name": name, "W": W, "family": family, "options": dict(options.get(family, {})),
+                             "variant": family, "budget": budget, "save": True}, key=(name, family, repr(budget)))
+             for name, W, cells in cases for family, budget in cells if not isinstance(family, StructuredMatrix)]
+    fitted = {}
+    for result in run_grid(tasks, jobs=jobs, executor=executor, progress=progress, description="fits"):
+        row = result.value
+        fitted[result.key] = matrix_from_bytes(row["matrix_npz"]) if row["status"] == "ok" else row["message"]
+    return fitted
 
 
 def _clean(result: dict) -> dict:

@@ -33,21 +33,17 @@ def test_sweep_writes_csv_and_png(matrices, tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_sweep_resumes(matrices, tmp_path, monkeypatch):
+def test_sweep_resumes(matrices, tmp_path):
     csv_path = tmp_path / "sweep.csv"
     run_sweep(matrices, ["lowrank"], [0.1], csv_path=csv_path)
-    import structmat.benchmarks.sweep as sweep
-
-    fitted = []
-    real = sweep._run_cell
-
-    def counting(*args):
-        fitted.append((args[0], args[3]))
-        return real(*args)
-
-    monkeypatch.setattr(sweep, "_run_cell", counting)
+    # Mark the finished rows: a resumed sweep must keep them as they are, not fit them again.
+    marked = csv_path.read_text().replace(",ok,", ",ok,from the first run")
+    csv_path.write_text(marked)
     rows = run_sweep(matrices, ["lowrank"], [0.1, 0.3], csv_path=csv_path)
-    assert len(rows) == 4 and fitted == [("a", 0.3), ("b", 0.3)]
+    assert [(r["matrix"], r["budget"], r["message"]) for r in rows] == [
+        ("a", "0.1", "from the first run"), ("a", "0.3", ""), ("b", "0.1", "from the first run"), ("b", "0.3", "")]
+    with open(csv_path) as f:
+        assert [(r["matrix"], r["budget"]) for r in csv.DictReader(f)] == [(r["matrix"], r["budget"]) for r in rows]
 
 
 def test_sweep_saves_matrices(matrices, tmp_path):
