@@ -1,6 +1,6 @@
 """Products of sparse factors under a non-zero budget, and plain magnitude sparsity.
 
-``fit_sparse(W, budget)`` keeps the ``budget`` largest entries: the best ``k``-sparse approximation.
+``fit_sparse`` (magnitude and output-aware pruning) lives in :mod:`structmat.approximators.sparse`.
 
 ``fit_sparse_product(W, budget)`` fits ``W ≈ S_1 S_2`` (or more factors) with ``Σ nnz(S_j) <= budget``. Its default
 method is a *budget-split continuation* of PALM4MSA (Le Magoarou & Gribonval 2016, Algorithm 2), written for this
@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, _PalmState, blas_threads_for,
                                               hierarchical)
-from structmat.matrices.sparse_product import Sparse, SparseProduct
+from structmat.approximators.sparse import fit_sparse, magnitude_prune
+from structmat.matrices.sparse_product import SparseProduct
 
 __all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "continuation_effort", "METHODS"]
 
@@ -60,40 +61,6 @@ FLOAT32_MIN_SIZE = 2**16
 GIVE_UP_RISE = 0.05
 #: Split shares of the first factor tried by ``method="palm4msa"`` (the peer tries linspace(0.1, 0.9, 17)).
 PALM_SPLITS = tuple(np.round(np.linspace(0.1, 0.9, 9), 2))
-
-
-def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
-    """``W`` with all but its ``k`` largest-magnitude entries set to zero (ties: earliest position first)."""
-    if k >= W.size:
-        return W.copy()
-    return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
-
-
-def fit_sparse(W, budget) -> Sparse:
-    """Magnitude sparsity: the ``budget`` largest entries of ``W`` (the best approximation with that many
-    non-zeros in Frobenius norm).
-
-    Parameters
-    ----------
-    W : array_like of shape (out_features, in_features)
-        Fitted in float64.
-    budget : int >= 1 or float in (0, 1]
-        Non-zeros kept (a share of ``m · n`` for a float).
-
-    Returns
-    -------
-    Sparse
-        ``nparams = min(budget, nnz(W))``; exact zeros of ``W`` are not stored.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> fit_sparse(np.array([[3.0, -1.0], [0.5, -4.0]]), 2).to_dense()
-    array([[ 3.,  0.],
-           [ 0., -4.]])
-    """
-    W = check_weight(W)
-    return Sparse(magnitude_prune(W, resolve_budget(budget, W.shape)))
 
 
 def _mixing_sides(shape) -> list[str]:
