@@ -24,13 +24,17 @@ import logging
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, _PalmState, blas_threads_for,
-                                              hierarchical)
+from structmat.approximators._continuation import FrobeniusMixing, follow_budget_path, start_step
+from structmat.approximators._factored_lowrank import lowrank_product
+from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.palm4msa import Constraint, _default_init, _palm, blas_threads_for, hierarchical
 from structmat.approximators.sparse import fit_sparse, magnitude_prune
+from structmat.approximators.sparse_product_outputs import fit_product_to_outputs
 from structmat.matrices.sparse_product import SparseProduct
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "continuation_effort", "METHODS"]
 
@@ -51,14 +55,11 @@ THOROUGH_RAMP_RATE, THOROUGH_TOL = 0.004, 1e-4
 THOROUGH_WORK, FAST_WORK = 2**24, 2**26
 #: Sweeps allowed by default at the fast ramp rate; slower ramps get proportionally more.
 MAX_SWEEPS = 150
-#: The continuation turns back once the error is this much (relatively) above the best seen.
-RISE_TOLERANCE = 0.002
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
 #: the errors that steer it are ~0.1-1, far above float32 rounding). The scale and the result are float64.
 FLOAT32_MIN_SIZE = 2**16
-#: While the best state is still the start (pruning), the error may first rise as the mixing factor fills; the
-#: continuation gives up only if it rises this much.
-GIVE_UP_RISE = 0.05
+#: A low-rank candidate this close to W (relatively) is returned at once: W is exactly low rank.
+EXACT_ERROR = 1e-12
 #: Split shares of the first factor tried by ``method="palm4msa"`` (the peer tries linspace(0.1, 0.9, 17)).
 PALM_SPLITS = tuple(np.round(np.linspace(0.1, 0.9, 9), 2))
 
@@ -109,12 +110,6 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     ramp_rate = auto_ramp if ramp_rate is None else ramp_rate
     tol = auto_tol if tol is None else tol
     max_iter = auto_iter if max_iter is None else max_iter
-    big_shape, mix_shape = (m, n), (d, d)
-
-    def constraints(k_mix):
-        mix, big = Constraint("topk", mix_shape, k_mix), Constraint("topk", big_shape, limit - k_mix)
-        return [mix, big] if side == "left" else [big, mix]
-
     dtype = np.float32 if W.size >= FLOAT32_MIN_SIZE else np.float64
     W_fit = W.astype(dtype)
     pruned = magnitude_prune(W_fit, limit - d)
@@ -122,44 +117,13 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     factors = [np.eye(d, dtype=dtype) / math.sqrt(d), pruned / scale]
     if side == "right":
         factors.reverse()
-    state = _PalmState(W_fit, factors, scale * math.sqrt(d))
-    state.full = pruned / (scale * math.sqrt(d))
-    # the step is a share of the budget, capped at its value for a quarter of the weights: larger steps made the
-    # error climb too far before the mixing factor paid off (the classifier at share 0.5)
-    k_mix, step = d, max(1, math.ceil(ramp_rate * min(limit, W.size // 4)))
-    k_cap = min(d * d, limit - 1)
-    best = (state.error(), list(state.factors), state.lam, k_mix)
-    errors = [best[0]]
-    ramping = True
-    bar = tqdm(total=max_iter, desc="fit_sparse_product", disable=not progress)
-    for sweep in range(max_iter):
-        if ramping:
-            k_mix = min(k_mix + step, k_cap)
-        error = state.sweep(constraints(k_mix))
-        errors.append(error)
-        bar.update(1)
-        if error < best[0]:
-            improvement = best[0] - error
-            best = (error, list(state.factors), state.lam, k_mix)  # factors are replaced, never modified
-            if not ramping and improvement <= tol * errors[-2]:
-                break
-        elif ramping and (k_mix == k_cap or (best[3] > d and error > best[0] * (1 + RISE_TOLERANCE))
-                          or (best[3] == d and error > best[0] * (1 + GIVE_UP_RISE))):
-            ramping = False
-            state = _PalmState(W_fit, list(best[1]), best[2])
-            k_mix = best[3]
-            logger.debug("continuation: turning back at sweep %d to k_mix=%d (error %.6g)", sweep, k_mix, best[0])
-        elif not ramping:
-            break
-    bar.close()
-    error, factors, lam, k_mix = best
+    state = FrobeniusMixing(W_fit, factors, scale * math.sqrt(d), limit, side, full=pruned / (scale * math.sqrt(d)))
+    best, errors = follow_budget_path(state, d, min(d * d, limit - 1), start_step(ramp_rate, limit, W.size),
+                                      max_iter=max_iter, tol=tol, progress=progress)
+    error, snapshot, k_mix = best
     logger.debug("continuation: side=%s d=%d k_mix=%d k_other=%d error=%.6g after %d sweeps (%s)",
                  side, d, k_mix, limit - k_mix, error, len(errors) - 1, np.dtype(dtype).name)
-    first, second = (f.astype(np.float64) for f in factors)
-    product = first @ second
-    norm = float(np.vdot(product, product))
-    lam = float(np.vdot(W, product)) / norm if norm > 0 else 0.0  # the optimal scale, in float64
-    return SparseProduct([lam * first, second]), errors
+    return SparseProduct(FrobeniusMixing.product_factors(W, snapshot)), errors
 
 
 def _palm_grid(W, limit, side, *, max_iter, tol, splits) -> SparseProduct:
@@ -194,10 +158,12 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
     return hierarchical(W, cons, residual, max_iter=max_iter, tol=tol).to_matrix()
 
 
-def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "continuation", mixing_side: str = "auto",
-                       max_iter: int | None = None, tol: float | None = None, ramp_rate: float | None = None,
+def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, num_factors: int = 2,
+                       method: str = "continuation", mixing_side: str = "auto", max_iter: int | None = None,
+                       tol: float | None = None, ramp_rate: float | None = None,
                        progress: bool = False) -> SparseProduct:
-    """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that and magnitude pruning.
+    """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that, magnitude pruning and the best
+    low-rank matrix written as two factors.
 
     Parameters
     ----------
@@ -205,6 +171,12 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         Fitted in float64.
     budget : int >= 1 or float in (0, 1]
         Total non-zeros (a share of ``m · n`` for a float).
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        When given, minimise the output error ``‖(W − M) Xᵀ‖_F`` instead: the best of the plain fit, the
+        output-aware sparse fit, the continuation in the output norm and the whitened low rank
+        (:mod:`structmat.approximators.sparse_product_outputs`).
+    ridge : float
+        Relative regularisation of the inputs' second moment (with ``inputs`` only).
     num_factors : int
         ``J``. 1 is magnitude pruning; 2 uses ``method``; 3 or more use the hierarchical variant.
     method : {"continuation", "palm4msa", "hierarchical"}
@@ -274,14 +246,32 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         raise ValueError(f"ramp_rate must be a float in (0, 1] or None; got {ramp_rate!r}")
     if tol is not None and not tol >= 0:
         raise ValueError(f"tol must be a float >= 0 or None; got {tol!r}")
+    if inputs is not None:
+        stats = as_statistics(inputs, W.shape[1])
+        plain = fit_sparse_product(W, limit, num_factors=num_factors, method=method, mixing_side=mixing_side,
+                                   max_iter=max_iter, tol=tol, ramp_rate=ramp_rate, progress=progress)
+        if plain.nparams == np.count_nonzero(W) and plain.num_factors == 1:
+            return plain  # W itself fits in the budget
+        sides = _mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]
+        with blas_threads_for(W):
+            return fit_product_to_outputs(OutputNorm(W, stats, ridge), limit, plain, num_factors=num_factors,
+                                          sides=sides, effort=continuation_effort, stats=stats, progress=progress)
     pruned = SparseProduct([magnitude_prune(W, limit)])
     if num_factors == 1 or pruned.nparams == np.count_nonzero(W):
         return pruned  # pruning is exact (or one factor was asked for)
+    norm_w = float(np.linalg.norm(W))
+    candidates, errors = [pruned], [float(np.linalg.norm(W - pruned.to_dense()))]
     with blas_threads_for(W):
-        candidates = [pruned] + _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate,
-                                            progress)
-    errors = [float(np.linalg.norm(W - M.to_dense())) for M in candidates]
-    logger.debug("fit_sparse_product: errors %s (pruning first)", errors)
+        lowrank = lowrank_product(W, limit, error_to_beat=errors[0] / norm_w)
+        if lowrank is not None:
+            candidates.append(lowrank)
+            errors.append(float(np.linalg.norm(W - lowrank.to_dense())))
+            if errors[-1] <= EXACT_ERROR * norm_w:
+                return lowrank  # W is low rank: nothing can do better
+        for M in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress):
+            candidates.append(M)
+            errors.append(float(np.linalg.norm(W - M.to_dense())))
+    logger.debug("fit_sparse_product: errors %s (pruning, low rank if it could win, then the products)", errors)
     return candidates[int(np.argmin(errors))]
 
 
