@@ -26,7 +26,8 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators._continuation import FrobeniusMixing, follow_budget_path, start_step
+from structmat.approximators._continuation import (FrobeniusMixing, follow_budget_path, follow_budget_schedule,
+                                                   start_step)
 from structmat.approximators._factored_lowrank import lowrank_product
 from structmat.approximators._output_norm import OutputNorm
 from structmat.approximators.data_aware import as_statistics
@@ -55,9 +56,22 @@ THOROUGH_RAMP_RATE, THOROUGH_TOL = 0.004, 1e-4
 THOROUGH_WORK, FAST_WORK = 2**24, 2**26
 #: Sweeps allowed by default at the fast ramp rate; slower ramps get proportionally more.
 MAX_SWEEPS = 150
+#: Sweeps costing more than ``LARGE_WORK`` multiply-adds (``m·n·d``; a 1625×1625 matrix) are capped in number:
+#: ``LARGE_SWEEPS · (LARGE_WORK / work)^LARGE_SWEEPS_EXPONENT``, at least ``MIN_SWEEPS`` (25 for 2048×2048, 6 for
+#: 4096×4096), and the ramp is sped up so that ``ramp_rate · max_iter >= RAMP_SWEEPS``. The error change against
+#: more sweeps is on the fit-quality benchmarks page.
+LARGE_WORK, LARGE_SWEEPS, LARGE_SWEEPS_EXPONENT, MIN_SWEEPS, RAMP_SWEEPS = 2**32, 40, 0.7, 4, 0.55
+#: With at most this many sweeps the default follows a fixed schedule instead of the adaptive path (no room to
+#: turn back and polish): half the sweeps move ``SCHEDULE_TARGET_SHARE`` of the budget to the mixing factor, the
+#: rest polish.
+SCHEDULE_MAX_SWEEPS, SCHEDULE_TARGET_SHARE = 12, 0.22
+#: Power iterations of the spectral norms (at most, relative tolerance) for sweeps above ``LARGE_WORK``.
+LARGE_POWER_ITERATIONS = (4, 1e-3)
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
 #: the errors that steer it are ~0.1-1, far above float32 rounding). The scale and the result are float64.
 FLOAT32_MIN_SIZE = 2**16
+#: From this many entries on, the continuation's own (float32) error ranks it among the candidates.
+KNOWN_ERROR_MIN_SIZE = 2**22
 #: A low-rank candidate this close to W (relatively) is returned at once: W is exactly low rank.
 EXACT_ERROR = 1e-12
 #: Split shares of the first factor tried by ``method="palm4msa"`` (the peer tries linspace(0.1, 0.9, 17)).
@@ -82,9 +96,12 @@ def continuation_effort(shape, d: int) -> tuple[float, float, int]:
 
     ``w <= THOROUGH_WORK`` (2^24, a 256×256 matrix) gives ``(0.004, 1e-4)``; ``w >= FAST_WORK`` (2^26) gives
     ``(0.015, 2e-3)``; in between both are interpolated geometrically in ``w``. ``max_iter`` is
-    ``MAX_SWEEPS · 0.015 / ramp_rate``, so a slower ramp is not cut short. The rule depends on the shape only, so
-    fits stay deterministic; it spends about half a second of CPU on a 256×256 matrix and leaves the 2-5 s fits of
-    EfficientNet-Lite0's largest matrices as they were.
+    ``MAX_SWEEPS · 0.015 / ramp_rate``, so a slower ramp is not cut short. Above ``w = LARGE_WORK`` (2^32) the
+    sweeps are capped at ``40 · (2^32 / w)^0.7`` (at least 4) and the ramp sped up to ``0.55 / max_iter``, so that
+    fit times grow about as ``(m n)^1.1`` instead of ``(m n)^1.5``; with at most ``SCHEDULE_MAX_SWEEPS`` sweeps the
+    default continuation follows a fixed ramp-then-polish schedule. The rule depends on the shape only, so fits stay
+    deterministic; it spends about half a second of CPU on a 256×256 matrix, 2-5 s on EfficientNet-Lite0's largest
+    matrices and about 25 s on a 4096×4096 matrix.
 
     Examples
     --------
@@ -92,13 +109,25 @@ def continuation_effort(shape, d: int) -> tuple[float, float, int]:
     (0.004, 0.0001, 562)
     >>> continuation_effort((1000, 1280), 1000)
     (0.015, 0.002, 150)
+    >>> continuation_effort((4096, 4096), 4096)
+    (0.0917, 0.002, 6)
     """
     m, n = shape
     work = float(m) * float(n) * float(d)
     t = min(1.0, max(0.0, math.log(work / THOROUGH_WORK) / math.log(FAST_WORK / THOROUGH_WORK)))
     ramp_rate = THOROUGH_RAMP_RATE * (RAMP_RATE / THOROUGH_RAMP_RATE) ** t
     tol = THOROUGH_TOL * (TOL / THOROUGH_TOL) ** t
-    return float(f"{ramp_rate:.3g}"), float(f"{tol:.3g}"), int(MAX_SWEEPS * RAMP_RATE / ramp_rate)
+    max_iter = int(MAX_SWEEPS * RAMP_RATE / ramp_rate)
+    if work > LARGE_WORK:
+        max_iter = max(MIN_SWEEPS, round(LARGE_SWEEPS * (LARGE_WORK / work) ** LARGE_SWEEPS_EXPONENT))
+        ramp_rate = max(ramp_rate, RAMP_SWEEPS / max_iter)
+    return float(f"{ramp_rate:.3g}"), float(f"{tol:.3g}"), max_iter
+
+
+def _power_iterations(shape, d: int) -> tuple[int, float]:
+    """Warm-started power iterations per spectral norm (at most, relative tolerance): fewer for large sweeps."""
+    m, n = shape
+    return LARGE_POWER_ITERATIONS if float(m) * float(n) * float(d) > LARGE_WORK else (10, 1e-4)
 
 
 def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tuple[SparseProduct, list]:
@@ -107,6 +136,8 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     m, n = W.shape
     d = m if side == "left" else n
     auto_ramp, auto_tol, auto_iter = continuation_effort((m, n), d)
+    # few affordable sweeps (large matrices, default effort): a fixed ramp-then-polish schedule
+    scheduled = ramp_rate is None and max_iter is None and auto_iter <= SCHEDULE_MAX_SWEEPS
     ramp_rate = auto_ramp if ramp_rate is None else ramp_rate
     tol = auto_tol if tol is None else tol
     max_iter = auto_iter if max_iter is None else max_iter
@@ -117,13 +148,18 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     factors = [np.eye(d, dtype=dtype) / math.sqrt(d), pruned / scale]
     if side == "right":
         factors.reverse()
-    state = FrobeniusMixing(W_fit, factors, scale * math.sqrt(d), limit, side, full=pruned / (scale * math.sqrt(d)))
-    best, errors = follow_budget_path(state, d, min(d * d, limit - 1), start_step(ramp_rate, limit, W.size),
-                                      max_iter=max_iter, tol=tol, progress=progress)
+    state = FrobeniusMixing(W_fit, factors, scale * math.sqrt(d), limit, side, full=pruned / (scale * math.sqrt(d)),
+                            power_iterations=_power_iterations((m, n), d))
+    if scheduled:
+        k_target = min(d * d, limit - 1, d + int(SCHEDULE_TARGET_SHARE * limit))
+        best, errors = follow_budget_schedule(state, d, k_target, max(1, max_iter // 2), max_iter, progress=progress)
+    else:
+        best, errors = follow_budget_path(state, d, min(d * d, limit - 1), start_step(ramp_rate, limit, W.size),
+                                          max_iter=max_iter, tol=tol, progress=progress)
     error, snapshot, k_mix = best
     logger.debug("continuation: side=%s d=%d k_mix=%d k_other=%d error=%.6g after %d sweeps (%s)",
                  side, d, k_mix, limit - k_mix, error, len(errors) - 1, np.dtype(dtype).name)
-    return SparseProduct(FrobeniusMixing.product_factors(W, snapshot)), errors
+    return SparseProduct(FrobeniusMixing.product_factors(snapshot)), errors
 
 
 def _palm_grid(W, limit, side, *, max_iter, tol, splits) -> SparseProduct:
@@ -268,27 +304,30 @@ def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, 
             errors.append(float(np.linalg.norm(W - lowrank.to_dense())))
             if errors[-1] <= EXACT_ERROR * norm_w:
                 return lowrank  # W is low rank: nothing can do better
-        for M in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress):
+        for M, error in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress):
             candidates.append(M)
-            errors.append(float(np.linalg.norm(W - M.to_dense())))
+            errors.append(float(np.linalg.norm(W - M.to_dense())) if error is None else error * norm_w)
     logger.debug("fit_sparse_product: errors %s (pruning, low rank if it could win, then the products)", errors)
     return candidates[int(np.argmin(errors))]
 
 
 def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress) -> list:
-    """The products ``fit_sparse_product`` compares with pruning."""
+    """The products ``fit_sparse_product`` compares with pruning, as ``(matrix, relative error or None)``: the
+    continuation's own error is reused for matrices of at least ``KNOWN_ERROR_MIN_SIZE`` entries (its float32
+    sweeps measure it to about 1e-7), whose dense product would cost seconds."""
     candidates = []
     if method != "continuation" or num_factors >= 3:
         max_iter = MAX_SWEEPS if max_iter is None else max_iter
         tol = TOL if tol is None else tol
     if num_factors >= 3 or method == "hierarchical":
-        candidates.append(_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol))
+        candidates.append((_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol), None))
     for side in (_mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]):
         if num_factors >= 3 or method == "hierarchical" or limit <= (W.shape[0] if side == "left" else W.shape[1]):
             continue  # no room for a mixing factor beyond the identity
         if method == "palm4msa":
-            candidates.append(_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS))
+            candidates.append((_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS), None))
         else:
-            candidates.append(_continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
-                                            progress=progress)[0])
+            M, errors = _continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
+                                      progress=progress)
+            candidates.append((M, min(errors) if W.size >= KNOWN_ERROR_MIN_SIZE else None))
     return candidates
