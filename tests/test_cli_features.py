@@ -51,3 +51,21 @@ def test_extraction_benchmark_writes_csv(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "extraction.csv")))
     assert [(r["round"], r["mode"]) for r in rows] == [("0", "bare"), ("0", "cached"), ("median", "cached")]
     assert float(rows[-1]["ratio_to_bare"]) > 0 and float(rows[-1]["cpu_ratio_to_bare"]) > 0
+
+
+def test_bench_data_aware(digits_cache, tmp_path, capsys):
+    code, out, _ = run(capsys, "bench-data-aware", digits_cache, "-f", "lowrank", "-b", "0.1", "0.3",
+                       "-o", tmp_path, "-q")
+    assert code == 0 and (tmp_path / "data_aware.csv").exists() and (tmp_path / "data_aware.png").exists()
+    from structmat.benchmarks.results import read_rows
+
+    rows = read_rows(tmp_path / "data_aware.csv")
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"plain", "data-aware"}
+    by_cell = {(r["family"], r["share"], r["method"]): r for r in rows if r["status"] == "ok"}
+    for (family, share, method), row in by_cell.items():
+        if method == "data-aware" and (family, share, "plain") in by_cell:
+            # measured on held-out rows, so only roughly: the fit on 48 rows must still generalise to 12
+            assert float(row["output_error"]) <= 1.05 * float(by_cell[family, share, "plain"]["output_error"])
+    code, out, _ = run(capsys, "bench-data-aware", digits_cache, "-f", "lowrank", "-b", "0.1", "0.3", "-o", tmp_path,
+                       "-q")
+    assert code == 0 and len(read_rows(tmp_path / "data_aware.csv")) == 4   # resumed: nothing refitted

@@ -70,6 +70,15 @@ def _extract(args, cache_dir):
     return cache, time.perf_counter() - start
 
 
+def demo_cache(*, quiet: bool = False):
+    """The demo's feature cache (EfficientNet-Lite0 on the 5,000 MNIST digits), extracted first if missing."""
+    parser = argparse.ArgumentParser()
+    _add_extraction_args(parser, threads_default=1)
+    args = parser.parse_args(["--quiet"] if quiet else [])
+    cache, _ = _extract(args, _default_cache(args))
+    return cache
+
+
 def _add_features(sub):
     p = sub.add_parser("features", help="extract, inspect and benchmark cached backbone features",
                        description="Run a pretrained backbone once over a dataset and cache the features that feed "

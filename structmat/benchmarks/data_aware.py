@@ -1,0 +1,161 @@
+"""Plain against data-aware fits of a cached head: weight error, held-out output error, agreement, fit time.
+
+On a feature cache with the backbone's dense head (``W``, ``b``, the logits), every family is fitted at every share
+twice: to ``W`` (``‖W − M‖_F``) and to the head's outputs on the training rows (``inputs`` = their
+:class:`~structmat.InputStatistics`). Each fit is measured on the held-out rows of the project's seeded split,
+before any fine-tuning: output error ``‖(W − M) Xᵀ‖_F / ‖W Xᵀ‖_F`` and top-1 agreement of ``x Mᵀ + b`` with the
+dense head. Fit seconds are one-thread medians over ``repeats`` fits; ``stats_seconds`` is the time to form
+``C`` once, which every data-aware fit of the cache shares. The CSV is rewritten after every cell and finished
+cells are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from structmat._validation import resolve_budget
+from structmat.benchmarks.results import read_rows, write_rows
+from structmat.benchmarks.timing import single_thread
+from structmat.families import get_family
+from structmat.metrics import output_error, relative_error
+
+__all__ = ["DATA_AWARE_COLUMNS", "run_data_aware_benchmark", "plot_data_aware"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("plain", "data-aware")
+DATA_AWARE_COLUMNS = ["family", "share", "method", "nparams", "params_share", "nbytes", "relative_error", "output_error",
+                      "agreement", "fit_seconds", "fit_seconds_min", "repeats", "stats_seconds", "train_rows",
+                      "test_rows", "status", "message"]
+
+
+def _agreement(M, bias, test_rows, dense_top1) -> float:
+    logits = test_rows @ M.to_dense().T + bias
+    return float(np.mean(logits.argmax(axis=1) == dense_top1))
+
+
+def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *, test_share: float = 0.2,
+                             seed: int = 0, repeats: int = 1, csv_path=None, resume: bool = True,
+                             progress: bool = False) -> list[dict]:
+    """Fit every family at every share plainly and data-aware on ``cache``'s head; one row per fit.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+        With the backbone's dense head and logits (``cache.head_weights()``).
+    families : sequence of str
+    shares : sequence of budgets (floats in (0, 1] or ints)
+    test_share, seed
+        The held-out split (:func:`structmat.finetune.split_indices`); statistics come from the other rows.
+    repeats : int
+        Fits per cell; the reported time is their median (the matrix of the first fit is measured).
+    csv_path : path, optional
+        Rewritten after every row; with ``resume`` rows already there are kept and not fitted again.
+    """
+    from structmat.finetune import split_indices
+    from structmat.statistics import InputStatistics
+
+    head = cache.head_weights()
+    if head is None:
+        raise ValueError(f"the feature cache at {cache.directory} holds no dense head to approximate")
+    W, bias = head
+    W = np.asarray(W, dtype=np.float64)
+    bias = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    for family in families:
+        get_family(family)
+    for share in shares:
+        resolve_budget(share, W.shape)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1; got {repeats!r}")
+    train, test = split_indices(cache.count, test_share, seed)
+    start = time.perf_counter()
+    stats = InputStatistics.from_cache(cache, train)
+    stats_seconds = time.perf_counter() - start
+    test_rows = np.asarray(cache.features.take(np.sort(test)), dtype=np.float64)
+    dense_top1 = (test_rows @ W.T + bias).argmax(axis=1)
+
+    rows = read_rows(csv_path) if (csv_path is not None and resume) else []
+    done = {(r["family"], r["share"], r["method"]) for r in rows}
+    cells = [(f, s, m) for f in families for s in shares for m in METHODS if (f, repr(s), m) not in done]
+    common = dict(stats_seconds=stats_seconds, train_rows=len(train), test_rows=len(test), repeats=repeats)
+    with single_thread():
+        for family, share, method in tqdm(cells, desc="data-aware", disable=not progress):
+            row = {"family": family, "share": repr(share), "method": method, **common}
+            options = {"inputs": stats} if method == "data-aware" else {}
+            seconds, M = [], None
+            try:
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    fitted = get_family(family).fit(W, share) if not options else _fit_with_inputs(W, family, share,
+                                                                                                   stats)
+                    seconds.append(time.perf_counter() - t0)
+                    M = M or fitted
+            except ValueError as exc:  # below the family's smallest member
+                rows.append({**row, "status": "skipped", "message": str(exc)})
+                continue
+            rows.append({**row, "nparams": M.nparams, "params_share": M.params_share, "nbytes": M.nbytes, "relative_error": relative_error(W, M),
+                         "output_error": output_error(W, M, test_rows),
+                         "agreement": _agreement(M, bias, test_rows, dense_top1),
+                         "fit_seconds": statistics.median(seconds), "fit_seconds_min": min(seconds),
+                         "status": "ok", "message": ""})
+            logger.info("%s", rows[-1])
+            if csv_path is not None:
+                write_rows(csv_path, rows, DATA_AWARE_COLUMNS)
+    return rows
+
+
+def _fit_with_inputs(W, family, share, stats):
+    from structmat.approximators import approximate
+
+    return approximate(W, family, share, inputs=stats)
+
+
+def plot_data_aware(rows: list[dict], path, *, title: str | None = None) -> None:
+    """Held-out output error (left) and agreement with the dense head (right) against share; one colour per
+    family, dashed = plain fit, solid = data-aware fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        raise ValueError("no successful cells to plot")
+    families = list(dict.fromkeys(r["family"] for r in ok))
+    colours = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, family in enumerate(families):
+        for method, style in (("plain", "--"), ("data-aware", "-")):
+            cells = sorted((float(r["params_share"]), float(r["output_error"]), float(r["agreement"]))
+                           for r in ok if r["family"] == family and r["method"] == method)
+            if not cells:
+                continue
+            share, error, agreement = zip(*cells)
+            kwargs = dict(linestyle=style, marker="o" if method == "data-aware" else "x", color=colours(i % colours.N),
+                          label=f"{family}" if method == "data-aware" else None)
+            axes[0].plot(share, error, **kwargs)
+            axes[1].plot(share, agreement, **kwargs)
+    axes[0].set(xlabel="parameters / dense parameters", ylabel="held-out output error ‖(W − M)Xᵀ‖/‖WXᵀ‖",
+                ylim=(0, None))
+    axes[1].set(xlabel="parameters / dense parameters", ylabel="top-1 agreement with the dense head",
+                ylim=(0, 1.0))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], color="grey", linestyle="--", marker="x"), Line2D([], [], color="grey", marker="o")]
+    labels += ["plain fit (‖W − M‖)", "data-aware fit (‖(W − M)Xᵀ‖)"]
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.suptitle(title or "plain vs data-aware fits, before fine-tuning")
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
