@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators._alternating import alternating_polish
 from structmat.approximators._continuation import (FrobeniusMixing, follow_budget_path, follow_budget_schedule,
                                                    start_step)
 from structmat.approximators._factored_lowrank import lowrank_product
@@ -70,6 +71,13 @@ LARGE_POWER_ITERATIONS = (4, 1e-3)
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
 #: the errors that steer it are ~0.1-1, far above float32 rounding). The scale and the result are float64.
 FLOAT32_MIN_SIZE = 2**16
+#: The alternating polish (exact least squares on the supports between PALM4MSA sweeps) of the continuation's result
+#: and of a start like FAµST's (half the budget per factor, ``FAUST_START_SWEEPS`` PALM4MSA sweeps): rounds afforded
+#: by ``POLISH_WORK`` multiply-adds (:func:`polish_rounds`), up to ``POLISH_ROUNDS``; matrices that afford fewer than
+#: ``MIN_POLISH_ROUNDS`` skip it (from about 800×800 on).
+POLISH_WORK, POLISH_ROUNDS, MIN_POLISH_ROUNDS, FAUST_START_SWEEPS = 2.0**34, 40, 4, 30
+#: The polish of FAµST's start gives up after a few rounds if it is still this much above the best candidate.
+GIVE_UP_FACTOR = 1.05
 #: From this many entries on, the continuation's own (float32) error ranks it among the candidates.
 KNOWN_ERROR_MIN_SIZE = 2**22
 #: A low-rank candidate this close to W (relatively) is returned at once: W is exactly low rank.
@@ -304,18 +312,50 @@ def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, 
             errors.append(float(np.linalg.norm(W - lowrank.to_dense())))
             if errors[-1] <= EXACT_ERROR * norm_w:
                 return lowrank  # W is low rank: nothing can do better
-        for M, error in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress):
+        for M, error in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress,
+                                    error_to_beat=min(errors) / norm_w):
             candidates.append(M)
             errors.append(float(np.linalg.norm(W - M.to_dense())) if error is None else error * norm_w)
     logger.debug("fit_sparse_product: errors %s (pruning, low rank if it could win, then the products)", errors)
     return candidates[int(np.argmin(errors))]
 
 
-def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress) -> list:
+def polish_rounds(shape, d: int) -> int:
+    """Rounds of :func:`~structmat.approximators._alternating.alternating_polish` the default fit affords for a
+    matrix of ``shape`` with inner dimension ``d``: ``POLISH_WORK / (7 m n d)`` (a round costs about seven products
+    of the factors with an ``m × n`` matrix), at most ``POLISH_ROUNDS``, none below ``MIN_POLISH_ROUNDS``.
+
+    Examples
+    --------
+    >>> polish_rounds((256, 256), 256), polish_rounds((512, 512), 512), polish_rounds((1000, 1280), 1000)
+    (40, 18, 0)
+    """
+    m, n = shape
+    rounds = min(POLISH_ROUNDS, int(POLISH_WORK / (7.0 * m * n * d)))
+    return rounds if rounds >= MIN_POLISH_ROUNDS else 0
+
+
+def _faust_start_polished(W, limit, side, rounds, *, give_up_above=np.inf) -> tuple[SparseProduct, float]:
+    """PALM4MSA from FAµST's start with half the budget in each factor (``FAUST_START_SWEEPS`` sweeps), then
+    ``rounds`` rounds of the alternating polish; the product and its relative error."""
+    m, n = W.shape
+    d = m if side == "left" else n
+    k_second = limit // 2
+    cons = [Constraint("topk", (m, d), limit - k_second), Constraint("topk", (d, n), k_second)]
+    start = _palm(W, _default_init(cons), cons, 1.0, FAUST_START_SWEEPS, 0.0, 0.0)
+    factors, error = alternating_polish(W, [start.lam * start.factors[0], start.factors[1]],
+                                        (limit - k_second, k_second), rounds=rounds,
+                                        give_up_above=GIVE_UP_FACTOR * give_up_above)
+    return SparseProduct(factors), error
+
+
+def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress,
+                error_to_beat=np.inf) -> list:
     """The products ``fit_sparse_product`` compares with pruning, as ``(matrix, relative error or None)``: the
     continuation's own error is reused for matrices of at least ``KNOWN_ERROR_MIN_SIZE`` entries (its float32
     sweeps measure it to about 1e-7), whose dense product would cost seconds."""
     candidates = []
+    polished_faust_start = False
     if method != "continuation" or num_factors >= 3:
         max_iter = MAX_SWEEPS if max_iter is None else max_iter
         tol = TOL if tol is None else tol
@@ -326,8 +366,17 @@ def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_
             continue  # no room for a mixing factor beyond the identity
         if method == "palm4msa":
             candidates.append((_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS), None))
-        else:
-            M, errors = _continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
-                                      progress=progress)
-            candidates.append((M, min(errors) if W.size >= KNOWN_ERROR_MIN_SIZE else None))
+            continue
+        M, errors = _continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol, progress=progress)
+        error = min(errors) if W.size >= KNOWN_ERROR_MIN_SIZE else None
+        candidates.append((M, error))
+        rounds = polish_rounds(W.shape, W.shape[0] if side == "left" else W.shape[1])
+        if rounds and M.num_factors == 2:
+            factors, error = alternating_polish(W, [f.toarray() for f in M.factors()], tuple(M.factor_nnz),
+                                                rounds=rounds)
+            candidates.append((SparseProduct(factors), error))
+            if not polished_faust_start:
+                candidates.append(_faust_start_polished(W, limit, side, rounds,
+                                                        give_up_above=min(error_to_beat, error)))
+                polished_faust_start = True
     return candidates
