@@ -12,6 +12,7 @@ import sys
 
 from structmat.cli._common import UserError
 from structmat.cli.benchmarks import BENCHMARK_COMMANDS
+from structmat.cli.export import EXPORT_COMMANDS
 from structmat.cli.features import FEATURE_COMMANDS
 from structmat.cli.matrices import MATRIX_COMMANDS
 from structmat.cli.pyfaust import PYFAUST_COMMANDS
@@ -22,7 +23,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = {
     **MATRIX_COMMANDS,  # approximate, info, families
-    **BENCHMARK_COMMANDS,  # sweep, bench-layers, bench-rsvd, bench-c
+    **BENCHMARK_COMMANDS,  # sweep, bench-layers, bench-rsvd, bench-c, speed-labels
+    **EXPORT_COMMANDS,  # export, bench-export
     **FEATURE_COMMANDS,  # features, finetune, demo
     **SSS_COMMANDS,  # bench-sss
     **PYFAUST_COMMANDS,  # bench-pyfaust

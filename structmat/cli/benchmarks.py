@@ -83,27 +83,33 @@ def _run_bench_data_aware(args):
 
 # ------------------------------------------------------------------------------------------------ bench-layers
 def _add_bench_layers(sub):
-    p = sub.add_parser("bench-layers", help="forward+backward time of structured layers vs nn.Linear",
-                       description="Time each family's layer against nn.Linear (one thread) at several batch sizes; "
-                                   "write layer_speed.csv and layer_speed.png.")
+    p = sub.add_parser("bench-layers", help="forward and forward+backward time of structured layers vs nn.Linear",
+                       description="Time each family's layer against nn.Linear (one thread, pinned to one core, CPU "
+                                   "time of the thread) at several batch sizes: the forward pass without autograd "
+                                   "(the inference fast path) and forward+backward; judge the forward ratio against "
+                                   "its target; write layer_speed.csv, layer_speed.json (with the machine) and "
+                                   "layer_speed.png.")
     add_matrix_args(p)
     p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
     p.add_argument("--batch", nargs="+", type=int, default=[1, 32, 256], help="batch sizes (default 1 32 256)")
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per cell (default 15)")
+    p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
 
 
 def _run_bench_layers(args):
     from structmat.benchmarks.layer_speed import plot_layer_speed, run_layer_speed
+    from structmat.benchmarks.machine import machine_summary
     from structmat.benchmarks.results import format_table
 
     out = output_dir(args, "bench-layers")
     rows = run_layer_speed(load_matrices(args.matrix), family_names(args), args.budget, batch_sizes=args.batch,
                            repeats=args.repeats, csv_path=out / "layer_speed.csv", resume=False,
-                           progress=not args.quiet)
-    print(format_table(rows, ["matrix", "variant", "nparams", "batch", "forward_ms", "forward_backward_ms",
-                              "speedup_vs_linear"]))
+                           progress=not args.quiet, cpu=args.cpu)
+    print(machine_summary())
+    print(format_table(rows, ["matrix", "variant", "nparams", "byte_share", "batch", "forward_ms", "forward_ratio",
+                              "target_ratio", "within_target", "forward_backward_ms", "speedup_vs_linear"]))
     plot_layer_speed(rows, out / "layer_speed.png")
-    print(f"wrote {out / 'layer_speed.csv'} and {out / 'layer_speed.png'}")
+    print(f"wrote {out / 'layer_speed.csv'}, {out / 'layer_speed.json'} and {out / 'layer_speed.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ bench-rsvd
@@ -191,10 +197,37 @@ def _run_bench_c(args):
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ speed-labels
+def _add_speed_labels(sub):
+    p = sub.add_parser("speed-labels", help="write the measured speed labels shown by `structmat families`",
+                       description="Combine a bench-layers CSV and a bench-c CSV (same matrix and budget) into the "
+                                   "per-family speed labels: C and torch time ratios to dense at batch 1.")
+    p.add_argument("--layers", required=True, help="layer_speed.csv from `structmat bench-layers`")
+    p.add_argument("--c", required=True, help="bench_c.csv from `structmat bench-c`")
+    p.add_argument("--matrix", default="efficientnet_lite0", help="the matrix rows to read (default: "
+                                                                   "efficientnet_lite0)")
+    p.add_argument("--command", dest="recorded_commands", action="append", default=[],
+                   help="the commands that produced the CSVs (recorded; repeatable)")
+    p.add_argument("--output", "-o", help="JSON to write (default: the labels shipped with structmat)")
+
+
+def _run_speed_labels(args):
+    from structmat.benchmarks.speed_labels import write_speed_labels
+
+    for path in (args.layers, args.c):
+        if not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    labels = write_speed_labels(args.layers, args.c, args.output, matrix=args.matrix,
+                                commands=args.recorded_commands)
+    for label in labels.values():
+        print(f"{label.family:<16} {label.describe()}")
+
+
 BENCHMARK_COMMANDS = {
     "bench-data-aware": (_add_bench_data_aware, _run_bench_data_aware),
     "sweep": (_add_sweep, _run_sweep),
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "speed-labels": (_add_speed_labels, _run_speed_labels),
 }

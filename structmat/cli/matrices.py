@@ -96,16 +96,35 @@ def _run_info(args):
 
 # ------------------------------------------------------------------------------------------------ families
 def _add_families(sub):
-    sub.add_parser("families", help="list the families and their parameter counts",
-                   description="List registered families, their nparams formula, matrix class and layer.")
+    p = sub.add_parser("families", help="list the families, their parameter counts and measured speed",
+                       description="List registered families, their matrix class, layer and nparams formula, with "
+                                   "their measured time ratios to dense at batch 1 on one core (C kernel over the "
+                                   "dense C loop; torch forward without autograd over nn.Linear) on the "
+                                   "EfficientNet-Lite0 classifier at a quarter of its parameters.")
+    p.add_argument("--labels", help="a speed-labels JSON of your own (`structmat speed-labels -o`)")
 
 
 def _run_families(args):
+    from structmat.benchmarks.speed_labels import speed_labels
     from structmat.families import FAMILIES
 
-    print(f"{'family':<16} {'nparams':<28} {'matrix':<16} layer")
+    labels = speed_labels(args.labels)
+
+    def ratio(value):
+        return "–" if value is None else f"{value:.2f}x"
+
+    print(f"{'family':<16} {'C b=1':>8} {'torch b=1':>9}  {'matrix':<14} {'layer':<44} nparams")
     for f in FAMILIES.values():
-        print(f"{f.name:<16} {f.nparams_formula:<28} {f.matrix_class.__name__:<16} {f.layer}")
+        label = labels.get(f.name)
+        c, t = (ratio(label.c_ratio), ratio(label.torch_ratio)) if label else ("–", "–")
+        if f.name == "dense":
+            c, t = "1.00x", "1.00x"
+        print(f"{f.name:<16} {c:>8} {t:>9}  {f.matrix_class.__name__:<14} {f.layer:<44} {f.nparams_formula}")
+    if labels:
+        first = next(iter(labels.values()))
+        print(f"\nspeed: time / dense at batch 1, one core, {first.matrix} at share {first.share}; measured "
+              f"{first.date} on {first.cpu} ({first.simd}). Ratios move with the machine: re-measure with "
+              f"`structmat bench-layers`, `structmat bench-c` and `structmat speed-labels`.")
 
 
 MATRIX_COMMANDS = {
