@@ -35,7 +35,7 @@ import logging
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg.lapack import dposv
+from scipy.linalg.lapack import dpotrf, dpotrs
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._obs_kernels import prune_block
@@ -227,20 +227,30 @@ def refit_on_mask(norm: OutputNorm, mask: np.ndarray) -> tuple[np.ndarray, float
         if 2 * kept.size > n:      # fewer pruned than kept entries: remove the pruned set (OBS, several weights)
             pruned = np.flatnonzero(~mask[i])
             Hinv = norm.inverse
-            _, z, info = dposv(Hinv[np.ix_(pruned, pruned)], W[i, pruned])
-            if info == 0:
-                row = W[i] - z @ Hinv[pruned]
+            z = _solve_spd(Hinv.take(pruned, axis=0).take(pruned, axis=1), W[i, pruned])
+            if z is not None:
+                row = W[i] - z @ Hinv.take(pruned, axis=0)
                 row[pruned] = 0.0
                 values[i] = row
                 removed_energy += float(z @ W[i, pruned])
                 continue
-        _, x, info = dposv(H[np.ix_(kept, kept)], WH[i, kept])
-        if info != 0:              # not positive definite in floating point: least squares
-            x = np.linalg.lstsq(H[np.ix_(kept, kept)], WH[i, kept], rcond=None)[0]
+        x = _solve_spd(H.take(kept, axis=0).take(kept, axis=1), WH[i, kept])
+        if x is None:              # not positive definite in floating point: least squares
+            x = np.linalg.lstsq(H.take(kept, axis=0).take(kept, axis=1), WH[i, kept], rcond=None)[0]
         values[i, kept] = x
         removed_energy += float(WH[i] @ W[i] - x @ WH[i, kept])
     error2 = max(removed_energy, 0.0) / norm.energy if norm.energy > 0 else 0.0
     return values, norm.error2(values) if error2 < 1e-8 else error2
+
+
+def _solve_spd(A: np.ndarray, b: np.ndarray):
+    """``A⁻¹ b`` for a symmetric positive definite ``A`` (LAPACK ``potrf`` + ``potrs`` on the Fortran-ordered view
+    ``Aᵀ = A``, no copy; ``A`` is overwritten); None if the factorisation fails."""
+    factor, info = dpotrf(A.T, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    x, info = dpotrs(factor, b, lower=1)
+    return x if info == 0 else None
 
 
 def _cg_refit(norm: OutputNorm, values: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
