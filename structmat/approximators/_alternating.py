@@ -62,9 +62,9 @@ def alternating_polish(W: np.ndarray, factors: list, counts: tuple[int, int], *,
     ``counts`` non-zeros per factor) from ``factors`` (float64, any scale); returns the best factors met (the start
     included) and their relative error.
 
-    Stops early once a round lowers the best error by less than ``tol`` times its value, or when after
-    ``give_up_after`` rounds the best error is still above ``give_up_above`` (another candidate is that much
-    better)."""
+    Stops early once a round lowers the best error by less than ``tol`` times its value, or, from round
+    ``give_up_after`` on, when even the last round's relative gain kept up for every remaining round would not
+    bring the best error below ``give_up_above`` (another candidate is better)."""
     norm_w = float(np.linalg.norm(W))
     if norm_w == 0.0:
         return list(factors), 0.0
@@ -75,9 +75,10 @@ def alternating_polish(W: np.ndarray, factors: list, counts: tuple[int, int], *,
         return float(np.linalg.norm(W - a @ b)) / norm_w
 
     best = (error(first, second), [first, second])
+    gain = 0.0
     for done in range(rounds):
         previous = best[0]
-        if done >= give_up_after and previous > give_up_above:
+        if done >= give_up_after and previous * (1.0 - gain) ** (rounds - done) > give_up_above:
             break
         first, second = _exact_sweep(W, first, second)
         current = error(first, second)
@@ -95,4 +96,5 @@ def alternating_polish(W: np.ndarray, factors: list, counts: tuple[int, int], *,
             best = (current, [first, second])
         if previous - best[0] < tol * best[0]:
             break
+        gain = (previous - best[0]) / previous
     return best[1], best[0]

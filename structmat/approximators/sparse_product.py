@@ -76,8 +76,8 @@ FLOAT32_MIN_SIZE = 2**16
 #: by ``POLISH_WORK`` multiply-adds (:func:`polish_rounds`), up to ``POLISH_ROUNDS``; matrices that afford fewer than
 #: ``MIN_POLISH_ROUNDS`` skip it (from about 800×800 on).
 POLISH_WORK, POLISH_ROUNDS, MIN_POLISH_ROUNDS, FAUST_START_SWEEPS = 2.0**34, 40, 4, 30
-#: The polish of FAµST's start gives up after a few rounds if it is still this much above the best candidate.
-GIVE_UP_FACTOR = 1.05
+#: The polish of FAµST's start gives up (after a few rounds) once its trend cannot reach the best other candidate.
+GIVE_UP_FACTOR = 1.0
 #: From this many entries on, the continuation's own (float32) error ranks it among the candidates.
 KNOWN_ERROR_MIN_SIZE = 2**22
 #: A low-rank candidate this close to W (relatively) is returned at once: W is exactly low rank.
