@@ -1,21 +1,31 @@
-"""Products of sparse factors under a non-zero budget, and plain magnitude sparsity.
+"""Products of sparse factors under a non-zero budget.
 
 ``fit_sparse`` (magnitude and output-aware pruning) lives in :mod:`structmat.approximators.sparse`.
 
-``fit_sparse_product(W, budget)`` fits ``W ≈ S_1 S_2`` (or more factors) with ``Σ nnz(S_j) <= budget``. Its default
-method is a *budget-split continuation* of PALM4MSA (Le Magoarou & Gribonval 2016, Algorithm 2), written for this
-library: it starts from magnitude pruning written as a product, ``W ≈ I · top_k(W)`` (a "mixing" factor equal to the
-identity on the larger side, the other factor the pruned ``W``), then moves non-zeros from the pruned factor to the
-mixing factor a few at a time, one PALM4MSA sweep per step, while the error falls. It keeps the best state met, goes
-back to it when the error has clearly risen past its minimum, and polishes it with PALM4MSA at that split. The
-split of the budget between the factors is thereby chosen by the path itself, and the result is never worse than
-pruning to ``budget − d`` entries (the start). How slowly it moves and how long it polishes (its *effort*) follows
-the cost of a sweep, about ``m·n·d`` multiply-adds: small matrices, whose sweeps take milliseconds, get a slow ramp
-and a tight stopping rule, large ones the fast settings (:func:`continuation_effort`). ``method="palm4msa"``
+``fit_sparse_product(W, budget)`` fits ``W ≈ S_1 S_2`` (or more factors) with ``Σ nnz(S_j) <= budget`` and returns
+the best of these candidates:
+
+- magnitude pruning (one factor);
+- the best low-rank matrix the budget allows as the product ``U · Vᵀ`` (:mod:`._factored_lowrank`), computed only
+  when the spectrum shows it can win and returned at once when it is exact;
+- the *budget-split continuation* of PALM4MSA (Le Magoarou & Gribonval 2016, Algorithm 2), written for this library:
+  it starts from magnitude pruning written as a product, ``W ≈ I · top_k(W)`` (a "mixing" factor equal to the
+  identity, the other factor the pruned ``W``), then moves non-zeros from the pruned factor to the mixing factor a
+  few at a time, one PALM4MSA sweep per step, while the error falls (:mod:`._continuation`). It keeps the best state
+  met, goes back to it when the error has clearly risen past its minimum, and polishes it at that split, so the
+  split of the budget between the factors is chosen by the path itself. How slowly it moves and how long it polishes
+  follows the cost of a sweep, ``m·n·d`` multiply-adds (:func:`continuation_effort`): small matrices get a slow ramp
+  and a tight stopping rule, large ones the fast settings, and from about 1625×1625 on a capped number of sweeps
+  (a fixed ramp-then-polish schedule when only a few are affordable), so that a 4096×4096 fit takes about 25 s;
+- for matrices up to about 800×800 (:func:`polish_rounds`), the *alternating polish* (:mod:`._alternating`: exact
+  least squares on the supports between PALM4MSA sweeps) of the continuation's result and of a start like FAµST's.
+
+With ``inputs`` the candidates are scored by the output error (:mod:`.sparse_product_outputs`). ``method="palm4msa"``
 instead runs PALM4MSA from FAµST's start for each split of a grid (the peer library's linear split shares) and keeps
 the best; ``method="hierarchical"`` runs the hierarchical variant (Algorithm 3) with a geometric residual schedule.
 
-All three are deterministic: they use no random numbers.
+Everything is deterministic: the only random numbers (the sketch bounding the low-rank candidate's error) have a
+fixed seed, and every effort rule depends on the shape only.
 """
 
 from __future__ import annotations
@@ -261,8 +271,9 @@ def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, 
     The continuation is deterministic and costs about four products of the factors with an ``m × n`` matrix per
     sweep; its default effort depends on the shape only (:func:`continuation_effort`). On EfficientNet-Lite0's
     classifier and its largest 1×1 convolutions at a quarter of the weights it lowers the error of magnitude pruning
-    from about 0.52 to 0.44–0.48 in 1.5–4 s of CPU; on a Gaussian 256×256 matrix it is below pyfaust's hierarchical
-    factorization at shares 0.1, 0.25 and 0.5 (see README, issue 8).
+    from about 0.52 to 0.43–0.48 in 1.5–4 s of CPU; with the alternating polish of matrices up to about 800×800 it is
+    below pyfaust's hierarchical factorization on Gaussian and power-law matrices at shares 0.1, 0.25 and 0.5
+    (docs/benchmarks/fit-quality-sparse.md).
 
     References
     ----------

@@ -1,6 +1,6 @@
 """Benchmarks of the sparse families' fits: output-aware pruning on real layer inputs, and fit time against size.
 
-Two measurements, each a resumable CSV plus a PNG:
+Three measurements, each a CSV (the first two resumable, with a PNG):
 
 - :func:`run_conv_inputs_benchmark`: EfficientNet-Lite0's 1×1 convolutions with real inputs:
   the network runs on the demo's MNIST digits at 96 px, forward pre-hooks collect every 1×1 convolution's input
@@ -8,10 +8,13 @@ Two measurements, each a resumable CSV plus a PNG:
   :class:`~structmat.InputStatistics` and the others the held-out rows. Per layer, family and share: the plain fit
   (magnitude pruning for ``sparse``) and the fit to the outputs, with held-out output error and one-thread fit
   seconds.
+- :func:`run_classifier_fit_times`: one-thread CPU seconds of the plain fits and the fits to the outputs of a
+  feature cache's head (the demo's EfficientNet-Lite0 classifier by default), beside the time to form ``C``: the
+  data-aware fit-time target is three times the plain fit plus that.
 - :func:`run_fit_time_scaling`: one-thread CPU seconds of the plain fits of Gaussian ``n × n`` matrices for ``n``
   from 512 to 4096 and the exponent ``log(t_4096 / t_512) / log 8``.
 
-Run as ``python -m structmat.benchmarks.sparse_fit_quality conv|scaling -o DIR`` (see ``--help``).
+Run as ``python -m structmat.benchmarks.sparse_fit_quality conv|classifier|scaling -o DIR`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from tqdm.auto import tqdm
 from structmat.benchmarks.results import read_rows, write_rows
 from structmat.benchmarks.timing import single_thread
 
-__all__ = ["conv_layer_inputs", "run_conv_inputs_benchmark", "run_fit_time_scaling", "scaling_exponent",
-           "CONV_COLUMNS", "SCALING_COLUMNS"]
+__all__ = ["conv_layer_inputs", "run_conv_inputs_benchmark", "run_classifier_fit_times", "run_fit_time_scaling",
+           "scaling_exponent", "CONV_COLUMNS", "CLASSIFIER_COLUMNS", "SCALING_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
 CONV_COLUMNS = ["layer", "m", "n", "family", "share", "method", "nparams", "relative_error", "output_error",
                 "fit_seconds", "fit_rows", "test_rows"]
+CLASSIFIER_COLUMNS = ["family", "share", "method", "output_error", "agreement", "cpu_seconds", "stats_seconds"]
 SCALING_COLUMNS = ["family", "n", "share", "nparams", "relative_error", "cpu_seconds", "cpu_seconds_min", "repeats"]
 
 
@@ -156,6 +160,53 @@ def run_fit_time_scaling(families: Sequence[str] = ("sparse", "sparse_product"),
     return rows
 
 
+def run_classifier_fit_times(cache, families: Sequence[str] = ("sparse", "sparse_product"),
+                             shares: Sequence[float] = (0.1, 0.25, 0.5), *, refits: Sequence[str] = (),
+                             repeats: int = 3, test_share: float = 0.2, seed: int = 0, csv_path=None) -> list[dict]:
+    """One-thread CPU seconds (median of ``repeats``) of the plain fit and of the fit to the outputs of a feature
+    cache's head, with the time to form ``C`` from the training rows, and the held-out output error and agreement.
+    ``refits`` adds rows for ``fit_sparse``'s ``refit`` settings (method ``"refit=<name>"``)."""
+    from structmat.approximators import approximate
+    from structmat.approximators.sparse import fit_sparse
+    from structmat.finetune import split_indices
+    from structmat.metrics import output_error
+    from structmat.statistics import InputStatistics
+
+    W, bias = cache.head_weights()
+    W = np.asarray(W, dtype=np.float64)
+    bias = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    train, test = split_indices(cache.count, test_share, seed)
+    test_rows = np.asarray(cache.features.take(np.sort(test)), dtype=np.float64)
+    dense_top1 = (test_rows @ W.T + bias).argmax(axis=1)
+    rows = []
+    with single_thread():
+        stats_seconds = []
+        for _ in range(repeats):
+            start = time.process_time()
+            stats = InputStatistics.from_cache(cache, train)
+            stats_seconds.append(time.process_time() - start)
+        fits = [(f, s, m, None) for f in families for s in shares for m in ("plain", "data-aware")]
+        fits += [("sparse", s, f"refit={r}", r) for s in shares for r in refits]
+        for family, share, method, refit in fits:
+            seconds, M = [], None
+            for _ in range(repeats):
+                start = time.process_time()
+                if refit is not None:
+                    fitted = fit_sparse(W, share, inputs=stats, refit=refit)
+                else:
+                    fitted = approximate(W, family, share, **({"inputs": stats} if method == "data-aware" else {}))
+                seconds.append(time.process_time() - start)
+                M = M or fitted
+            agreement = float(np.mean((test_rows @ M.to_dense().T + bias).argmax(axis=1) == dense_top1))
+            rows.append({"family": family, "share": share, "method": method, "output_error":
+                         output_error(W, M, test_rows), "agreement": agreement,
+                         "cpu_seconds": statistics.median(seconds), "stats_seconds": statistics.median(stats_seconds)})
+            logger.info("%s", rows[-1])
+            if csv_path is not None:
+                write_rows(csv_path, rows, CLASSIFIER_COLUMNS)
+    return rows
+
+
 def scaling_exponent(rows: list[dict], family: str) -> float:
     """``log(t_max / t_min) / log(n_max / n_min)`` of a family's CPU seconds between its smallest and largest n."""
     points = sorted((int(r["n"]), float(r["cpu_seconds"])) for r in rows if r["family"] == family)
@@ -221,7 +272,7 @@ def plot_conv(rows: list[dict], path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m structmat.benchmarks.sparse_fit_quality",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["conv", "scaling"])
+    parser.add_argument("what", choices=["conv", "classifier", "scaling"])
     parser.add_argument("--output-dir", "-o", required=True)
     parser.add_argument("--family", "-f", nargs="+", default=["sparse", "sparse_product"])
     parser.add_argument("--budget", "-b", nargs="+", type=float, default=[0.1, 0.25, 0.5])
@@ -229,10 +280,26 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=256, help="conv: digits run through the network")
     parser.add_argument("--fit-images", type=int, default=192, help="conv: of which give the statistics")
+    parser.add_argument("--cache", help="classifier: feature cache directory (default: the demo's, extracted if missing)")
+    parser.add_argument("--refit", nargs="*", default=["none", "cg", "exact"],
+                        help="classifier: also time fit_sparse with these refit settings")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.what == "conv":
+    if args.what == "classifier":
+        from structmat.features import FeatureCache
+
+        if args.cache is None:
+            from structmat.cli.features import demo_cache
+
+            cache = demo_cache()
+        else:
+            cache = FeatureCache(args.cache)
+        rows = run_classifier_fit_times(cache, args.family, args.budget, refits=args.refit, repeats=args.repeats,
+                                        csv_path=out / "classifier_fit_times.csv")
+        for r in rows:
+            print(r)
+    elif args.what == "conv":
         inputs = conv_layer_inputs(image_count=args.images, fit_images=args.fit_images, progress=True)
         rows = run_conv_inputs_benchmark(inputs, args.family, args.budget, csv_path=out / "conv_inputs.csv",
                                          progress=True)
