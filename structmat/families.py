@@ -10,18 +10,23 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from structmat.approximators.block_sparse import fit_block_sparse
 from structmat.approximators.dense import fit_dense
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
+from structmat.approximators.lowrank_sparse import fit_lowrank_sparse
 from structmat.approximators.monarch import fit_monarch
 from structmat.approximators.sparse import fit_sparse
 from structmat.approximators.sparse_product import fit_sparse_product
 from structmat.approximators.ldr import fit_ldr
 from structmat.approximators.toeplitz_like import fit_toeplitz_like
 from structmat.approximators.sss import fit_sss
+from structmat.matrices.block_sparse import BlockSparse
 from structmat.matrices.dense import Dense
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
 from structmat.matrices.lowrank import LowRank
+from structmat.matrices.lowrank_sparse import LowRankSparse
 from structmat.matrices.monarch import Monarch
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 from structmat.matrices.ldr import LDR
@@ -34,13 +39,20 @@ __all__ = ["Family", "FAMILIES", "get_family", "structured_family_names"]
 @dataclass(frozen=True)
 class Family:
     """A registered family: ``name``, its ``matrix_class``, its ``fit(W, budget, **options)``, the import string
-    of its torch ``layer`` (``"module:Class"``) and the ``nparams`` formula shown by ``structmat families``."""
+    of its torch ``layer`` (``"module:Class"``) and the ``nparams`` formula shown by ``structmat families``.
+
+    ``fit`` is stored wrapped by :func:`structmat.approximators.fit_guard.guarded_fit`."""
 
     name: str
     matrix_class: type
     fit: Callable
     layer: str
     nparams_formula: str
+
+    def __post_init__(self):
+        # Every fit goes through the shared guard (input checks, thread limit, scale invariance, finite result),
+        # also a family whose fit_<family> was defined without it.
+        object.__setattr__(self, "fit", guarded_fit(self.fit))
 
     def layer_class(self):
         """Import and return the torch layer class (imports torch)."""
@@ -60,6 +72,8 @@ FAMILIES: dict[str, Family] = {
     "hedlr": Family("hedlr", HEDLRMatrix, fit_hedlr, "structmat.layers.hmatrix:HEDLRLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "hmatrix": Family("hmatrix", HMatrix, fit_hmatrix, "structmat.layers.hmatrix:HMatrixLinear", "Σ_low r_b(m_b+n_b) + Σ_dense m_b·n_b"),
     "sss": Family("sss", SSS, fit_sss, "structmat.layers.sss:SSSLinear", "Σ m_k·n_k + Σ d_{k+1}(d_k+n_k) + m_k·d_k + (same for e)"),
+    "lowrank_sparse": Family("lowrank_sparse", LowRankSparse, fit_lowrank_sparse, "structmat.layers.lowrank_sparse:LowRankSparseLinear", "r·(m+n) + nnz(S)"),
+    "block_sparse": Family("block_sparse", BlockSparse, fit_block_sparse, "structmat.layers.block_sparse:BlockSparseLinear", "nblocks·br·bc"),
 }
 
 

@@ -9,10 +9,14 @@
    (``2 r N³ <= 2·10⁹`` flops), else its unbiased estimate ``‖(W − M) X‖² / ‖W X‖²`` on ``probes`` fresh Gaussian
    probe vectors per step (seeded), checked every few steps on a fixed validation set of probes.
 3. **Stopping.** After ``max_iterations`` steps, after ``patience`` checks without a relative improvement of
-   ``1e-3`` since the last one that had it, or when ``max_seconds`` (shared with the start) would be exceeded. The
-   best-checked candidate is compared with the start by its exact error (one Horner evaluation) and the better one
-   is returned, so the fit is never worse than its Toeplitz-like start. Given ``seed`` the result is deterministic
-   unless ``max_seconds`` stops it.
+   ``1e-3`` since the last one that had it, or when the next step would take the work past ``max_work``. Work is
+   counted in *model seconds* (:func:`step_work`: a cost model of one step on one core of the machine it was
+   calibrated on, from ``N``, ``r`` and the probes), never measured; the start gets half of ``max_work``
+   (the Toeplitz-like fit's own work limit), the refinement the rest. So, given ``seed``, the result is the same
+   on every machine and under any load; the default (30) keeps the fit times of the wall-clock limit of earlier
+   versions on a quiet core. An opt-in wall-clock limit ``max_seconds`` (default None) makes the result depend on
+   the machine. The best-checked candidate is compared with the start by its exact error (one Horner evaluation)
+   and the better one is returned, so the fit is never worse than its Toeplitz-like start.
 
 References
 ----------
@@ -29,10 +33,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators.toeplitz_like import fit_toeplitz_like_rank
+from structmat.approximators.fit_guard import guarded_fit
+from structmat.approximators.toeplitz_like import check_limit, fit_toeplitz_like_rank
 from structmat.matrices.ldr import LDR, shift_operator
 from structmat.matrices.toeplitz_like import ToeplitzLike, tau
 from structmat.metrics import relative_error
+from structmat.threads import limit_threads
 
 __all__ = ["fit_ldr", "ldr_from_toeplitz_like"]
 
@@ -51,8 +57,28 @@ _CHECK_EVERY = 10
 _HORNER_FLOPS_PER_SECOND = 2e9
 #: A check counts as progress when the objective fell by this share since the last progress.
 _MIN_IMPROVEMENT = 1e-3
-#: Share of ``max_seconds`` the Toeplitz-like start may use.
+#: Share of ``max_work`` (and of ``max_seconds``) the Toeplitz-like start may use.
 _START_SHARE = 0.5
+#: Default work limit of the whole fit, in model seconds.
+DEFAULT_MAX_WORK = 30.0
+#: The step cost model (model seconds of a quiet core): a fixed cost per recurrence step (the Python and torch
+#: overhead of the N-step Krylov and Horner loops, forward and backward), plus the products: ``r N³`` multiply-adds
+#: for the exact objective, ``r N² p`` for p probes. Fitted to one-thread step times on the development machine (AMD
+#: EPYC) for N = 128-1024, r = 8-32 measured with about four jobs per core, divided by 1.5 for a quieter core.
+_SECONDS_PER_RECURRENCE_STEP = 1.3e-4
+_SECONDS_PER_EXACT_MAC = 3.3e-10
+_SECONDS_PER_PROBE_MAC = 1.3e-9
+
+
+def step_work(N: int, rank: int, probes: int | None) -> float:
+    """Model seconds of one refinement step (forward and backward) of an ``N``-sided LDR matrix of ``rank``, with
+    the exact objective (``probes=None``) or ``probes`` probe vectors; a tenth of a check on the 32 validation
+    probes is included (one check every 10 steps)."""
+    overhead = _SECONDS_PER_RECURRENCE_STEP * N
+    if probes is None:
+        return overhead + _SECONDS_PER_EXACT_MAC * rank * N**3
+    check = (overhead + _SECONDS_PER_PROBE_MAC * rank * N**2 * _VALIDATION_PROBES) / _CHECK_EVERY
+    return overhead + _SECONDS_PER_PROBE_MAC * rank * N**2 * probes + check
 
 
 def ldr_from_toeplitz_like(T: ToeplitzLike) -> LDR:
@@ -62,8 +88,10 @@ def ldr_from_toeplitz_like(T: ToeplitzLike) -> LDR:
     return LDR(shift_operator(N, 1.0), shift_operator(N, -1.0), T.G.astype(np.float64), H, shape=T.shape)
 
 
-def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None = 30.0, learning_rate: float = 3e-3,
-            probes: int | None = None, patience: int = 4, seed=0, progress: bool = False) -> LDR:
+@guarded_fit
+def fit_ldr(W, budget, *, max_iterations: int = 150, max_work: float | None = DEFAULT_MAX_WORK,
+            max_seconds: float | None = None, learning_rate: float = 3e-3, probes: int | None = None,
+            patience: int = 4, seed=0, progress: bool = False) -> LDR:
     """LDR approximation of ``W`` with ``2 r N + 6 N <= budget`` parameters, ``N = max(m, n)``.
 
     Parameters
@@ -74,9 +102,12 @@ def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None =
         Parameter count, or a share of ``m * n``.
     max_iterations : int
         Adam steps at most (0: return the Toeplitz-like start).
+    max_work : float or None
+        Work limit of the whole fit, start included, in model seconds (module docstring; None: none).
+        Deterministic.
     max_seconds : float or None
-        Wall-clock limit for the whole fit, start included (None: none). A step is not started when the previous
-        one's duration would overrun it.
+        Opt-in wall-clock limit for the whole fit, start included (default None). A step is not started when the
+        previous one's duration would overrun it. Only this limit makes the result depend on the machine.
     learning_rate : float
         Adam's step for the generators, relative to their RMS; the operators' step is ``learning_rate / N``
         (M depends on them through powers up to N − 1).
@@ -90,7 +121,7 @@ def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None =
     progress : bool
         Show a tqdm bar over the steps.
 
-    Runs on one thread (BLAS and torch), like the benchmarks.
+    Runs with the thread limit of :mod:`structmat.threads` (one BLAS and torch thread by default).
 
     Returns
     -------
@@ -122,16 +153,21 @@ def fit_ldr(W, budget, *, max_iterations: int = 150, max_seconds: float | None =
             f"budget={budget} allows {limit} parameters, below the smallest LDR matrix for shape ({m}, {n}): "
             f"{8 * N} parameters (rank 1: 2·N generators + 6·N operator entries, N = max(m, n))"
         )
-    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
+    max_work = check_limit(max_work, "max_work")
+    max_seconds = check_limit(max_seconds, "max_seconds")
+    import torch  # noqa: F401  (imported before the thread limit, so that the limit covers torch's pool too)
 
-    with single_thread():
-        return _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes, patience, seed, progress)
+    with limit_threads():
+        return _fit_ldr(W, rank, budget, max_iterations, max_work, max_seconds, learning_rate, probes, patience,
+                        seed, progress)
 
 
-def _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes, patience, seed, progress):
+def _fit_ldr(W, rank, budget, max_iterations, max_work, max_seconds, learning_rate, probes, patience, seed,
+             progress):
     start = time.perf_counter()
     start_seconds = None if max_seconds is None else _START_SHARE * max_seconds
-    toeplitz = fit_toeplitz_like_rank(W, rank, max_seconds=start_seconds, seed=seed)
+    start_work = None if max_work is None else _START_SHARE * max_work
+    toeplitz = fit_toeplitz_like_rank(W, rank, max_work=start_work, max_seconds=start_seconds, seed=seed)
     best = ldr_from_toeplitz_like(toeplitz.matrix)
     errors = [e for e in (toeplitz.closed_form_error, toeplitz.refined_error) if e is not None]
     start_error = min(errors)
@@ -139,8 +175,9 @@ def _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes
         return best
     reserve = 12.0 * best.size**3 / _HORNER_FLOPS_PER_SECOND  # the final exact check of a candidate
     deadline = None if max_seconds is None else start + max_seconds - reserve
-    candidate = _refine(W, best, max_iterations=max_iterations, deadline=deadline, learning_rate=learning_rate,
-                        probes=probes, patience=patience, seed=seed, progress=progress)
+    refine_work = None if max_work is None else (1 - _START_SHARE) * max_work
+    candidate = _refine(W, best, max_iterations=max_iterations, max_work=refine_work, deadline=deadline,
+                        learning_rate=learning_rate, probes=probes, patience=patience, seed=seed, progress=progress)
     if candidate is None:
         logger.info("fit_ldr: shape=%s rank=%d: no step improved the Toeplitz-like start (error %.4g)",
                     W.shape, rank, start_error)
@@ -151,7 +188,7 @@ def _fit_ldr(W, rank, budget, max_iterations, max_seconds, learning_rate, probes
     return candidate if error < start_error else best
 
 
-def _refine(W, start: LDR, *, max_iterations, deadline, learning_rate, probes, patience, seed, progress):
+def _refine(W, start: LDR, *, max_iterations, max_work, deadline, learning_rate, probes, patience, seed, progress):
     """Adam on (A, B, G, H); returns the best-checked candidate if a check improved on the start, else None."""
     import torch
 
@@ -197,6 +234,15 @@ def _refine(W, start: LDR, *, max_iterations, deadline, learning_rate, probes, p
         groups.append({"params": [params[k]], "lr": learning_rate * max(rms, 1e-12)})
     optimizer = torch.optim.Adam(groups)
     every = 1 if exact else _CHECK_EVERY
+    if max_work is not None:
+        per_step = step_work(N, r, None if exact else probes)
+        steps = int(max_work // per_step)
+        if steps < max_iterations:
+            logger.info("fit_ldr: %d steps fit in max_work=%.3g (%.3g model seconds per step)", steps, max_work,
+                        per_step)
+            max_iterations = steps
+        if max_iterations == 0:
+            return None
     with torch.no_grad():
         best_value = float(check())
     start_value, reference, best_state, stale, last = best_value, best_value, None, 0, 0.0

@@ -40,6 +40,7 @@ from scipy.linalg.lapack import dpotrf, dpotrs
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._obs_kernels import prune_block
 from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import Constraint
 from structmat.matrices.sparse_product import Sparse
 from structmat.statistics import DEFAULT_RIDGE
@@ -65,6 +66,7 @@ def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
     return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
 
 
+@guarded_fit
 def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: str = "auto",
                block_size: int = BLOCK_SIZE) -> Sparse:
     """A matrix with at most ``budget`` non-zeros: the largest entries of ``W``, or, given the layer's inputs, the

@@ -42,6 +42,7 @@ from structmat.approximators._continuation import (FrobeniusMixing, follow_budge
 from structmat.approximators._factored_lowrank import lowrank_product
 from structmat.approximators._output_norm import OutputNorm
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import Constraint, _default_init, _palm, blas_threads_for, hierarchical
 from structmat.approximators.sparse import fit_sparse, magnitude_prune
 from structmat.approximators.sparse_product_outputs import fit_product_to_outputs
@@ -212,6 +213,7 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
     return hierarchical(W, cons, residual, max_iter=max_iter, tol=tol).to_matrix()
 
 
+@guarded_fit
 def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, num_factors: int = 2,
                        method: str = "continuation", mixing_side: str = "auto", max_iter: int | None = None,
                        tol: float | None = None, ramp_rate: float | None = None,

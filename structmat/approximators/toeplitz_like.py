@@ -28,7 +28,13 @@ is recovered by one least-squares half-step.
 
 The refinement's first candidate is the best multiple of the closed form (``α = <W, M>/‖M‖²``, error at most
 ``‖W‖``). The fit returns whichever of the closed form and the refinement has the smaller error, and logs both.
-A first half-step whose estimated duration exceeds ``max_seconds`` is not started (large ``N`` and ``r``).
+**Stopping.** The refinement stops on ``tol``, on ``max_iterations`` sweeps, or when the next half-step would take
+its work past ``max_work``: work is counted in *model seconds*, the duration a cost model
+(:meth:`_Problem.half_step_work`) gives each half-step on one core of the machine it was calibrated on. It is
+counted, not measured, so the result is the same on every machine and under any load; the default (20) keeps the
+fit times the wall-clock limit of earlier versions gave on a quiet core. A first half-step larger than
+``max_work`` is not started (large ``N`` and ``r``). A wall-clock limit is available (``max_seconds``) but off by
+default, because it makes the result depend on the machine's speed and load.
 
 References
 ----------
@@ -49,9 +55,11 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices._toeplitz_like_kernels import _adjoint, _assemble, _masked_gram_block
 from structmat.matrices.toeplitz_like import ToeplitzLike, skew_twist, tau
+from structmat.threads import limit_threads
 
 __all__ = ["fit_toeplitz_like", "ToeplitzLikeFit", "fit_toeplitz_like_rank"]
 
@@ -61,8 +69,13 @@ logger = logging.getLogger(__name__)
 _RIDGE = 1e-13
 #: The displacement's SVD is LAPACK's (deterministic) up to this side, randomized (seeded) beyond.
 _EXACT_SVD_MAX = 2048
-#: Effective flops per second assumed by the estimate of a first half-step's duration (see ``half_step_estimate``).
+#: Effective flops per second of one core in the half-step cost model (``half_step_work``), for a quiet core of the
+#: development machine (AMD EPYC): the classifier (N = 1280, r = 125) ran about 11 half-steps in the 15.5 s the
+#: earlier 20 s wall-clock limit left after the closed form at load 3.3; 1.4e9 was measured with four other jobs
+#: on the same core.
 _FLOPS_PER_SECOND = 4e9
+#: Default work limit of the refinement, in model seconds.
+DEFAULT_MAX_WORK = 20.0
 #: A relative error below this is exact to rounding: nothing is refined further.
 _EXACT = 1e-11
 #: Rectangular half-steps with at most this many unknowns (N·r) are solved exactly through the dense normal
@@ -93,8 +106,10 @@ class ToeplitzLikeFit:
     seconds: float
 
 
-def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8, max_seconds: float | None = 20.0,
-                      tol: float = 5e-3, cg_iterations: int = 3, seed=0, progress: bool = False) -> ToeplitzLike:
+@guarded_fit
+def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8,
+                      max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None, tol: float = 5e-3,
+                      cg_iterations: int = 3, seed=0, progress: bool = False) -> ToeplitzLike:
     """Toeplitz-like approximation of ``W`` with ``2 r max(m, n) <= budget`` parameters.
 
     Parameters
@@ -109,9 +124,11 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
         ``toeplitz_like[refine=False]`` records its error beside the refined one).
     max_iterations : int
         ALS sweeps at most (one sweep = a G-step and an H-step).
+    max_work : float or None
+        Work limit of the refinement in model seconds (module docstring; None: no limit). Deterministic.
     max_seconds : float or None
-        Stop refining after the first sweep that ends past this many seconds (None: no limit). Only this limit
-        makes the result depend on the machine's speed.
+        Opt-in wall-clock limit: no half-step is started that would end past this many seconds since the start
+        (default None). Only this limit makes the result depend on the machine's speed and load.
     tol : float
         Stop when a sweep lowers the error by less than ``tol`` times itself.
     cg_iterations : int
@@ -123,7 +140,7 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
     progress : bool
         Show a tqdm bar over the sweeps.
 
-    Runs on one thread (BLAS), like the benchmarks.
+    Runs with the thread limit of :mod:`structmat.threads` (one BLAS thread by default).
 
     Returns
     -------
@@ -154,26 +171,38 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
             f"budget={budget} allows {limit} parameters, below the smallest Toeplitz-like matrix for shape "
             f"({m}, {n}): {2 * N} parameters (displacement rank 1, 2·max(m, n))"
         )
-    fit = fit_toeplitz_like_rank(W, rank, refine=refine, max_iterations=max_iterations, max_seconds=max_seconds,
-                                 tol=tol, cg_iterations=cg_iterations, seed=seed, progress=progress)
+    fit = fit_toeplitz_like_rank(W, rank, refine=refine, max_iterations=max_iterations, max_work=max_work,
+                                 max_seconds=max_seconds, tol=tol, cg_iterations=cg_iterations, seed=seed,
+                                 progress=progress)
     return fit.matrix
 
 
 def fit_toeplitz_like_rank(W, rank: int, *, refine: bool = True, max_iterations: int = 8,
-                           max_seconds: float | None = 20.0, tol: float = 5e-3, cg_iterations: int = 3, seed=0,
+                           max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
+                           tol: float = 5e-3, cg_iterations: int = 3, seed=0,
                            progress: bool = False) -> ToeplitzLikeFit:
     """The fit of :func:`fit_toeplitz_like` at a given displacement rank, with both errors."""
     W = check_weight(W)
     rank = check_positive_int(rank, "rank")
     max_iterations = check_positive_int(max_iterations, "max_iterations", minimum=0)
     cg_iterations = check_positive_int(cg_iterations, "cg_iterations")
-    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
+    max_work = check_limit(max_work, "max_work")
+    max_seconds = check_limit(max_seconds, "max_seconds")
+    with limit_threads():
+        return _fit_rank(W, rank, refine, max_iterations, max_work, max_seconds, tol, cg_iterations, seed, progress)
 
-    with single_thread():
-        return _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, seed, progress)
+
+def check_limit(value, name: str) -> float | None:
+    """A work or time limit: None, or a real number > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0 or None; got {value!r}")
+    return float(value)
 
 
-def _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, seed, progress) -> ToeplitzLikeFit:
+def _fit_rank(W, rank, refine, max_iterations, max_work, max_seconds, tol, cg_iterations, seed,
+              progress) -> ToeplitzLikeFit:
     start = time.perf_counter()
     problem = _Problem(W)
     rank = min(rank, problem.N)
@@ -185,8 +214,8 @@ def _fit_rank(W, rank, refine, max_iterations, max_seconds, tol, cg_iterations, 
         model = problem.model(G, V)
         alpha = float(np.vdot(W, model)) / max(float(np.vdot(model, model)), 1e-300)
         best, refined_error = (alpha * G, V), float(np.linalg.norm(W - alpha * model))
-        G2, V2, als_error, sweeps = problem.refine(known, rank, max_iterations, max_seconds, tol, cg_iterations,
-                                                   start, progress)
+        G2, V2, als_error, sweeps = problem.refine(known, rank, max_iterations, max_work, max_seconds, tol,
+                                                   cg_iterations, start, progress)
         if als_error < refined_error:
             best, refined_error = (G2, V2), als_error
         if refined_error >= closed_error:
@@ -397,20 +426,21 @@ class _Problem:
             rz = rz_new
         return x
 
-    def half_step_estimate(self, rank: int) -> float:
-        """A rough duration of one half-step in seconds: the Gram (``r² N log N``), its factorisation (``r³ N``)
-        and the products (``N² r``) at ``_FLOPS_PER_SECOND``. Only used to skip a first half-step that could not
-        finish within ``max_seconds``."""
+    def half_step_work(self, rank: int) -> float:
+        """The work of one half-step in model seconds: the Gram (``r² N log N``), its factorisation (``r³ N``) and
+        the products (``N² r``) at ``_FLOPS_PER_SECOND`` (plus the dense normal matrix of a small rectangular
+        problem). Deterministic: it depends on the sizes only."""
         N = self.N
         flops = 8.0 * rank**2 * N * np.log2(max(N, 2)) + 0.7 * rank**3 * N + 8.0 * N**2 * rank  # Cholesky: ~N/2 blocks
         if not self.square and N * rank <= DENSE_LIMIT:
             flops += (N * rank) ** 3 / 3.0
         return flops / _FLOPS_PER_SECOND
 
-    def refine(self, known, rank, max_iterations, max_seconds, tol, cg_iterations, start, progress):
-        """ALS from the start ``known``; stops on ``tol``, exactness, ``max_iterations`` sweeps or ``max_seconds``
-        (checked before each half-step: one is not started when the previous one's duration, or for the first one
-        an estimate, would overrun)."""
+    def refine(self, known, rank, max_iterations, max_work, max_seconds, tol, cg_iterations, start, progress):
+        """ALS from the start ``known``; stops on ``tol``, exactness, ``max_iterations`` sweeps, ``max_work``
+        (counted: a half-step is not started when its model work would take the total past it) or the opt-in
+        ``max_seconds`` (a half-step is not started when the previous one's duration, or for the first one the
+        model's, would overrun)."""
         side, value = known
         N = self.N
         if side == "V":
@@ -418,19 +448,26 @@ class _Problem:
         else:
             G, V, order = value, np.zeros((N, rank)), ("V", "G")
         error = previous = np.inf
-        sweeps, last_duration, stop = 0, 0.0, False
+        sweeps, last_duration, stop, work = 0, 0.0, False, 0.0
+        step_work = self.half_step_work(rank)
         bar = tqdm(total=max_iterations, desc="fit_toeplitz_like ALS", disable=not progress)
         try:
             while sweeps < max_iterations and not stop:
                 for which in order:
+                    if max_work is not None and work + step_work > max_work:
+                        logger.info("fit_toeplitz_like: stopped after %d sweeps at max_work=%s (%.3g model seconds "
+                                    "per half-step)", sweeps, max_work, step_work)
+                        stop = True
+                        break
                     elapsed = time.perf_counter() - start
-                    expected = last_duration if np.isfinite(error) else self.half_step_estimate(rank)
+                    expected = last_duration if np.isfinite(error) else step_work
                     if max_seconds is not None and elapsed + expected > max_seconds:
                         logger.info("fit_toeplitz_like: stopped after %d sweeps at max_seconds=%s", sweeps,
                                     max_seconds)
                         stop = True
                         break
                     G, V, error = self.half_step(which, G, V, cg_iterations, exact=sweeps == 0)
+                    work += step_work
                     last_duration = time.perf_counter() - start - elapsed
                     if error <= _EXACT * self.norm:
                         stop = True

@@ -12,7 +12,6 @@ CPU model and SIMD flags are in every row and, with the load and the date, in ``
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Sequence
@@ -20,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from structmat._json import dumps
 from structmat._validation import check_weight
 from structmat.approximators import approximate
 from structmat.benchmarks.results import read_rows, write_rows
@@ -143,7 +143,7 @@ def run_layer_speed(matrices, families: Sequence, budget, *, batch_sizes=(1, 32,
 
         from structmat.matrices.io import atomic_write
 
-        data = (json.dumps({"machine": machine, "rows": _with_speedups(rows)}, indent=2) + "\n").encode()
+        data = (dumps({"machine": machine, "rows": _with_speedups(rows)}, indent=2) + "\n").encode()
         atomic_write(Path(csv_path).with_suffix(".json"), lambda f: f.write(data))
     return _with_speedups(rows)
 

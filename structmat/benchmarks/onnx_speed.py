@@ -10,7 +10,6 @@ intra-op thread ONNX Runtime computes on the caller's thread). Each row also giv
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from structmat._json import dumps
 from structmat._validation import check_weight
 from structmat.benchmarks.machine import machine_info
 from structmat.benchmarks.results import write_rows
@@ -124,6 +124,6 @@ def run_onnx_speed(matrices, families: Sequence[str], budget, *, batch_sizes=(1,
         from structmat.matrices.io import atomic_write
 
         write_rows(csv_path, rows, ONNX_SPEED_COLUMNS)
-        data = (json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n").encode()
+        data = (dumps({"machine": machine, "rows": rows}, indent=2) + "\n").encode()
         atomic_write(Path(csv_path).with_suffix(".json"), lambda f: f.write(data))
     return rows

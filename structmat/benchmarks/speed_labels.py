@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from structmat._json import dumps
+
 __all__ = ["SpeedLabel", "speed_label", "speed_labels", "write_speed_labels", "LABELS_PATH"]
 
 #: The labels shipped with structmat (measured on the machine named inside).
@@ -108,7 +110,7 @@ def write_speed_labels(layer_speed_csv, bench_c_csv, path=None, *, matrix: str =
     machine = json.loads(sidecar.read_text())["machine"]["before"] if sidecar.exists() else machine_info()
     document = {"matrix": matrix, "share": budget, "batch": 1, "machine": machine, "commands": list(commands),
                 "families": families}
-    data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+    data = (dumps(document, indent=2, sort_keys=True) + "\n").encode()
     path = Path(path) if path is not None else LABELS_PATH
     atomic_write(path, lambda f: f.write(data))
     return speed_labels(path)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_matrix_args, family_names,
-                                  load_matrices, output_dir, parse_budget, parse_option)
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, RunFailedError, UserError, add_family_arg,
+                                  add_matrix_args, family_names, load_matrices, output_dir, parse_budget,
+                                  parse_option)
 
 __all__ = ["BENCHMARK_COMMANDS"]
 
@@ -32,8 +33,9 @@ def _run_sweep(args):
                      save_dir=(out / "matrices") if args.save_matrices else None)
     print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
                               "fit_seconds", "status"]))
-    if any(r["status"] == "ok" for r in rows):
-        plot_sweep(rows, out / "sweep.png")
+    if not any(r["status"] == "ok" for r in rows):
+        raise RunFailedError(f"no cell of the sweep could be fitted (see the messages in {out / 'sweep.csv'})")
+    plot_sweep(rows, out / "sweep.png")
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
 
 
@@ -46,8 +48,7 @@ def _add_bench_data_aware(sub):
                                    "rows; write weight error, held-out output error, agreement with the dense head "
                                    "and one-thread fit seconds to data_aware.csv and data_aware.png.")
     p.add_argument("cache", nargs="?", help="feature cache directory (default: the demo's, extracted if missing)")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families (default: every structured family)")
+    add_family_arg(p)
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets (default: 0.1 0.25 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
@@ -79,6 +80,36 @@ def _run_bench_data_aware(args):
         plot_data_aware(rows, out / "data_aware.png")
     print(f"statistics of {rows[0]['train_rows']} training rows formed in {float(rows[0]['stats_seconds']):.2f} s; "
           f"wrote {out / 'data_aware.csv'} and {out / 'data_aware.png'}")
+
+
+# ------------------------------------------------------------------------------------------------ bench-threads
+def _add_bench_threads(sub):
+    p = sub.add_parser("bench-threads", help="fit time against the number of threads, quiet and with busy neighbours",
+                       description="Time each family's fit of each matrix with 1 and more BLAS/OpenMP/torch threads "
+                                   "(interleaved repeats, medians), first alone and then with busy-looping processes "
+                                   "alongside; write threads.csv and threads.png. The measurement behind the "
+                                   "default of one thread per fit.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
+    p.add_argument("--fit-threads", nargs="+", type=int, default=[1, 2],
+                   help="thread counts to compare (default 1 2)")
+    p.add_argument("--busy", nargs="+", type=int, default=[0, 2],
+                   help="busy processes to start alongside, per block (default 0 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed fits per thread count (default 5)")
+
+
+def _run_bench_threads(args):
+    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.threads import plot_thread_benchmark, run_thread_benchmark
+
+    out = output_dir(args, "bench-threads")
+    families = args.family or ["lowrank", "hodlr"]
+    rows = run_thread_benchmark(load_matrices(args.matrix), families, args.budget, threads=args.fit_threads,
+                                busy=args.busy, repeats=args.repeats, csv_path=out / "threads.csv")
+    print(format_table(rows, ["matrix", "family", "busy", "threads", "median_seconds", "median_cpu_seconds",
+                              "ratio_to_one_thread", "same_bytes_as_one_thread", "load_average"]))
+    plot_thread_benchmark(rows, out / "threads.png")
+    print(f"wrote {out / 'threads.csv'} and {out / 'threads.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ bench-layers
@@ -141,8 +172,7 @@ def _add_bench_c(sub):
                                    "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
     p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
                                              "(.npz), which is timed as it is")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families with a C kernel (default: all of them)")
+    add_family_arg(p, help_text="families with a C kernel (default: all of them)")
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="[FAMILY.]KEY=VALUE",
@@ -171,18 +201,18 @@ def _run_bench_c(args):
             if f not in options:
                 raise UserError(f"--option {key}: {prefix!r} is not one of the families benchmarked, {families}")
             options[f][name if dot else key] = value
+    out = output_dir(args, "bench-c")
     matrices = {}
     for spec in args.weight:
         path = Path(spec)
-        if path.suffix == ".npz" and path.exists():
-            import numpy as np
+        if path.suffix == ".npz" and path.is_file():
+            from structmat.npyfile import open_npz
 
-            with np.load(path, allow_pickle=False) as data:
+            with open_npz(path) as data:
                 structured = "meta" in data.files
             matrices[spec] = structmat.load(path) if structured else load_weight(spec)
         else:
             matrices[spec] = load_weight(spec)
-    out = output_dir(args, "bench-c")
     try:
         rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
                                repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
@@ -195,6 +225,42 @@ def _run_bench_c(args):
                               "relative_error"]))
     plot_c_benchmark(rows, out / "bench_c.png")
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
+
+
+# ------------------------------------------------------------------------------------------------ bench-budgets
+def _add_bench_budgets(sub):
+    p = sub.add_parser("bench-budgets", help="error at equal parameters and at equal bytes (indices counted)",
+                       description="Fit every matrix with every family at every share twice: with at most that "
+                                   "share of the dense parameters, and with at most that share of the dense float32 "
+                                   "bytes (values plus int32 indices); write equal_budgets.csv and "
+                                   "equal_budgets.png. Reruns resume from the CSV unless --no-resume.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", nargs="+", type=float, default=list(DEMO_BUDGETS),
+                   help="shares in (0, 1] (default: 0.1 0.25 0.5)")
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="FAMILY.KEY=VALUE",
+                   help="a fit option for one family, e.g. block_sparse.block_shape=[1,8] (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in the CSV")
+
+
+def _run_bench_budgets(args):
+    from structmat.benchmarks.equal_budgets import plot_equal_budgets, run_equal_budgets
+    from structmat.benchmarks.results import format_table
+
+    families = family_names(args)
+    options = {f: {} for f in families}
+    for key, value in args.option:
+        family, dot, name = key.partition(".")
+        if not dot or family not in options:
+            raise UserError(f"--option {key}: expected FAMILY.KEY=VALUE with FAMILY one of {families}")
+        options[family][name] = value
+    out = output_dir(args, "bench-budgets")
+    rows = run_equal_budgets(load_matrices(args.matrix), families, args.budget, options=options,
+                             csv_path=out / "equal_budgets.csv", resume=not args.no_resume, progress=not args.quiet)
+    print(format_table(rows, ["matrix", "family", "unit", "share", "nparams", "params_share", "byte_share",
+                              "relative_error", "fit_seconds", "status"]))
+    if any(r["status"] == "ok" for r in rows):
+        plot_equal_budgets(rows, out / "equal_budgets.png")
+    print(f"wrote {out / 'equal_budgets.csv'} and {out / 'equal_budgets.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ speed-labels
@@ -229,5 +295,7 @@ BENCHMARK_COMMANDS = {
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "bench-budgets": (_add_bench_budgets, _run_bench_budgets),
+    "bench-threads": (_add_bench_threads, _run_bench_threads),
     "speed-labels": (_add_speed_labels, _run_speed_labels),
 }

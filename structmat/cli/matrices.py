@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
-from structmat.cli._common import UserError, parse_budget, parse_option
+from structmat.cli._common import UserError, output_file, parse_budget, parse_option
 
 __all__ = ["MATRIX_COMMANDS"]
 
@@ -30,8 +28,14 @@ def _add_approximate(sub):
 
 def _run_approximate(args):
     import structmat
+    from structmat._json import dumps
+    from structmat.matrices.io import atomic_write
     from structmat.weights import load_weight
 
+    output = output_file(args.output, "output")  # checked before the fit, which may take minutes
+    report_path = output_file(args.report if args.report else output.with_suffix(".json"), "report")
+    if report_path.resolve() == output.resolve():
+        raise UserError(f"the report would overwrite the output {output}; give --report another name")
     W = load_weight(args.weight)
     inputs = None
     if args.inputs:
@@ -42,7 +46,6 @@ def _run_approximate(args):
     start = time.perf_counter()
     M = structmat.approximate(W, args.family, args.budget, inputs=inputs, **dict(args.option))
     seconds = time.perf_counter() - start
-    output = Path(args.output)
     M.save(output)
     report = {
         "weight": args.weight, "shape": list(M.shape), "family": M.family, "budget": args.budget,
@@ -53,8 +56,8 @@ def _run_approximate(args):
     if inputs is not None:
         report["input_rows"] = inputs.count
         report["output_error"] = structmat.output_error(W, M, inputs)
-    report_path = Path(args.report) if args.report else output.with_suffix(".json")
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    encoded = (dumps(report, indent=2) + "\n").encode()
+    atomic_write(report_path, lambda f: f.write(encoded))
     errors = f"relative error {report['relative_error']:.6f}"
     if inputs is not None:
         errors += f", output error {report['output_error']:.6f} on {inputs.count} input rows"

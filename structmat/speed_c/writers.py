@@ -96,6 +96,18 @@ def _toeplitz_like_layout(M):
     return [M.size, M.rank], [_f32(M.G.T), _f32(M.H[::-1].T)]
 
 
+def _lowrank_sparse_layout(M):
+    """``[r]``; ``V`` (n, r) and ``Uᵀ`` (r, m) row-major as for low rank, then ``S``'s CSR values, column indices and
+    row pointers."""
+    return [M.rank], [_f32(M.V), _f32(M.U.T), _f32(M.data), M.indices, M.indptr]
+
+
+def _block_sparse_layout(M):
+    """``[br, bc]``; the blocks (nblocks, br, bc) row-major, block-column indices, block-row pointers (BSR exactly
+    as :class:`~structmat.matrices.BlockSparse` stores it)."""
+    return list(M.block_shape), [_f32(M.values), M.indices, M.indptr]
+
+
 #: family name -> writer. Ids are written into layer files: never reuse or renumber one.
 WRITERS: dict[str, CWriter] = {
     "dense": CWriter(1, _dense_layout),
@@ -108,6 +120,8 @@ WRITERS: dict[str, CWriter] = {
     "hodlr": CWriter(4, _hmatrix_layout),
     "hedlr": CWriter(5, _hmatrix_layout),
     "hmatrix": CWriter(6, _hmatrix_layout),
+    "lowrank_sparse": CWriter(11, _lowrank_sparse_layout),
+    "block_sparse": CWriter(12, _block_sparse_layout),
 }
 
 

@@ -75,7 +75,7 @@ def test_tiny_int_budget_is_an_error_or_fits(family):
 
 
 def test_unknown_family_lists_names():
-    with pytest.raises(ValueError, match=r"unknown family 'wavelet'; known families: \['dense'"):
+    with pytest.raises(ValueError, match=r"unknown family 'wavelet'; known families: \['block_sparse', 'dense'"):
         structmat.approximate(np.ones((3, 3)), "wavelet", 0.5)
 
 
