@@ -17,7 +17,8 @@ from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.lowrank_sparse import fit_lowrank_sparse
 from structmat.approximators.monarch import fit_monarch
-from structmat.approximators.sparse_product import fit_sparse, fit_sparse_product
+from structmat.approximators.sparse import fit_sparse
+from structmat.approximators.sparse_product import fit_sparse_product
 from structmat.approximators.ldr import fit_ldr
 from structmat.approximators.toeplitz_like import fit_toeplitz_like
 from structmat.approximators.sss import fit_sss

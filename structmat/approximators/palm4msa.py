@@ -322,13 +322,14 @@ class _PalmState:
     """Factors, scale and cached quantities of a PALM4MSA run, advanced one sweep at a time (so callers can change
     the constraints between sweeps, as the budget-split continuation of ``fit_sparse_product`` does)."""
 
-    def __init__(self, W: np.ndarray, factors: list, lam: float) -> None:
+    def __init__(self, W: np.ndarray, factors: list, lam: float, power_iterations: tuple = (10, 1e-4)) -> None:
         # W and the factors share one float dtype: float64, or float32 where a caller trades precision for speed
         self.W = W
         self.norm_w = float(np.linalg.norm(W))
         self.factors = factors
         self.lam = lam
         self.vectors: dict = {}
+        self.power_iterations = power_iterations  # (at most, relative tolerance) of each warm-started power iteration
         self.full = None  # the product S_1 ⋯ S_J of the current factors, once known
 
     def sweep(self, constraints) -> float:
@@ -358,7 +359,7 @@ class _PalmState:
                     v = self.vectors.get((key, j))
                     if v is None:
                         v = _start_vector(op.dense.shape[1]).astype(W.dtype)
-                    s, self.vectors[(key, j)] = _spectral_norm(op, v)
+                    s, self.vectors[(key, j)] = _spectral_norm(op, v, *self.power_iterations)
                     scale *= s * s
             c = LIPSCHITZ_MARGIN * lam * lam * scale
             if c > 0:

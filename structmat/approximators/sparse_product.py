@@ -1,21 +1,31 @@
-"""Products of sparse factors under a non-zero budget, and plain magnitude sparsity.
+"""Products of sparse factors under a non-zero budget.
 
-``fit_sparse(W, budget)`` keeps the ``budget`` largest entries: the best ``k``-sparse approximation.
+``fit_sparse`` (magnitude and output-aware pruning) lives in :mod:`structmat.approximators.sparse`.
 
-``fit_sparse_product(W, budget)`` fits ``W ≈ S_1 S_2`` (or more factors) with ``Σ nnz(S_j) <= budget``. Its default
-method is a *budget-split continuation* of PALM4MSA (Le Magoarou & Gribonval 2016, Algorithm 2), written for this
-library: it starts from magnitude pruning written as a product, ``W ≈ I · top_k(W)`` (a "mixing" factor equal to the
-identity on the larger side, the other factor the pruned ``W``), then moves non-zeros from the pruned factor to the
-mixing factor a few at a time, one PALM4MSA sweep per step, while the error falls. It keeps the best state met, goes
-back to it when the error has clearly risen past its minimum, and polishes it with PALM4MSA at that split. The
-split of the budget between the factors is thereby chosen by the path itself, and the result is never worse than
-pruning to ``budget − d`` entries (the start). How slowly it moves and how long it polishes (its *effort*) follows
-the cost of a sweep, about ``m·n·d`` multiply-adds: small matrices, whose sweeps take milliseconds, get a slow ramp
-and a tight stopping rule, large ones the fast settings (:func:`continuation_effort`). ``method="palm4msa"``
+``fit_sparse_product(W, budget)`` fits ``W ≈ S_1 S_2`` (or more factors) with ``Σ nnz(S_j) <= budget`` and returns
+the best of these candidates:
+
+- magnitude pruning (one factor);
+- the best low-rank matrix the budget allows as the product ``U · Vᵀ`` (:mod:`._factored_lowrank`), computed only
+  when the spectrum shows it can win and returned at once when it is exact;
+- the *budget-split continuation* of PALM4MSA (Le Magoarou & Gribonval 2016, Algorithm 2), written for this library:
+  it starts from magnitude pruning written as a product, ``W ≈ I · top_k(W)`` (a "mixing" factor equal to the
+  identity, the other factor the pruned ``W``), then moves non-zeros from the pruned factor to the mixing factor a
+  few at a time, one PALM4MSA sweep per step, while the error falls (:mod:`._continuation`). It keeps the best state
+  met, goes back to it when the error has clearly risen past its minimum, and polishes it at that split, so the
+  split of the budget between the factors is chosen by the path itself. How slowly it moves and how long it polishes
+  follows the cost of a sweep, ``m·n·d`` multiply-adds (:func:`continuation_effort`): small matrices get a slow ramp
+  and a tight stopping rule, large ones the fast settings, and from about 1625×1625 on a capped number of sweeps
+  (a fixed ramp-then-polish schedule when only a few are affordable), so that a 4096×4096 fit takes about 25 s;
+- for matrices up to about 800×800 (:func:`polish_rounds`), the *alternating polish* (:mod:`._alternating`: exact
+  least squares on the supports between PALM4MSA sweeps) of the continuation's result and of a start like FAµST's.
+
+With ``inputs`` the candidates are scored by the output error (:mod:`.sparse_product_outputs`). ``method="palm4msa"``
 instead runs PALM4MSA from FAµST's start for each split of a grid (the peer library's linear split shares) and keeps
 the best; ``method="hierarchical"`` runs the hierarchical variant (Algorithm 3) with a geometric residual schedule.
 
-All three are deterministic: they use no random numbers.
+Everything is deterministic: the only random numbers (the sketch bounding the low-rank candidate's error) have a
+fixed seed, and every effort rule depends on the shape only.
 """
 
 from __future__ import annotations
@@ -24,13 +34,20 @@ import logging
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators._alternating import alternating_polish
+from structmat.approximators._continuation import (FrobeniusMixing, follow_budget_path, follow_budget_schedule,
+                                                   start_step)
+from structmat.approximators._factored_lowrank import lowrank_product
+from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.fit_guard import guarded_fit
-from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, _PalmState, blas_threads_for,
-                                              hierarchical)
-from structmat.matrices.sparse_product import Sparse, SparseProduct
+from structmat.approximators.palm4msa import Constraint, _default_init, _palm, blas_threads_for, hierarchical
+from structmat.approximators.sparse import fit_sparse, magnitude_prune
+from structmat.approximators.sparse_product_outputs import fit_product_to_outputs
+from structmat.matrices.sparse_product import SparseProduct
+from structmat.statistics import DEFAULT_RIDGE
 
 __all__ = ["fit_sparse", "fit_sparse_product", "magnitude_prune", "continuation_effort", "METHODS"]
 
@@ -51,51 +68,33 @@ THOROUGH_RAMP_RATE, THOROUGH_TOL = 0.004, 1e-4
 THOROUGH_WORK, FAST_WORK = 2**24, 2**26
 #: Sweeps allowed by default at the fast ramp rate; slower ramps get proportionally more.
 MAX_SWEEPS = 150
-#: The continuation turns back once the error is this much (relatively) above the best seen.
-RISE_TOLERANCE = 0.002
+#: Sweeps costing more than ``LARGE_WORK`` multiply-adds (``m·n·d``; a 1625×1625 matrix) are capped in number:
+#: ``LARGE_SWEEPS · (LARGE_WORK / work)^LARGE_SWEEPS_EXPONENT``, at least ``MIN_SWEEPS`` (25 for 2048×2048, 6 for
+#: 4096×4096), and the ramp is sped up so that ``ramp_rate · max_iter >= RAMP_SWEEPS``. The error change against
+#: more sweeps is on the fit-quality benchmarks page.
+LARGE_WORK, LARGE_SWEEPS, LARGE_SWEEPS_EXPONENT, MIN_SWEEPS, RAMP_SWEEPS = 2**32, 40, 0.7, 4, 0.55
+#: With at most this many sweeps the default follows a fixed schedule instead of the adaptive path (no room to
+#: turn back and polish): half the sweeps move ``SCHEDULE_TARGET_SHARE`` of the budget to the mixing factor, the
+#: rest polish.
+SCHEDULE_MAX_SWEEPS, SCHEDULE_TARGET_SHARE = 12, 0.22
+#: Power iterations of the spectral norms (at most, relative tolerance) for sweeps above ``LARGE_WORK``.
+LARGE_POWER_ITERATIONS = (4, 1e-3)
 #: The continuation's sweeps run in float32 for matrices with at least this many entries (about twice as fast;
 #: the errors that steer it are ~0.1-1, far above float32 rounding). The scale and the result are float64.
 FLOAT32_MIN_SIZE = 2**16
-#: While the best state is still the start (pruning), the error may first rise as the mixing factor fills; the
-#: continuation gives up only if it rises this much.
-GIVE_UP_RISE = 0.05
+#: The alternating polish (exact least squares on the supports between PALM4MSA sweeps) of the continuation's result
+#: and of a start like FAµST's (half the budget per factor, ``FAUST_START_SWEEPS`` PALM4MSA sweeps): rounds afforded
+#: by ``POLISH_WORK`` multiply-adds (:func:`polish_rounds`), up to ``POLISH_ROUNDS``; matrices that afford fewer than
+#: ``MIN_POLISH_ROUNDS`` skip it (from about 800×800 on).
+POLISH_WORK, POLISH_ROUNDS, MIN_POLISH_ROUNDS, FAUST_START_SWEEPS = 2.0**34, 40, 4, 30
+#: The polish of FAµST's start gives up (after a few rounds) once its trend cannot reach the best other candidate.
+GIVE_UP_FACTOR = 1.0
+#: From this many entries on, the continuation's own (float32) error ranks it among the candidates.
+KNOWN_ERROR_MIN_SIZE = 2**22
+#: A low-rank candidate this close to W (relatively) is returned at once: W is exactly low rank.
+EXACT_ERROR = 1e-12
 #: Split shares of the first factor tried by ``method="palm4msa"`` (the peer tries linspace(0.1, 0.9, 17)).
 PALM_SPLITS = tuple(np.round(np.linspace(0.1, 0.9, 9), 2))
-
-
-def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
-    """``W`` with all but its ``k`` largest-magnitude entries set to zero (ties: earliest position first)."""
-    if k >= W.size:
-        return W.copy()
-    return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
-
-
-@guarded_fit
-def fit_sparse(W, budget) -> Sparse:
-    """Magnitude sparsity: the ``budget`` largest entries of ``W`` (the best approximation with that many
-    non-zeros in Frobenius norm).
-
-    Parameters
-    ----------
-    W : array_like of shape (out_features, in_features)
-        Fitted in float64.
-    budget : int >= 1 or float in (0, 1]
-        Non-zeros kept (a share of ``m · n`` for a float).
-
-    Returns
-    -------
-    Sparse
-        ``nparams = min(budget, nnz(W))``; exact zeros of ``W`` are not stored.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> fit_sparse(np.array([[3.0, -1.0], [0.5, -4.0]]), 2).to_dense()
-    array([[ 3.,  0.],
-           [ 0., -4.]])
-    """
-    W = check_weight(W)
-    return Sparse(magnitude_prune(W, resolve_budget(budget, W.shape)))
 
 
 def _mixing_sides(shape) -> list[str]:
@@ -116,9 +115,12 @@ def continuation_effort(shape, d: int) -> tuple[float, float, int]:
 
     ``w <= THOROUGH_WORK`` (2^24, a 256×256 matrix) gives ``(0.004, 1e-4)``; ``w >= FAST_WORK`` (2^26) gives
     ``(0.015, 2e-3)``; in between both are interpolated geometrically in ``w``. ``max_iter`` is
-    ``MAX_SWEEPS · 0.015 / ramp_rate``, so a slower ramp is not cut short. The rule depends on the shape only, so
-    fits stay deterministic; it spends about half a second of CPU on a 256×256 matrix and leaves the 2-5 s fits of
-    EfficientNet-Lite0's largest matrices as they were.
+    ``MAX_SWEEPS · 0.015 / ramp_rate``, so a slower ramp is not cut short. Above ``w = LARGE_WORK`` (2^32) the
+    sweeps are capped at ``40 · (2^32 / w)^0.7`` (at least 4) and the ramp sped up to ``0.55 / max_iter``, so that
+    fit times grow about as ``(m n)^1.1`` instead of ``(m n)^1.5``; with at most ``SCHEDULE_MAX_SWEEPS`` sweeps the
+    default continuation follows a fixed ramp-then-polish schedule. The rule depends on the shape only, so fits stay
+    deterministic; it spends about half a second of CPU on a 256×256 matrix, 2-5 s on EfficientNet-Lite0's largest
+    matrices and about 25 s on a 4096×4096 matrix.
 
     Examples
     --------
@@ -126,13 +128,25 @@ def continuation_effort(shape, d: int) -> tuple[float, float, int]:
     (0.004, 0.0001, 562)
     >>> continuation_effort((1000, 1280), 1000)
     (0.015, 0.002, 150)
+    >>> continuation_effort((4096, 4096), 4096)
+    (0.0917, 0.002, 6)
     """
     m, n = shape
     work = float(m) * float(n) * float(d)
     t = min(1.0, max(0.0, math.log(work / THOROUGH_WORK) / math.log(FAST_WORK / THOROUGH_WORK)))
     ramp_rate = THOROUGH_RAMP_RATE * (RAMP_RATE / THOROUGH_RAMP_RATE) ** t
     tol = THOROUGH_TOL * (TOL / THOROUGH_TOL) ** t
-    return float(f"{ramp_rate:.3g}"), float(f"{tol:.3g}"), int(MAX_SWEEPS * RAMP_RATE / ramp_rate)
+    max_iter = int(MAX_SWEEPS * RAMP_RATE / ramp_rate)
+    if work > LARGE_WORK:
+        max_iter = max(MIN_SWEEPS, round(LARGE_SWEEPS * (LARGE_WORK / work) ** LARGE_SWEEPS_EXPONENT))
+        ramp_rate = max(ramp_rate, RAMP_SWEEPS / max_iter)
+    return float(f"{ramp_rate:.3g}"), float(f"{tol:.3g}"), max_iter
+
+
+def _power_iterations(shape, d: int) -> tuple[int, float]:
+    """Warm-started power iterations per spectral norm (at most, relative tolerance): fewer for large sweeps."""
+    m, n = shape
+    return LARGE_POWER_ITERATIONS if float(m) * float(n) * float(d) > LARGE_WORK else (10, 1e-4)
 
 
 def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tuple[SparseProduct, list]:
@@ -141,15 +155,11 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     m, n = W.shape
     d = m if side == "left" else n
     auto_ramp, auto_tol, auto_iter = continuation_effort((m, n), d)
+    # few affordable sweeps (large matrices, default effort): a fixed ramp-then-polish schedule
+    scheduled = ramp_rate is None and max_iter is None and auto_iter <= SCHEDULE_MAX_SWEEPS
     ramp_rate = auto_ramp if ramp_rate is None else ramp_rate
     tol = auto_tol if tol is None else tol
     max_iter = auto_iter if max_iter is None else max_iter
-    big_shape, mix_shape = (m, n), (d, d)
-
-    def constraints(k_mix):
-        mix, big = Constraint("topk", mix_shape, k_mix), Constraint("topk", big_shape, limit - k_mix)
-        return [mix, big] if side == "left" else [big, mix]
-
     dtype = np.float32 if W.size >= FLOAT32_MIN_SIZE else np.float64
     W_fit = W.astype(dtype)
     pruned = magnitude_prune(W_fit, limit - d)
@@ -157,44 +167,18 @@ def _continuation(W, limit, side, *, ramp_rate, max_iter, tol, progress) -> tupl
     factors = [np.eye(d, dtype=dtype) / math.sqrt(d), pruned / scale]
     if side == "right":
         factors.reverse()
-    state = _PalmState(W_fit, factors, scale * math.sqrt(d))
-    state.full = pruned / (scale * math.sqrt(d))
-    # the step is a share of the budget, capped at its value for a quarter of the weights: larger steps made the
-    # error climb too far before the mixing factor paid off (the classifier at share 0.5)
-    k_mix, step = d, max(1, math.ceil(ramp_rate * min(limit, W.size // 4)))
-    k_cap = min(d * d, limit - 1)
-    best = (state.error(), list(state.factors), state.lam, k_mix)
-    errors = [best[0]]
-    ramping = True
-    bar = tqdm(total=max_iter, desc="fit_sparse_product", disable=not progress)
-    for sweep in range(max_iter):
-        if ramping:
-            k_mix = min(k_mix + step, k_cap)
-        error = state.sweep(constraints(k_mix))
-        errors.append(error)
-        bar.update(1)
-        if error < best[0]:
-            improvement = best[0] - error
-            best = (error, list(state.factors), state.lam, k_mix)  # factors are replaced, never modified
-            if not ramping and improvement <= tol * errors[-2]:
-                break
-        elif ramping and (k_mix == k_cap or (best[3] > d and error > best[0] * (1 + RISE_TOLERANCE))
-                          or (best[3] == d and error > best[0] * (1 + GIVE_UP_RISE))):
-            ramping = False
-            state = _PalmState(W_fit, list(best[1]), best[2])
-            k_mix = best[3]
-            logger.debug("continuation: turning back at sweep %d to k_mix=%d (error %.6g)", sweep, k_mix, best[0])
-        elif not ramping:
-            break
-    bar.close()
-    error, factors, lam, k_mix = best
+    state = FrobeniusMixing(W_fit, factors, scale * math.sqrt(d), limit, side, full=pruned / (scale * math.sqrt(d)),
+                            power_iterations=_power_iterations((m, n), d))
+    if scheduled:
+        k_target = min(d * d, limit - 1, d + int(SCHEDULE_TARGET_SHARE * limit))
+        best, errors = follow_budget_schedule(state, d, k_target, max(1, max_iter // 2), max_iter, progress=progress)
+    else:
+        best, errors = follow_budget_path(state, d, min(d * d, limit - 1), start_step(ramp_rate, limit, W.size),
+                                          max_iter=max_iter, tol=tol, progress=progress)
+    error, snapshot, k_mix = best
     logger.debug("continuation: side=%s d=%d k_mix=%d k_other=%d error=%.6g after %d sweeps (%s)",
                  side, d, k_mix, limit - k_mix, error, len(errors) - 1, np.dtype(dtype).name)
-    first, second = (f.astype(np.float64) for f in factors)
-    product = first @ second
-    norm = float(np.vdot(product, product))
-    lam = float(np.vdot(W, product)) / norm if norm > 0 else 0.0  # the optimal scale, in float64
-    return SparseProduct([lam * first, second]), errors
+    return SparseProduct(FrobeniusMixing.product_factors(snapshot)), errors
 
 
 def _palm_grid(W, limit, side, *, max_iter, tol, splits) -> SparseProduct:
@@ -230,10 +214,12 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
 
 
 @guarded_fit
-def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "continuation", mixing_side: str = "auto",
-                       max_iter: int | None = None, tol: float | None = None, ramp_rate: float | None = None,
+def fit_sparse_product(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, num_factors: int = 2,
+                       method: str = "continuation", mixing_side: str = "auto", max_iter: int | None = None,
+                       tol: float | None = None, ramp_rate: float | None = None,
                        progress: bool = False) -> SparseProduct:
-    """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that and magnitude pruning.
+    """Fit ``W ≈ S_1 ⋯ S_J`` with ``Σ_j nnz(S_j) <= budget``; the best of that, magnitude pruning and the best
+    low-rank matrix written as two factors.
 
     Parameters
     ----------
@@ -241,6 +227,12 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         Fitted in float64.
     budget : int >= 1 or float in (0, 1]
         Total non-zeros (a share of ``m · n`` for a float).
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        When given, minimise the output error ``‖(W − M) Xᵀ‖_F`` instead: the best of the plain fit, the
+        output-aware sparse fit, the continuation in the output norm and the whitened low rank
+        (:mod:`structmat.approximators.sparse_product_outputs`).
+    ridge : float
+        Relative regularisation of the inputs' second moment (with ``inputs`` only).
     num_factors : int
         ``J``. 1 is magnitude pruning; 2 uses ``method``; 3 or more use the hierarchical variant.
     method : {"continuation", "palm4msa", "hierarchical"}
@@ -281,8 +273,9 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
     The continuation is deterministic and costs about four products of the factors with an ``m × n`` matrix per
     sweep; its default effort depends on the shape only (:func:`continuation_effort`). On EfficientNet-Lite0's
     classifier and its largest 1×1 convolutions at a quarter of the weights it lowers the error of magnitude pruning
-    from about 0.52 to 0.44–0.48 in 1.5–4 s of CPU; on a Gaussian 256×256 matrix it is below pyfaust's hierarchical
-    factorization at shares 0.1, 0.25 and 0.5 (see README, issue 8).
+    from about 0.52 to 0.43–0.48 in 1.5–4 s of CPU; with the alternating polish of matrices up to about 800×800 it is
+    below pyfaust's hierarchical factorization on Gaussian and power-law matrices at shares 0.1, 0.25 and 0.5
+    (docs/benchmarks/fit-quality-sparse.md).
 
     References
     ----------
@@ -310,31 +303,93 @@ def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "contin
         raise ValueError(f"ramp_rate must be a float in (0, 1] or None; got {ramp_rate!r}")
     if tol is not None and not tol >= 0:
         raise ValueError(f"tol must be a float >= 0 or None; got {tol!r}")
+    if inputs is not None:
+        stats = as_statistics(inputs, W.shape[1])
+        plain = fit_sparse_product(W, limit, num_factors=num_factors, method=method, mixing_side=mixing_side,
+                                   max_iter=max_iter, tol=tol, ramp_rate=ramp_rate, progress=progress)
+        if plain.nparams == np.count_nonzero(W) and plain.num_factors == 1:
+            return plain  # W itself fits in the budget
+        sides = _mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]
+        with blas_threads_for(W):
+            return fit_product_to_outputs(OutputNorm(W, stats, ridge), limit, plain, num_factors=num_factors,
+                                          sides=sides, effort=continuation_effort, stats=stats, progress=progress)
     pruned = SparseProduct([magnitude_prune(W, limit)])
     if num_factors == 1 or pruned.nparams == np.count_nonzero(W):
         return pruned  # pruning is exact (or one factor was asked for)
+    norm_w = float(np.linalg.norm(W))
+    candidates, errors = [pruned], [float(np.linalg.norm(W - pruned.to_dense()))]
     with blas_threads_for(W):
-        candidates = [pruned] + _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate,
-                                            progress)
-    errors = [float(np.linalg.norm(W - M.to_dense())) for M in candidates]
-    logger.debug("fit_sparse_product: errors %s (pruning first)", errors)
+        lowrank = lowrank_product(W, limit, error_to_beat=errors[0] / norm_w)
+        if lowrank is not None:
+            candidates.append(lowrank)
+            errors.append(float(np.linalg.norm(W - lowrank.to_dense())))
+            if errors[-1] <= EXACT_ERROR * norm_w:
+                return lowrank  # W is low rank: nothing can do better
+        for M, error in _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress,
+                                    error_to_beat=min(errors) / norm_w):
+            candidates.append(M)
+            errors.append(float(np.linalg.norm(W - M.to_dense())) if error is None else error * norm_w)
+    logger.debug("fit_sparse_product: errors %s (pruning, low rank if it could win, then the products)", errors)
     return candidates[int(np.argmin(errors))]
 
 
-def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress) -> list:
-    """The products ``fit_sparse_product`` compares with pruning."""
+def polish_rounds(shape, d: int) -> int:
+    """Rounds of :func:`~structmat.approximators._alternating.alternating_polish` the default fit affords for a
+    matrix of ``shape`` with inner dimension ``d``: ``POLISH_WORK / (7 m n d)`` (a round costs about seven products
+    of the factors with an ``m × n`` matrix), at most ``POLISH_ROUNDS``, none below ``MIN_POLISH_ROUNDS``.
+
+    Examples
+    --------
+    >>> polish_rounds((256, 256), 256), polish_rounds((512, 512), 512), polish_rounds((1000, 1280), 1000)
+    (40, 18, 0)
+    """
+    m, n = shape
+    rounds = min(POLISH_ROUNDS, int(POLISH_WORK / (7.0 * m * n * d)))
+    return rounds if rounds >= MIN_POLISH_ROUNDS else 0
+
+
+def _faust_start_polished(W, limit, side, rounds, *, give_up_above=np.inf) -> tuple[SparseProduct, float]:
+    """PALM4MSA from FAµST's start with half the budget in each factor (``FAUST_START_SWEEPS`` sweeps), then
+    ``rounds`` rounds of the alternating polish; the product and its relative error."""
+    m, n = W.shape
+    d = m if side == "left" else n
+    k_second = limit // 2
+    cons = [Constraint("topk", (m, d), limit - k_second), Constraint("topk", (d, n), k_second)]
+    start = _palm(W, _default_init(cons), cons, 1.0, FAUST_START_SWEEPS, 0.0, 0.0)
+    factors, error = alternating_polish(W, [start.lam * start.factors[0], start.factors[1]],
+                                        (limit - k_second, k_second), rounds=rounds,
+                                        give_up_above=GIVE_UP_FACTOR * give_up_above)
+    return SparseProduct(factors), error
+
+
+def _candidates(W, limit, num_factors, method, mixing_side, max_iter, tol, ramp_rate, progress,
+                error_to_beat=np.inf) -> list:
+    """The products ``fit_sparse_product`` compares with pruning, as ``(matrix, relative error or None)``: the
+    continuation's own error is reused for matrices of at least ``KNOWN_ERROR_MIN_SIZE`` entries (its float32
+    sweeps measure it to about 1e-7), whose dense product would cost seconds."""
     candidates = []
+    polished_faust_start = False
     if method != "continuation" or num_factors >= 3:
         max_iter = MAX_SWEEPS if max_iter is None else max_iter
         tol = TOL if tol is None else tol
     if num_factors >= 3 or method == "hierarchical":
-        candidates.append(_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol))
+        candidates.append((_hierarchical_geometric(W, limit, max(num_factors, 2), max_iter=max_iter, tol=tol), None))
     for side in (_mixing_sides(W.shape) if mixing_side == "auto" else [mixing_side]):
         if num_factors >= 3 or method == "hierarchical" or limit <= (W.shape[0] if side == "left" else W.shape[1]):
             continue  # no room for a mixing factor beyond the identity
         if method == "palm4msa":
-            candidates.append(_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS))
-        else:
-            candidates.append(_continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol,
-                                            progress=progress)[0])
+            candidates.append((_palm_grid(W, limit, side, max_iter=max_iter, tol=tol, splits=PALM_SPLITS), None))
+            continue
+        M, errors = _continuation(W, limit, side, ramp_rate=ramp_rate, max_iter=max_iter, tol=tol, progress=progress)
+        error = min(errors) if W.size >= KNOWN_ERROR_MIN_SIZE else None
+        candidates.append((M, error))
+        rounds = polish_rounds(W.shape, W.shape[0] if side == "left" else W.shape[1])
+        if rounds and M.num_factors == 2:
+            factors, error = alternating_polish(W, [f.toarray() for f in M.factors()], tuple(M.factor_nnz),
+                                                rounds=rounds)
+            candidates.append((SparseProduct(factors), error))
+            if not polished_faust_start:
+                candidates.append(_faust_start_polished(W, limit, side, rounds,
+                                                        give_up_above=min(error_to_beat, error)))
+                polished_faust_start = True
     return candidates

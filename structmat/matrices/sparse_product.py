@@ -232,6 +232,12 @@ class SparseProduct(StructuredMatrix):
     def _repr_extra(self) -> str:
         return "factors=" + " · ".join(f"{s} nnz {f[2].size}" for s, f in zip(self.factor_shapes, self._factors))
 
+    @classmethod
+    def from_lowrank(cls, M) -> "SparseProduct":
+        """The low-rank matrix ``M = U Vᵀ`` as the product of the factors ``U`` and ``Vᵀ`` (``r (m + n)`` values,
+        inner dimension ``r``): sparse products contain low rank at its own count."""
+        return cls([M.U, M.V.T])
+
     # ---------------------------------------------------------------- examples
     @classmethod
     def random(cls, shape, *, num_factors: int = 2, density: float = 0.3, row_selection: bool = True,
@@ -296,6 +302,11 @@ class Sparse(SparseProduct):
         if len(csr) != 1:
             raise ValueError(f"a Sparse matrix has exactly one factor; got {len(csr)} (use SparseProduct)")
         super()._init_from_csr(csr, dtype)
+
+    @classmethod
+    def from_lowrank(cls, M) -> None:
+        """None: one sparse factor holds a low-rank matrix only densely (``m · n`` values, not ``r (m + n)``)."""
+        return None
 
     @classmethod
     def random(cls, shape, *, density: float = 0.3, seed=None, dtype=np.float64) -> "Sparse":

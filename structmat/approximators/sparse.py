@@ -1,0 +1,279 @@
+"""Sparsity under a non-zero budget: magnitude pruning, or pruning for the layer's outputs.
+
+Without inputs, ``fit_sparse(W, k)`` keeps the ``k`` largest entries of ``W``: the best ``k``-sparse
+approximation in Frobenius norm.
+
+With inputs (their second moment ``C``, regularised to ``H = C + λI``), it minimises the output error
+``tr((W − M) H (W − M)ᵀ)`` over ``M`` with at most ``k`` non-zeros, in three steps:
+
+1. **Allocation.** The optimal-brain-surgeon saliency of an entry, ``W_ij² / [H⁻¹]_jj`` (the output energy lost by
+   removing it alone and compensating optimally with the rest of its row; Hassibi & Stork 1993), is on one scale
+   for every entry, so the budget is shared *globally*: the ``k`` most salient entries give every column its
+   number of survivors, and rows may keep different numbers of entries.
+2. **Sequential pruning with updates** (SparseGPT, Frantar & Alistarh 2023, Algorithm 1): columns are processed
+   one at a time; pruning column ``j`` adds its loss to the columns not yet processed through row ``j`` of the
+   upper Cholesky factor ``U`` of ``H⁻¹`` (``H⁻¹ = UᵀU``), all rows at once, lazily in blocks of ``block_size``
+   columns. Each block keeps its share of the budget (step 1) among *all* its rows by the current saliency
+   ``w² / U_jj²`` (SparseGPT keeps a fixed fraction per row). Columns are taken in the order of their number of
+   survivors, fewest first: a kept weight is never updated again once its column is processed, so processing the
+   mostly-pruned columns first leaves the kept weights free to absorb their loss. On EfficientNet-Lite0's
+   classifier at a quarter of the entries this ordering lowers the fitting objective by 28 % against the natural
+   order.
+3. **Exact values.** Given the mask, each row's values solve a least-squares problem,
+   ``m_S = (H_SS)⁻¹ (W H)_S`` (or, with fewer pruned than kept entries, the OBS removal of the pruned set
+   ``R``: ``m = w − w_R (H⁻¹_RR)⁻¹ H⁻¹_R,:``). When these solves would cost more than
+   ``EXACT_REFIT_MAX_WORK`` sequential passes, a few conjugate-gradient steps on all rows at once approach the
+   same values instead.
+
+The magnitude-pruned matrix is a candidate too, so the result is never worse than it on the fitting inputs.
+Everything is deterministic (stable orders, fixed iteration counts).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg.lapack import dpotrf, dpotrs
+
+from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators._obs_kernels import prune_block
+from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators.fit_guard import guarded_fit
+from structmat.approximators.palm4msa import Constraint
+from structmat.matrices.sparse_product import Sparse
+from structmat.statistics import DEFAULT_RIDGE
+
+__all__ = ["fit_sparse", "magnitude_prune", "obs_prune", "refit_on_mask", "REFITS"]
+
+logger = logging.getLogger(__name__)
+
+REFITS = ("auto", "exact", "cg", "none")
+#: ``refit="auto"`` solves exactly when the per-row solves cost at most this many sequential pruning passes
+#: (``m·n²`` multiply-adds each); otherwise it runs ``CG_REFIT_STEPS`` conjugate-gradient steps.
+EXACT_REFIT_MAX_WORK = 12.0
+#: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
+CG_REFIT_STEPS = 4
+#: Columns per lazy update of the sequential pruning (SparseGPT uses 128).
+BLOCK_SIZE = 128
+
+
+def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
+    """``W`` with all but its ``k`` largest-magnitude entries set to zero (ties: earliest position first)."""
+    if k >= W.size:
+        return W.copy()
+    return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
+
+
+@guarded_fit
+def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: str = "auto",
+               block_size: int = BLOCK_SIZE) -> Sparse:
+    """A matrix with at most ``budget`` non-zeros: the largest entries of ``W``, or, given the layer's inputs, the
+    entries and values that best preserve its outputs.
+
+    Parameters
+    ----------
+    W : array_like of shape (out_features, in_features)
+        Fitted in float64.
+    budget : int >= 1 or float in (0, 1]
+        Non-zeros kept (a share of ``m · n`` for a float).
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        When given, minimise the output error ``‖(W − M) Xᵀ‖_F`` (module docstring) instead of ``‖W − M‖_F``.
+    ridge : float
+        Relative regularisation of the inputs' second moment, ``λ = ridge · tr(C) / n`` (with inputs only).
+    refit : {"auto", "exact", "cg", "none"}
+        How the kept values are finally set (with inputs only): exact least squares per row, a few
+        conjugate-gradient steps, or the values the sequential pruning left; ``"auto"`` is exact unless that would
+        cost more than ``EXACT_REFIT_MAX_WORK`` pruning passes, else conjugate gradients.
+    block_size : int
+        Columns per lazy update of the sequential pruning (with inputs only); it also sets how finely the budget
+        is shared between columns.
+
+    Returns
+    -------
+    Sparse
+        ``nparams <= budget``; exact zeros are not stored.
+
+    Raises
+    ------
+    ValueError
+        for bad ``W``, ``budget``, ``inputs`` or options, or singular inputs with ``ridge=0``.
+
+    References
+    ----------
+    B. Hassibi, D. G. Stork, "Second order derivatives for network pruning: Optimal Brain Surgeon", NeurIPS 1992
+    (published 1993), eq. (5) (the saliency) and (4) (the update).
+    E. Frantar, D. Alistarh, "SparseGPT: massive language models can be accurately pruned in one-shot", ICML 2023,
+    Algorithm 1 and §3.2-3.3 (sequential updates through the Cholesky factor of ``H⁻¹``, lazy batches).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fit_sparse(np.array([[3.0, -1.0], [0.5, -4.0]]), 2).to_dense()
+    array([[ 3.,  0.],
+           [ 0., -4.]])
+    >>> rng = np.random.default_rng(0)
+    >>> W, X = rng.standard_normal((8, 6)), rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6))
+    >>> import structmat
+    >>> aware, plain = fit_sparse(W, 0.3, inputs=X), fit_sparse(W, 0.3)
+    >>> bool(structmat.output_error(W, aware, X) < structmat.output_error(W, plain, X))
+    True
+    """
+    W = check_weight(W)
+    limit = resolve_budget(budget, W.shape)
+    if refit not in REFITS:
+        raise ValueError(f"refit must be one of {REFITS}; got {refit!r}")
+    block_size = check_positive_int(block_size, "block_size")
+    pruned = magnitude_prune(W, limit)
+    if inputs is None or limit >= np.count_nonzero(W):
+        return Sparse(pruned)
+    from structmat.approximators.data_aware import as_statistics
+
+    norm = OutputNorm(W, as_statistics(inputs, W.shape[1]), ridge)
+    return Sparse(fit_sparse_values(norm, limit, refit=refit, block_size=block_size, pruned=pruned))
+
+
+def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", block_size: int = BLOCK_SIZE,
+                      pruned: np.ndarray | None = None) -> np.ndarray:
+    """The dense array of the data-aware sparse fit (module docstring) in the output norm ``norm``, at most
+    ``limit`` non-zeros; the better of it and magnitude pruning (``pruned``, computed when not given)."""
+    W = norm.W
+    values, mask = obs_prune(W, norm.inverse, limit, block_size=block_size)
+    error2 = None
+    method = _refit_method(refit, mask)
+    if method == "exact":
+        values, error2 = refit_on_mask(norm, mask)
+    elif method == "cg":
+        values = _cg_refit(norm, values, mask, CG_REFIT_STEPS)
+    if error2 is None:
+        error2 = norm.error2(values)
+    pruned = magnitude_prune(W, limit) if pruned is None else pruned
+    pruned_error2 = norm.error2(pruned)
+    logger.debug("fit_sparse: output error %.6g (refit %s), magnitude pruning %.6g", np.sqrt(max(error2, 0.0)),
+                 method, np.sqrt(pruned_error2))
+    return values if error2 <= pruned_error2 else pruned
+
+
+def _refit_method(refit: str, mask: np.ndarray) -> str:
+    if refit != "auto":
+        return refit
+    m, n = mask.shape
+    kept = mask.sum(axis=1)
+    work = float(np.sum(np.minimum(kept, n - kept).astype(np.float64) ** 3)) / 3.0
+    return "exact" if work <= EXACT_REFIT_MAX_WORK * m * n * n else "cg"
+
+
+def obs_prune(W: np.ndarray, H_inverse: np.ndarray, k: int, *, block_size: int = BLOCK_SIZE):
+    """Sequential optimal-brain-surgeon pruning of every row of ``W`` to ``k`` non-zeros in all (module
+    docstring, steps 1 and 2).
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n)
+    H_inverse : ndarray of shape (n, n)
+        The inverse of the (regularised, positive definite) input second moment.
+    k : int
+        Non-zeros kept in all, ``1 <= k < m·n``.
+    block_size : int
+
+    Returns
+    -------
+    values : ndarray of shape (m, n)
+        Zero outside ``mask``; the kept weights after the updates.
+    mask : bool ndarray of shape (m, n)
+        ``k`` entries.
+    """
+    m, n = W.shape
+    diagonal = np.diag(H_inverse)
+    saliency = W * W / diagonal
+    survivors = Constraint("topk", W.shape, k).mask(saliency).sum(axis=0)
+    order = np.argsort(survivors, kind="stable")          # the most pruned columns first
+    Wp = W[:, order]
+    U = scipy.linalg.cholesky(H_inverse[np.ix_(order, order)], lower=False, check_finite=False)
+    mask = np.zeros((m, n), dtype=bool)
+    survivors = survivors[order]
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        block = Wp[:, start:stop].copy()
+        U_block = U[start:stop, start:stop]
+        d = np.diag(U_block)
+        keep_count = int(survivors[start:stop].sum())
+        keep = Constraint("topk", block.shape, keep_count).mask(block * block / (d * d)) if keep_count else \
+            np.zeros(block.shape, dtype=bool)
+        losses = np.empty_like(block)
+        prune_block(block, keep, np.ascontiguousarray(U_block), losses)
+        Wp[:, start:stop] = block
+        Wp[:, stop:] -= losses @ U[start:stop, stop:]
+        mask[:, start:stop] = keep
+    inverse_order = np.argsort(order)
+    mask = mask[:, inverse_order]
+    return np.where(mask, Wp[:, inverse_order], 0.0), mask
+
+
+def refit_on_mask(norm: OutputNorm, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The exact output-norm optimum with the support ``mask``: one least-squares problem per row (module
+    docstring, step 3). Returns the values and their relative squared output error ``error2``."""
+    W, H, WH = norm.W, norm.H, norm.WH
+    m, n = W.shape
+    values = np.zeros_like(W)
+    removed_energy = 0.0          # Σ_i ‖w_i − m_i‖²_H, accumulated from each row's normal equations
+    for i in range(m):
+        kept = np.flatnonzero(mask[i])
+        if kept.size == 0:
+            removed_energy += float(WH[i] @ W[i])
+            continue
+        if kept.size == n:
+            values[i] = W[i]
+            continue
+        if 2 * kept.size > n:      # fewer pruned than kept entries: remove the pruned set (OBS, several weights)
+            pruned = np.flatnonzero(~mask[i])
+            Hinv = norm.inverse
+            z = _solve_spd(Hinv.take(pruned, axis=0).take(pruned, axis=1), W[i, pruned])
+            if z is not None:
+                row = W[i] - z @ Hinv.take(pruned, axis=0)
+                row[pruned] = 0.0
+                values[i] = row
+                removed_energy += float(z @ W[i, pruned])
+                continue
+        x = _solve_spd(H.take(kept, axis=0).take(kept, axis=1), WH[i, kept])
+        if x is None:              # not positive definite in floating point: least squares
+            x = np.linalg.lstsq(H.take(kept, axis=0).take(kept, axis=1), WH[i, kept], rcond=None)[0]
+        values[i, kept] = x
+        removed_energy += float(WH[i] @ W[i] - x @ WH[i, kept])
+    error2 = max(removed_energy, 0.0) / norm.energy if norm.energy > 0 else 0.0
+    return values, norm.error2(values) if error2 < 1e-8 else error2
+
+
+def _solve_spd(A: np.ndarray, b: np.ndarray):
+    """``A⁻¹ b`` for a symmetric positive definite ``A`` (LAPACK ``potrf`` + ``potrs`` on the Fortran-ordered view
+    ``Aᵀ = A``, no copy; ``A`` is overwritten); None if the factorisation fails."""
+    factor, info = dpotrf(A.T, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    x, info = dpotrs(factor, b, lower=1)
+    return x if info == 0 else None
+
+
+def _cg_refit(norm: OutputNorm, values: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` conjugate-gradient steps on every row's least-squares problem at once (Jacobi-preconditioned),
+    from ``values``; the objective never increases (Hestenes & Stiefel 1952)."""
+    H = norm.H
+    X = np.where(mask, values, 0.0)
+    residual = np.where(mask, norm.WH - X @ H, 0.0)
+    preconditioner = np.where(mask, 1.0 / np.diag(H), 0.0)
+    z = residual * preconditioner
+    direction = z.copy()
+    rz = np.einsum("ij,ij->i", residual, z)
+    for _ in range(steps):
+        Ad = np.where(mask, direction @ H, 0.0)
+        curvature = np.einsum("ij,ij->i", direction, Ad)
+        alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
+        X += alpha[:, None] * direction
+        residual -= alpha[:, None] * Ad
+        z = residual * preconditioner
+        rz_next = np.einsum("ij,ij->i", residual, z)
+        beta = np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0)
+        direction = z + beta[:, None] * direction
+        rz = rz_next
+    return X
