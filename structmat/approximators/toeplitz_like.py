@@ -274,7 +274,10 @@ def _check_init(init, shape, rank):
 def _fit(W, rank, stats, ridge, init, settings, chain):
     start = time.perf_counter()
     plain_problem = ToeplitzLikeProblem(W)
-    output_problem = None if stats is None else ToeplitzLikeProblem(W, weight=output_weight(stats, ridge))
+    output_problem = None
+    if stats is not None:
+        output_problem = ToeplitzLikeProblem(W, weight=output_weight(stats, ridge),
+                                             weight_eigh=stats.regularized_eigh(ridge))
     chain = chain and settings.refine and plain_problem.N <= CHAIN_MAX_SIDE
     plain = output = None
     for k in (range(1, rank + 1) if chain else [rank]):
