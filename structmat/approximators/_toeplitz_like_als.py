@@ -77,9 +77,13 @@ EXACT = 1e-11
 #: matrix (O((N r)³)) in the first sweep; later sweeps use PCG unless ``N·r`` is at most ``DENSE_ALWAYS``.
 DENSE_LIMIT = 2048
 DENSE_ALWAYS = 512
-#: Above this rank the preconditioner keeps only the diagonal r×r blocks of ``BLOCK`` columns (block Jacobi).
+#: Above this rank the preconditioner is banded (:meth:`ToeplitzLikeProblem.banded_solver`, ``2 BAND`` kernel terms
+#: kept), or for a weighted G-step keeps only the diagonal r×r blocks of ``BLOCK`` columns (block Jacobi).
 FULL_MAX_RANK = 160
+BAND = 16
 BLOCK = 32
+#: Frequencies per chunk of the banded preconditioner (its gathered terms hold chunk · 2 BAND · r numbers).
+_BAND_CHUNK = 128
 #: Dominant eigen-directions of the weight kept exactly by the weighted G-step preconditioner.
 WEIGHT_DIRECTIONS = 64
 #: Numbers held by one chunk of the Gram computation (N · chunk · r complex values).
@@ -126,13 +130,16 @@ class ToeplitzLikeProblem:
 
     def error_of(self, M) -> float:
         """``‖(W − M) L‖`` for a dense ``M`` (m, n)."""
-        R = self.W - M
-        if self.weight is None:
-            return float(np.linalg.norm(R))
-        return float(np.sqrt(max(np.vdot(R @ self.weight, R), 0.0)))
+        return self.error_of_residual(self.W - M)
 
     def error(self, G, V) -> float:
         return self.error_of(self.model(G, V))
+
+    def error_of_residual(self, R) -> float:
+        """``‖R L‖`` for a residual ``R = W − M`` (m, n)."""
+        if self.weight is None:
+            return float(np.linalg.norm(R))
+        return float(np.sqrt(max(np.vdot(R @ self.weight, R), 0.0)))
 
     def rescaled(self, G, V):
         """The best multiple ``α (G, V)`` of the model and its error (never above ``‖W L‖``)."""
@@ -232,6 +239,8 @@ class ToeplitzLikeProblem:
         r = fixed.shape[1]
         if r <= FULL_MAX_RANK:
             solve = _factor(gram(fixed))
+        elif self.weight is None or which == "V":
+            solve = self.banded_solver(which, fixed)
         else:
             blocks = [(j0, min(j0 + BLOCK, r)) for j0 in range(0, r, BLOCK)]
             solvers = [_factor(gram(fixed[:, j0:j1])) for j0, j1 in blocks]
@@ -242,6 +251,49 @@ class ToeplitzLikeProblem:
                     out[:, j0:j1] = block_solve(R_hat[:, j0:j1])
                 return out
         return lambda R: apply(solve, R)
+
+    def banded_solver(self, which: str, fixed):
+        """The inverse of the square unweighted blocks with the kernel outside a band replaced by its mean (Woodbury).
+
+        With an orthonormal fixed side, both Grams are kernel sums over rank-one terms of its spectrum ``S``
+        (``fft(D v_j)`` for G, ``fft(g_j)`` for V): ``¼Γ(p) = (N/4) Σ_q κ(q − p + s) S_q* S_qᵀ`` with
+        ``κ(d) = 1 / (N sin(π(2d − 1)/2N))²`` (``κ(0) = κ(1) ≈ 4/π²``, decaying like 1/d²; s = 0 for G, 1 for V) and
+        ``Σ_q S_q* S_qᵀ = N I``. Keeping the ``2 BAND`` largest terms and the mean α of the others,
+        ``(N/4)(α N I + Σ_band (κ − α) S* Sᵀ)`` is inverted per frequency through a ``2 BAND``-sized capacitance
+        matrix: ``O(N r BAND)`` work instead of ``O(N r³)`` (generalized condition numbers about 7 against about
+        1800 for 32-column block Jacobi at N = 512, r = 64).
+        """
+        N, r = fixed.shape
+        band = min(BAND, N // 2)
+        shift = 0 if which == "G" else 1
+        offsets = np.arange(-band + 1, band + 1)                            # q - p + s
+        kernel = 1.0 / (N * np.sin(np.pi * (2.0 * np.arange(N) - 1.0) / (2.0 * N))) ** 2
+        inside = np.zeros(N, dtype=bool)
+        inside[offsets % N] = True
+        alpha = float(kernel[~inside].mean()) if (~inside).any() else 0.0
+        spectra = scipy.fft.fft((self.twist[:, None] * fixed) if which == "G" else fixed, axis=0)  # S (N, r)
+        frequencies = np.arange(N // 2 + 1) if which == "G" else self.v_frequencies
+        rows = (frequencies[:, None] - shift + offsets[None, :]) % N       # q for every (p, band term)
+        beta = 0.25 * N * alpha * N
+        scaled = 0.25 * N * (kernel[offsets % N] - alpha)                  # > 0: κ decreases away from the band
+        chunks = [slice(c, min(c + _BAND_CHUNK, len(frequencies))) for c in range(0, len(frequencies), _BAND_CHUNK)]
+        small = np.empty((len(frequencies), 2 * band, 2 * band), dtype=complex)
+        for chunk in chunks:  # the terms S_q* are gathered per chunk of frequencies: (c, 2b, r) at a time
+            terms = spectra[rows[chunk]]                                   # S_q (conjugated below)
+            capacitance = np.matmul(terms, terms.conj().transpose(0, 2, 1)) / max(beta, 1e-300)  # CᴴC / β
+            capacitance[:, np.arange(2 * band), np.arange(2 * band)] += 1.0 / scaled
+            small[chunk] = np.linalg.inv(capacitance)
+
+        def solve(R_hat):  # (P, r): x = (y − C (D⁻¹ + CᴴC/β)⁻¹ Cᴴ y / β) / β, C's columns S_q*
+            out = np.empty_like(R_hat)
+            for chunk in chunks:
+                terms = spectra[rows[chunk]]
+                projected = np.matmul(terms, R_hat[chunk, :, None])         # Cᴴ y = Σ_j S_qj y_j: (c, 2b, 1)
+                weights = np.matmul(small[chunk], projected).conj()
+                correction = np.matmul(terms.transpose(0, 2, 1), weights).conj()[:, :, 0]  # C z = (Sᵀ z*)*
+                out[chunk] = (R_hat[chunk] - correction / beta) / beta
+            return out
+        return solve
 
     def weighted_g_gram(self, V):
         """The G-step blocks for ``C ≈ ρ I + Σ_t d_t u_t u_tᵀ`` (its ``WEIGHT_DIRECTIONS`` dominant eigenpairs, the
@@ -280,16 +332,20 @@ class ToeplitzLikeProblem:
         converges in about a third of the V-step's."""
         return max(2, -(-cg_iterations // 3)) if (which == "G" and self.weight is not None) else cg_iterations
 
-    def half_step(self, which: str, G, V, cg_iterations: int, first_sweep: bool = True):
-        """Least squares in G (``which="G"``) or in V with the other fixed; returns ``(G, V, error)``."""
+    def half_step(self, which: str, G, V, cg_iterations: int, first_sweep: bool = True, residual=None):
+        """Least squares in G (``which="G"``) or in V with the other fixed; returns ``(G, V, error, residual)``.
+
+        ``residual`` is ``W − M(G, V)`` (m, n) when the caller has it (the previous half-step's), else None."""
         Q, R_fixed = np.linalg.qr(V if which == "G" else G)
         x = (G if which == "G" else V) @ R_fixed.T  # the same product G Vᵀ, with an orthonormal fixed side
         if self.exact_available(which, Q.shape[1], first_sweep):
             x = self.square_solve(which, Q) if self.square else self.dense_solve(which, Q)
+            G, V = (x, Q) if which == "G" else (Q, x)
+            residual = self.W - self.model(G, V)
         else:
-            x = self.pcg(which, Q, x, self.cg_steps(which, cg_iterations))
-        G, V = (x, Q) if which == "G" else (Q, x)
-        return G, V, self.error(G, V)
+            x, residual = self.pcg(which, Q, x, self.cg_steps(which, cg_iterations), residual)
+            G, V = (x, Q) if which == "G" else (Q, x)
+        return G, V, self.error_of_residual(residual), residual
 
     def square_solve(self, which: str, fixed):
         """The exact square unweighted half-step (block-circulant solve, module doc)."""
@@ -315,8 +371,11 @@ class ToeplitzLikeProblem:
         normal = 0.25 * blocks.transpose(2, 0, 3, 1).reshape(N * r, N * r)
         return _solve_psd(normal, self.rhs(which, fixed).ravel()).reshape(N, r)
 
-    def pcg(self, which: str, fixed, x, iterations: int):
-        """Least squares in the half-step's unknowns by PCG from ``x`` (module doc); every step lowers ``f``."""
+    def pcg(self, which: str, fixed, x, iterations: int, residual=None):
+        """Least squares in the half-step's unknowns by PCG from ``x`` (module doc); every step lowers ``f``.
+
+        Returns ``(x, W − M)``; ``residual`` is ``W − M`` at ``x`` if known (it is the same before and after the QR
+        of the fixed side, which keeps the product)."""
         precondition = self.preconditioner(which, fixed)
         N, C = self.N, self.weight
         if which == "G":
@@ -324,12 +383,13 @@ class ToeplitzLikeProblem:
         else:
             adjoint = lambda R: 0.5 * (_adjoint(np.ascontiguousarray(R), N).T @ fixed)  # noqa: E731
         weigh = (lambda R: R) if C is None else (lambda R: R @ C)  # noqa: E731
-        residual = self.W - 0.5 * _assemble(self.product(which, x, fixed), self.m, self.n)
+        if residual is None:
+            residual = self.W - 0.5 * _assemble(self.product(which, x, fixed), self.m, self.n)
         gradient = adjoint(weigh(residual))
         z = precondition(gradient)
         direction = z.copy()
         rz = rz0 = float(np.vdot(gradient, z))
-        for _ in range(iterations):
+        for step in range(iterations):
             if rz <= 1e-28 * rz0 or rz0 == 0.0:
                 break
             image = 0.5 * _assemble(self.product(which, direction, fixed), self.m, self.n)
@@ -339,12 +399,15 @@ class ToeplitzLikeProblem:
                 break
             alpha = rz / curvature
             x = x + alpha * direction
+            residual = residual - alpha * image
+            if step == iterations - 1:
+                break
             gradient = gradient - alpha * adjoint(weighted)
             z = precondition(gradient)
             rz_new = float(np.vdot(gradient, z))
             direction = z + (rz_new / rz) * direction
             rz = rz_new
-        return x
+        return x, residual
 
     # ---------------------------------------------------------------- work model and the ALS loop
     def half_step_work(self, rank: int, cg_iterations: int, first_sweep: bool = False, which: str = "V") -> float:
@@ -392,7 +455,7 @@ class ToeplitzLikeProblem:
         start = time.perf_counter() if start is None else start
         rank = G.shape[1]
         error = previous = np.inf
-        sweeps, last_duration, stop, work = 0, 0.0, False, 0.0
+        sweeps, last_duration, stop, work, residual = 0, 0.0, False, 0.0, None
         bar = tqdm(total=max_iterations, desc=label, disable=not progress)
         try:
             while sweeps < max_iterations and not stop:
@@ -409,7 +472,8 @@ class ToeplitzLikeProblem:
                         logger.info("%s: stopped after %d sweeps at max_seconds=%s", label, sweeps, max_seconds)
                         stop = True
                         break
-                    G, V, error = self.half_step(which, G, V, cg_iterations, first_sweep=sweeps == 0)
+                    G, V, error, residual = self.half_step(which, G, V, cg_iterations, first_sweep=sweeps == 0,
+                                                           residual=residual)
                     work += step_work
                     last_duration = time.perf_counter() - start - elapsed
                     if error <= EXACT * self.norm:

@@ -347,7 +347,7 @@ def _fit_plain(problem, rank, warm, settings, start) -> ToeplitzLikeFit:
     zeros = np.zeros_like(basis)
     G0, V0, order = (zeros, basis, ("G", "V")) if side == "V" else (basis, zeros, ("V", "G"))
     work = problem.half_step_work(rank, settings.cg_iterations, first_sweep=True)
-    G1, V1, error1 = problem.half_step(order[0], G0, V0, settings.cg_iterations, first_sweep=True)
+    G1, V1, error1, _ = problem.half_step(order[0], G0, V0, settings.cg_iterations, first_sweep=True)
     candidates["ALS"] = (G1, V1, error1)
     sweeps = 0
     if error1 > EXACT * problem.norm:

@@ -114,7 +114,7 @@ def test_weighted_half_steps_converge_to_weighted_least_squares(shape, which):
     problem = ToeplitzLikeProblem(W, weight=C)
     N, r = problem.N, 2
     fixed = np.linalg.qr(rng.standard_normal((N, r)))[0]
-    x = problem.pcg(which, fixed, np.zeros((N, r)), iterations=N * r)
+    x, _ = problem.pcg(which, fixed, np.zeros((N, r)), iterations=N * r)
     L = np.linalg.cholesky(C)
     design = np.column_stack([
         (0.5 * _assemble(problem.product(which, np.eye(N * r)[k].reshape(N, r), fixed), *shape) @ L).ravel()
