@@ -56,13 +56,13 @@ from structmat.approximators.lowrank import truncated_svd
 from structmat.matrices._toeplitz_like_kernels import _adjoint, _assemble, _masked_gram_block
 from structmat.matrices.toeplitz_like import skew_twist, tau
 
-__all__ = ["ToeplitzLikeProblem", "balance", "FULL_MAX_RANK", "BLOCK"]
+__all__ = ["ToeplitzLikeProblem", "balance", "leading_svd", "FULL_MAX_RANK", "BAND", "BLOCK"]
 
 logger = logging.getLogger(__name__)
 
 #: Relative ridge added to every r×r normal-equation block (keeps singular frequencies finite).
 _RIDGE = 1e-13
-#: The displacement's SVD is LAPACK's (deterministic) up to this side, randomized (seeded) beyond.
+#: Above this side every SVD is randomized (seeded), with few power iterations (:func:`leading_svd`).
 _EXACT_SVD_MAX = 2048
 #: The work model (:meth:`ToeplitzLikeProblem.half_step_work`): one-thread CPU seconds of the parts of a half-step,
 #: measured on the development machine (AMD EPYC, loaded) at N = 512-2048, r = 64-256.
@@ -88,6 +88,16 @@ _BAND_CHUNK = 128
 WEIGHT_DIRECTIONS = 64
 #: Numbers held by one chunk of the Gram computation (N · chunk · r complex values).
 _GRAM_CHUNK = 1 << 22
+
+
+def leading_svd(A: np.ndarray, rank: int, seed, *, start_only: bool = False):
+    """The leading ``rank`` singular triplets of ``A``: :func:`~structmat.approximators.lowrank.truncated_svd` with
+    ``method="auto"`` (LAPACK up to a smaller side of 1024, else the seeded randomized SVD of Halko, Martinsson &
+    Tropp 2011 at small ranks) up to a side of ``_EXACT_SVD_MAX``; beyond, always randomized with 2 power iterations,
+    or 1 for a ``start_only`` basis (the ALS refines it; exact on an exactly low-rank ``A`` either way)."""
+    if max(A.shape) <= _EXACT_SVD_MAX:
+        return truncated_svd(A, rank, method="auto", seed=seed)
+    return truncated_svd(A, rank, method="randomized", power_iterations=1 if start_only else 2, seed=seed)
 
 
 def balance(G, V):
@@ -168,7 +178,7 @@ class ToeplitzLikeProblem:
         block with zero displacement rows (columns) adds one more: the displacement row 0 (column N−1) it implies.
         """
         D = self.displacement()
-        U, s, Yt = truncated_svd(D, rank, method="svd" if self.N <= _EXACT_SVD_MAX else "auto", seed=seed)
+        U, s, Yt = leading_svd(D, rank, seed, start_only=True)
         root = np.sqrt(s)
         G, V = U * root, (Yt.T * root)[::-1]
         if self.square:
@@ -513,8 +523,7 @@ def _start_basis(observed: np.ndarray, extra: np.ndarray, fallback: np.ndarray, 
     """``rank`` orthonormal columns: the independent top left singular vectors of ``observed``, then ``extra``,
     then the remaining singular vectors and ``fallback`` (all in that order of priority)."""
     if observed.shape[1] > 0:
-        method = "svd" if max(observed.shape) <= _EXACT_SVD_MAX else "auto"
-        U, s, _ = truncated_svd(observed, min(rank, *observed.shape), method=method, seed=seed)
+        U, s, _ = leading_svd(observed, min(rank, *observed.shape), seed, start_only=True)
         independent = int(np.count_nonzero(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
     else:
         U, independent = np.zeros((observed.shape[0], 0)), 0

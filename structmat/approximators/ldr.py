@@ -54,7 +54,8 @@ from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators.data_aware import OutputObjective, as_statistics
-from structmat.approximators.lowrank import fit_lowrank, truncated_svd
+from structmat.approximators._toeplitz_like_als import leading_svd
+from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.toeplitz_like import (CHAIN_MAX_SIDE, check_limit, fit_toeplitz_like_pair)
 from structmat.matrices.ldr import LDR, shift_operator
 from structmat.matrices.lowrank import LowRank
@@ -86,8 +87,6 @@ DEFAULT_MAX_WORK = 30.0
 _SECONDS_PER_RECURRENCE_STEP = 1.3e-4
 _SECONDS_PER_EXACT_MAC = 3.3e-10
 _SECONDS_PER_PROBE_MAC = 1.3e-9
-#: The low-rank candidate's SVD is randomized (seeded, few power iterations) beyond this side.
-_EXACT_SVD_MAX = 2048
 
 
 def step_work(N: int, rank: int, probes: int | None) -> float:
@@ -228,8 +227,7 @@ def _fit_rank(W, rank, stats, ridge, warm, toeplitz_init, options):
     norm = max(float(np.linalg.norm(W)), np.finfo(float).tiny)
     frobenius = lambda M: float(np.linalg.norm(W - _dense(M))) / norm  # noqa: E731
     candidates = [("Toeplitz-like", ldr_from_toeplitz_like(toeplitz.matrix), toeplitz.error)]
-    method = "svd" if max(W.shape) <= _EXACT_SVD_MAX else "randomized"
-    U, s, Vt = truncated_svd(W, min(rank, m, n), method=method, power_iterations=2, seed=options["seed"])
+    U, s, Vt = leading_svd(W, min(rank, m, n), options["seed"])
     lowrank = LowRank(U * s, Vt.T)
     candidates.append(("low rank", _ldr_from_lowrank(lowrank, rank), frobenius(lowrank)))
     for i, M in enumerate(warm):

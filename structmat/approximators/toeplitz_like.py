@@ -59,9 +59,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators._toeplitz_like_als import EXACT, ToeplitzLikeProblem, balance
+from structmat.approximators._toeplitz_like_als import EXACT, ToeplitzLikeProblem, balance, leading_svd
 from structmat.approximators.data_aware import as_statistics
-from structmat.approximators.lowrank import fit_lowrank, truncated_svd
+from structmat.approximators.lowrank import fit_lowrank
 from structmat.matrices.lowrank import LowRank
 from structmat.matrices.toeplitz_like import ToeplitzLike
 from structmat.statistics import DEFAULT_RIDGE
@@ -75,8 +75,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_WORK = 20.0
 #: Up to this ``max(m, n)`` the fit at rank r chains the ranks 1..r (monotone in the budget by construction).
 CHAIN_MAX_SIDE = 32
-#: The low-rank candidate's SVD is randomized (seeded, few power iterations) beyond this side.
-_EXACT_SVD_MAX = 2048
 
 
 @dataclass(frozen=True)
@@ -305,8 +303,7 @@ def _lowrank_start(W, rank, seed, inputs=None, ridge=DEFAULT_RIDGE):
         return None
     m, n = W.shape
     if inputs is None:
-        method = "svd" if max(m, n) <= _EXACT_SVD_MAX else "randomized"
-        U, s, Vt = truncated_svd(W, k, method=method, power_iterations=2, seed=seed)
+        U, s, Vt = leading_svd(W, k, seed)
         lowrank = LowRank(U * s, Vt.T)
     else:
         lowrank = fit_lowrank(W, k * (m + n), inputs=inputs, ridge=ridge, seed=seed)
