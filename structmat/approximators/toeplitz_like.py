@@ -36,7 +36,8 @@ independently (a chain would multiply the cost by r); pass the smaller budget's 
 guarantee.
 
 **Stopping.** Each ALS stops on ``tol`` (a sweep lowering the error by less than ``tol`` times itself), on its
-sweep count, or when the next half-step would take its work past ``max_work``. Work is counted in *model seconds*
+sweep count, or when the next half-step would take its work past ``max_work`` (the output-norm ALS: past 1.5 times
+the plain ALS's work, ``OUTPUT_WORK_FACTOR``, so that a data-aware fit costs about three plain ones). Work is counted in *model seconds*
 (:meth:`~structmat.approximators._toeplitz_like_als.ToeplitzLikeProblem.half_step_work`, a cost model from the
 sizes alone), never measured, so the result is the same on every machine and under any load. A wall-clock limit
 (``max_seconds``) is available but off by default.
@@ -73,6 +74,11 @@ logger = logging.getLogger(__name__)
 
 #: Default work limit of each ALS run, in model seconds.
 DEFAULT_MAX_WORK = 20.0
+#: The output-norm ALS gets at most this times the plain ALS's work (but at least ``OUTPUT_MIN_WORK`` model
+#: seconds), so that a data-aware fit costs about three plain ones at any rank: its weighted steps cost an
+#: ``m n²`` product each, whatever the rank, while the plain fit's cost grows with the rank.
+OUTPUT_WORK_FACTOR = 1.5
+OUTPUT_MIN_WORK = 1.0
 #: Up to this ``max(m, n)`` the fit at rank r chains the ranks 1..r (monotone in the budget by construction).
 CHAIN_MAX_SIDE = 32
 
@@ -99,7 +105,7 @@ class ToeplitzLikeFit:
 
 
 def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
-                      max_iterations: int = 8, tol: float = 5e-3, cg_iterations: int = 3, output_sweeps: int = 4,
+                      max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3, output_sweeps: int = 4,
                       output_cg_iterations: int = 12, max_work: float | None = DEFAULT_MAX_WORK,
                       max_seconds: float | None = None, init: ToeplitzLike | None = None, seed=0,
                       progress: bool = False) -> ToeplitzLike:
@@ -129,7 +135,8 @@ def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, r
     output_sweeps, output_cg_iterations : int
         ALS sweeps, and conjugate-gradient steps per half-step, of the refinement in the output norm (``inputs``).
     max_work : float or None
-        Work limit of each ALS run in model seconds (module docstring; None: no limit). Deterministic.
+        Work limit of each ALS run in model seconds (module docstring; None: no limit); the output-norm ALS also
+        stops at 1.5 times the plain ALS's work. Deterministic.
     max_seconds : float or None
         Opt-in wall-clock limit of each ALS run: no half-step is started that would end past this many seconds
         since the start of the fit (default None). Only this limit makes the result depend on the machine.
@@ -187,7 +194,7 @@ def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, r
 
 
 def fit_toeplitz_like_rank(W, rank: int, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
-                           max_iterations: int = 8, tol: float = 5e-3, cg_iterations: int = 3,
+                           max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3,
                            output_sweeps: int = 4, output_cg_iterations: int = 12,
                            max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
                            init: ToeplitzLike | None = None, seed=0, progress: bool = False) -> ToeplitzLikeFit:
@@ -200,7 +207,7 @@ def fit_toeplitz_like_rank(W, rank: int, *, inputs=None, ridge: float = DEFAULT_
 
 
 def fit_toeplitz_like_pair(W, rank: int, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
-                           max_iterations: int = 8, tol: float = 5e-3, cg_iterations: int = 3,
+                           max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3,
                            output_sweeps: int = 4, output_cg_iterations: int = 12,
                            max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
                            init: ToeplitzLike | None = None, chain: bool = True, seed=0,
@@ -363,6 +370,13 @@ def _fit_plain(problem, rank, warm, settings, start) -> ToeplitzLikeFit:
     return _pack(problem, rank, candidates, "closed form", sweeps, work, "frobenius", start)
 
 
+def _output_work(max_work, plain_work: float) -> float | None:
+    """The output ALS's work limit: ``OUTPUT_WORK_FACTOR`` times the plain ALS's work (at least
+    ``OUTPUT_MIN_WORK``), within ``max_work``."""
+    limit = max(OUTPUT_MIN_WORK, OUTPUT_WORK_FACTOR * plain_work)
+    return limit if max_work is None else min(max_work, limit)
+
+
 def _fit_output(problem, rank, plain, stats, ridge, warm, settings, start) -> ToeplitzLikeFit:
     """The output-norm fit at ``rank``: candidates scored by the output objective, then weighted ALS."""
     G, V = _generators(plain.matrix)
@@ -379,7 +393,7 @@ def _fit_output(problem, rank, plain, stats, ridge, warm, settings, start) -> To
     if settings.output_sweeps > 0 and error_start > EXACT * problem.norm:
         G2, V2, error2, sweeps, work = problem.refine(
             G_start, V_start, ("G", "V"), max_iterations=settings.output_sweeps, tol=settings.tol,
-            cg_iterations=settings.output_cg_iterations, max_work=settings.max_work,
+            cg_iterations=settings.output_cg_iterations, max_work=_output_work(settings.max_work, plain.work),
             max_seconds=settings.max_seconds, start=start, progress=settings.progress,
             label="fit_toeplitz_like output ALS")
         candidates["output ALS"] = (G2, V2, error2)
