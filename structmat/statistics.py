@@ -233,10 +233,12 @@ class InputStatistics:
         if magic.startswith(b"PK"):
             return cls.load(path)
         if magic == b"\x93NUMPY":
+            from structmat.npyfile import load_npy
+
             try:
-                rows = np.load(path, mmap_mode="r", allow_pickle=False)
+                rows = load_npy(path, mmap_mode="r")
             except (ValueError, OSError, EOFError) as exc:
-                raise StructmatFileError(f"{path} is not a readable .npy array of input rows ({exc})") from exc
+                raise StructmatFileError(f"{path} is not a readable .npy array of input rows ({exc})") from None
             return cls.from_rows(rows)
         raise StructmatFileError(f"{path} is not an inputs file: expected a feature-cache directory, an input "
                                  "statistics .npz, or an .npy array of shape (N, in_features)")
@@ -324,11 +326,13 @@ class InputStatistics:
         with open(path, "rb") as f:
             if not f.read(4).startswith(b"PK"):
                 raise StructmatFileError(f"{path} is not an input-statistics file: not an .npz (zip) archive")
+        from structmat.npyfile import open_npz
+
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"][()]))
-                total, gram = np.array(data["sum"]), np.array(data["gram"])
-        except (KeyError, ValueError, OSError, EOFError) as exc:
+            with open_npz(path) as data:  # headers checked, nothing unpickled
+                meta = json.loads(str(data.read("meta")[()]))
+                total, gram = data.read("sum"), data.read("gram")
+        except (KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
             raise StructmatFileError(f"{path} is not a readable input-statistics file ({exc}); expected arrays "
                                      "'sum', 'gram' and a JSON 'meta'") from exc
         except Exception as exc:  # zipfile.BadZipFile and friends from a corrupt archive

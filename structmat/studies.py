@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from structmat._validation import resolve_budget
 from structmat.benchmarks.timing import single_thread
+from structmat.families import get_family
 from structmat.finetune import (
     Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, plot_histories,
     random_linear_weights, split_indices, write_json,
@@ -223,6 +225,10 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
     compare_plain = (init == "data-aware") if compare_plain is None else bool(compare_plain)
     config = dataclasses.replace(config or TrainingConfig(), objective=objective, seed=seed)
     start = time.perf_counter()
+    if not families:
+        raise ValueError("families must name at least one family")
+    for family in families:
+        get_family(family)
     train_pool, test = split_indices(cache.count, test_share, seed)
     # In distillation the labels (say digits) are not the head's classes (say ImageNet's): only agreement counts.
     features, labels = cache.features, (cache.labels if objective == "labels" else None)
@@ -231,6 +237,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
             raise ValueError(f"distillation needs the backbone's head and logits; the cache at {cache.directory} "
                              "has none (its split layer is not an nn.Linear). Use objective='labels'")
         weight, bias = cache.head_weights()
+        resolve_budget(budget, weight.shape)  # a budget no head can have fails here, before any work
         teacher = cache.logits
         dense = dense_head(weight, bias)
         dense_result = HeadResult("dense", "ok", nparams=weight.size, share=1.0, fit_error=0.0,
@@ -239,6 +246,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         if labels is None:
             raise ValueError(f"objective='labels' needs labels; the feature cache at {cache.directory} has none")
         classes = int(labels.to_numpy().max()) + 1
+        resolve_budget(budget, (classes, cache.feature_dim))  # before the dense head is trained
         dense = dense_head(*random_linear_weights(cache.feature_dim, classes, seed))
         trained = finetune(dense, features, labels=labels, indices=train_pool,
                            config=dataclasses.replace(config, max_seconds=None), progress=progress)

@@ -82,13 +82,28 @@ def synthetic_weight(kind: str, shape: tuple[int, int], seed: int = 0) -> np.nda
     raise ValueError(f"unknown synthetic kind {kind!r}; expected 'gaussian' or 'powerlaw'")
 
 
+def _torch_reason(exc: BaseException) -> str:
+    """The useful part of a ``torch.load(weights_only=True)`` error, on one line (torch's own message runs over
+    several lines and suggests ``weights_only=False``, which would run the file's code)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+        text = text.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+    elif "Weights only load failed" in text:
+        text = "not a file of tensors"
+    text = " ".join(text.split()).rstrip(". ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _load_torch(path: Path, key: str | None):
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign files; report them as one clear error
-        raise ValueError(f"{path} could not be read as a torch file with weights_only=True ({exc})") from exc
+        raise ValueError(f"{path} could not be read as a torch file of tensors ({_torch_reason(exc)}); structmat "
+                         "loads only tensors and state dicts, never other pickled objects") from None
     if torch.is_tensor(obj):
         if key is not None:
             raise ValueError(f"{path} holds a single tensor; drop the ':{key}' suffix")
@@ -123,22 +138,24 @@ def load_weight(spec: str) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path} (weight specs: a .npy/.npz/.pt file, 'efficientnet_lite0[:name]', "
                                 "'gaussian:MxN', 'powerlaw:MxN')")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; a weight spec names a .npy, .npz or .pt file")
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{path} is not a readable NumPy file without pickle ({exc})") from exc
+        from structmat.npyfile import load_npy, open_npz
+
         if suffix == ".npy":
-            return _as_matrix(data, str(path))
-        with data:
+            if key is not None:
+                raise ValueError(f"{path} holds a single array; drop the ':{key}' suffix")
+            return _as_matrix(load_npy(path), str(path))
+        with open_npz(path) as data:
             if key is None:
                 if len(data.files) != 1:
                     raise ValueError(f"{path} holds arrays {data.files}; name one as {path}:<name>")
                 key = data.files[0]
             if key not in data.files:
                 raise ValueError(f"{path} has no array {key!r}; it holds {data.files}")
-            return _as_matrix(data[key], f"{path}:{key}")
+            return _as_matrix(data.read(key), f"{path}:{key}")
     if suffix in (".pt", ".pth", ".bin"):
         return _as_matrix(_load_torch(path, key), f"{path}" + (f":{key}" if key else ""))
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .npz, .pt or .pth")

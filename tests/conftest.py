@@ -38,3 +38,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------ the fuzz suite's tally (tests/fuzz/outcomes.py)
+_FUZZ_TALLY: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    """Count the fuzz outcomes recorded on each test's report (this also runs in the xdist controller)."""
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == "fuzz_outcome":
+            area, kind = value
+            if kind == "defect" and hasattr(report, "wasxfail"):
+                kind = "known (xfail)"
+            _FUZZ_TALLY.setdefault(area, {}).setdefault(kind, 0)
+            _FUZZ_TALLY[area][kind] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FUZZ_TALLY or hasattr(terminalreporter.config, "workerinput"):
+        return
+    kinds = ("clear error", "correct result", "defect", "known (xfail)")
+    write = terminalreporter.write_line
+    terminalreporter.section("fuzz outcomes")
+    write(f"{'area':<22}" + "".join(f"{k:>16}" for k in kinds) + f"{'cases':>10}")
+    totals = dict.fromkeys(kinds, 0)
+    for area in sorted(_FUZZ_TALLY):
+        counts = _FUZZ_TALLY[area]
+        for k in kinds:
+            totals[k] += counts.get(k, 0)
+        write(f"{area:<22}" + "".join(f"{counts.get(k, 0):>16}" for k in kinds) + f"{sum(counts.values()):>10}")
+    write(f"{'total':<22}" + "".join(f"{totals[k]:>16}" for k in kinds) + f"{sum(totals.values()):>10}")

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -116,3 +118,86 @@ def test_demo_runs_and_reuses_its_cache(tmp_path, capsys):
     code, out, _ = run(capsys, "features", "extract", "--cache", tmp_path / "cache", "--limit", "40", "--image-size",
                        "32", "-q")
     assert code == 0 and chunk.stat().st_mtime_ns == stamp  # the demo's cache is found and reused
+
+
+# ---------------------------------------------------------------- ordinary mistakes: one line, exit 2, before any work
+def test_argparse_errors_are_one_line(capsys):
+    for argv in (["sweep", "-m", "gaussian:8x6", "--nope"], ["sweep", "-b", "x", "-m", "gaussian:8x6"],
+                 ["approximate"], ["no-such-command"], ["features", "info"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err, err
+
+
+def test_output_checked_before_the_fit(tmp_path, capsys, monkeypatch):
+    import structmat.approximators
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran although its output cannot be written")
+
+    monkeypatch.setattr(structmat, "approximate", no_fit)
+    (tmp_path / "a_dir").mkdir()
+    for output, message in ((tmp_path / "a_dir", "is a directory"), (tmp_path / "nodir" / "M.npz", "does not exist")):
+        code, _, err = run(capsys, "approximate", "gaussian:8x6", "-f", "lowrank", "-b", "0.5", "-o", output)
+        assert code == 2 and message in err and err.count("\n") == 1 and ".tmp" not in err
+
+
+def test_files_get_the_umask_mode(tmp_path, capsys):
+    previous = os.umask(0o027)
+    try:
+        code, _, _ = run(capsys, "approximate", "gaussian:8x6", "-f", "lowrank", "-b", "0.5", "-o", tmp_path / "M.npz")
+    finally:
+        os.umask(previous)
+    assert code == 0
+    assert stat.S_IMODE((tmp_path / "M.npz").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "M.json").stat().st_mode) == 0o640
+
+
+def test_damaged_inputs_are_one_line(tmp_path, capsys):
+    import io
+
+    from numpy.lib import format as npy_format
+
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 10**9)})
+    (tmp_path / "huge.npy").write_bytes(header.getvalue() + b"\0" * 16)
+    np.savez(tmp_path / "W.npz", W=np.ones((4, 3)))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "W.npz").read_bytes()[:-30])
+    structmat.approximate(np.ones((4, 3)), "lowrank", 1.0).save(tmp_path / "M.npz")
+    crc = bytearray((tmp_path / "M.npz").read_bytes())
+    crc[crc.find(b"V.npy") + 150] ^= 0xFF
+    (tmp_path / "crc.npz").write_bytes(bytes(crc))
+    cases = [(["info", tmp_path], "is a directory"), (["info", tmp_path / "crc.npz"], "crc.npz"),
+             (["approximate", tmp_path / "huge.npy", "-f", "lowrank", "-b", "0.5", "-o", tmp_path / "o.npz"],
+              "huge.npy is truncated: its header declares shape (1000000000, 1000000000)"),
+             (["approximate", tmp_path / "cut.npz", "-f", "lowrank", "-b", "0.5", "-o", tmp_path / "o.npz"], "cut.npz")]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_verbose_after_the_command_and_families_as_one_list(tmp_path, capsys):
+    code, _, _ = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "lowrank", "sss", "-f", "monarch", "-b", "0.5",
+                     "-o", tmp_path, "-q", "-v")
+    assert code == 0
+    families = {line.split(",")[4] for line in (tmp_path / "sweep.csv").read_text().splitlines()[1:]}
+    assert families == {"lowrank", "sss", "monarch"}
+
+
+def test_threads_on_every_command_that_fits_or_trains():
+    from structmat.cli import UNTHREADED_COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        leaves = [command] if name != "features" else [c for a in command._actions if a.dest == "features_command"
+                                                          for c in a.choices.values()]
+        for leaf in leaves:
+            has = any("--threads" in a.option_strings for a in leaf._actions)
+            assert has == (name not in UNTHREADED_COMMANDS), name
+
+
+def test_a_run_in_which_every_family_failed_exits_1(tmp_path, capsys):
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "ldr", "-b", "3", "-o", tmp_path, "-q")
+    assert code == 1 and "no cell of the sweep could be fitted" in err and err.count("\n") == 1

@@ -69,3 +69,26 @@ def test_bench_data_aware(digits_cache, tmp_path, capsys):
     code, out, _ = run(capsys, "bench-data-aware", digits_cache, "-f", "lowrank", "-b", "0.1", "0.3", "-o", tmp_path,
                        "-q")
     assert code == 0 and len(read_rows(tmp_path / "data_aware.csv")) == 4   # resumed: nothing refitted
+
+
+def test_finetune_refuses_a_bad_budget_and_exits_1_when_every_family_fails(digits_cache, tmp_path, capsys):
+    code, _, err = run(capsys, "finetune", digits_cache, "-b", "5.0", "-o", tmp_path, "-q")
+    assert code == 2 and "budget must be" in err and err.count("\n") == 1
+    # ldr needs 8 * 1280 parameters at least: a count of 50 fits no family asked for
+    code, out, err = run(capsys, "finetune", digits_cache, "-f", "ldr", "toeplitz_like", "-b", "50", "--epochs", "1",
+                         "-o", tmp_path, "-q")
+    assert code == 1 and "every requested family failed" in err and err.count("\n") == 1
+    assert (tmp_path / "finetune-distill-data-aware.csv").exists()  # the table is kept
+
+
+def test_finetune_refuses_a_corrupt_cache(digits_cache, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_cache, copy)
+    chunk = copy / "features-00000.npy"
+    data = bytearray(chunk.read_bytes())
+    data[-5] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    code, _, err = run(capsys, "finetune", copy, "-f", "lowrank", "-o", tmp_path, "-q")
+    assert code == 2 and "does not match its checksum" in err and err.count("\n") == 1

@@ -139,3 +139,27 @@ def test_a_runaway_loss_backs_off_to_the_best_state(problem):
     unguarded = finetune(fitted_head("lowrank", 0.2, W, b), X, teacher_logits=logits,
                          config=dataclasses.replace(config, spike_factor=None))
     assert unguarded.backoffs == 0
+
+
+def test_non_finite_features_or_logits_are_refused():
+    import torch
+
+    from structmat.finetune import TrainingConfig, finetune
+
+    rng = np.random.default_rng(0)
+    X, Z = rng.standard_normal((40, 6)).astype(np.float32), rng.standard_normal((40, 3)).astype(np.float32)
+    head = torch.nn.Linear(6, 3)
+    for bad_x, bad_z, what in ((np.where(X > 2, np.nan, X), Z, "features"), (X, np.where(Z > 2, np.inf, Z), "logits")):
+        with pytest.raises(ValueError, match=f"{what} hold .* NaN or Inf"):
+            finetune(head, bad_x, teacher_logits=bad_z, config=TrainingConfig(epochs=1))
+    with pytest.raises(ValueError, match="labels go up to 7, but the head has 3 outputs"):
+        finetune(head, X, labels=np.arange(40) % 8, config=TrainingConfig(objective="labels", epochs=1))
+
+
+def test_reports_never_hold_nan(tmp_path):
+    import json
+
+    from structmat.finetune import write_json
+
+    write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan")})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [1.0, None], "c": None}

@@ -34,10 +34,10 @@ def test_torch_state_dict_and_conv(tmp_path):
 
 def test_pickled_payloads_are_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="never does"):
         load_weight(tmp_path / "obj.npy")
     torch.save({"weight": torch.ones(2, 2), "thing": object()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="never other pickled objects"):
         load_weight(f"{tmp_path / 'evil.pt'}:weight")
 
 

@@ -31,12 +31,16 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
         :func:`~structmat.approximators.data_aware.fit_with_inputs`. The plain fit is always a candidate, so the
         output error on these inputs is never worse than without them.
     **options
-        Passed to the family's ``fit_<family>``.
+        Passed to the family's ``fit_<family>``, except ``threads``: the most BLAS/OpenMP/torch threads the fit
+        uses (default 1, or ``$STRUCTMAT_THREADS``; see :mod:`structmat.threads`).
 
     Returns
     -------
     StructuredMatrix
-        with ``nparams <= budget``.
+        with ``nparams <= budget``. Every family fits ``W / 2^e`` and scales the result back
+        (:mod:`structmat.approximators.fit_guard`), so the relative error does not depend on the scale of ``W``
+        anywhere in the float64 range; with the default options the result is the same, byte for byte, on every
+        run.
 
     Examples
     --------
@@ -51,6 +55,7 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
     """
     from structmat._validation import check_weight
     from structmat.approximators.data_aware import accepts_inputs, as_statistics, fit_with_inputs
+    from structmat.approximators.fit_guard import fit_scaled
     from structmat.families import get_family
 
     entry = get_family(family)
@@ -58,6 +63,8 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
         return entry.fit(W, budget, **options)
     W = check_weight(W)
     stats = as_statistics(inputs, W.shape[1])
+    threads = options.pop("threads", None)
     if accepts_inputs(entry.fit):
-        return entry.fit(W, budget, inputs=stats, **options)
-    return fit_with_inputs(W, budget, family, stats, **options)
+        return entry.fit(W, budget, inputs=stats, threads=threads, **options)
+    # the whole data-aware fit (candidates and refinement) sees W / 4^k, like a family's own fit
+    return fit_scaled(lambda V, b: fit_with_inputs(V, b, family, stats, **options), W, budget, threads=threads)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from structmat._validation import check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.matrices.dense import Dense
 
 __all__ = ["fit_dense"]
 
 
+@guarded_fit
 def fit_dense(W, budget=1.0) -> Dense:
     """Return ``W`` as a :class:`Dense` matrix (float64); exact, ``nparams = m * n``.
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._hmatrix_spectra import LeafSpectra
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.hmatrix_allocation import RULES, Allocation, allocate_ranks
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.hmatrix import HEDLRMatrix, HMatrix, HODLRMatrix
@@ -89,7 +90,7 @@ def _check_options(power_iterations, oversamples, allocation, ordering, size: in
 
 def fit_partitions(W, budget, partitions, matrix_class, *, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
                    power_iterations: int = 4, oversamples: int = 10, min_block: int = MIN_BLOCK_FLOOR,
-                   seed=None, progress: bool = False, family_name: str = "hierarchical") -> HMatrix:
+                   seed=0, progress: bool = False, family_name: str = "hierarchical") -> HMatrix:
     """Fit ``W`` with each partition record in ``partitions`` (and each ordering) and return the best.
 
     This is the engine behind :func:`fit_hodlr`, :func:`fit_hedlr` and :func:`fit_hmatrix`; see them for the
@@ -216,7 +217,8 @@ _COMMON_DOC = """
     power_iterations, oversamples : int
         Randomized SVD settings for leaves larger than 96 on both sides (smaller ones get exact SVDs).
     seed : int or None
-        Seeds the randomized SVDs and orderings; the same seed gives the same result.
+        Seeds the randomized SVDs and orderings (default 0): the same seed gives the same result, byte for byte;
+        None draws fresh randomness on every call.
     progress : bool
         Show a progress bar over the candidate partitions.
 """
@@ -229,8 +231,9 @@ _RAISES_DOC = """    Raises
 """
 
 
+@guarded_fit
 def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
-              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
+              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=0,
               progress: bool = False) -> HODLRMatrix:
     """Best HODLR (hierarchically off-diagonal low-rank) approximation with at most ``budget`` parameters.
 
@@ -277,8 +280,9 @@ def fit_hodlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
                           seed=seed, progress=progress, family_name="HODLR")
 
 
+@guarded_fit
 def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERING,
-              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=None,
+              allocation: str = "ratio", power_iterations: int = 4, oversamples: int = 10, seed=0,
               progress: bool = False) -> HEDLRMatrix:
     """Best HEDLR (uniform ``2^L × 2^L`` grid of low-rank blocks, i.e. block low rank) approximation.
 
@@ -320,8 +324,9 @@ def fit_hedlr(W, budget, *, depth=None, min_block=None, ordering=DEFAULT_ORDERIN
                           seed=seed, progress=progress, family_name="HEDLR")
 
 
+@guarded_fit
 def fit_hmatrix(W, budget, *, eta=None, min_block=None, ordering=DEFAULT_ORDERING, allocation: str = "ratio",
-                power_iterations: int = 4, oversamples: int = 10, seed=None, progress: bool = False) -> HMatrix:
+                power_iterations: int = 4, oversamples: int = 10, seed=0, progress: bool = False) -> HMatrix:
     """Best H-matrix approximation on the η-admissible partition, searching η and the minimum block size.
 
     Parameters

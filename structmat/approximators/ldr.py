@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators.data_aware import OutputObjective, as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators._toeplitz_like_als import leading_svd
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.approximators.toeplitz_like import (CHAIN_MAX_SIDE, check_limit, fit_toeplitz_like_pair)
@@ -61,6 +62,7 @@ from structmat.matrices.ldr import LDR, shift_operator
 from structmat.matrices.lowrank import LowRank
 from structmat.matrices.toeplitz_like import ToeplitzLike, tau
 from structmat.statistics import DEFAULT_RIDGE
+from structmat.threads import limit_threads
 
 __all__ = ["fit_ldr", "ldr_from_toeplitz_like", "step_work", "DEFAULT_MAX_WORK"]
 
@@ -113,6 +115,7 @@ def _ldr_from_lowrank(lowrank: LowRank, rank: int) -> LDR:
     return LDR(M.A, shift_operator(M.size, -1.0), M.G, M.H, shape=M.shape)
 
 
+@guarded_fit
 def fit_ldr(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, max_iterations: int = 150,
             max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
             learning_rate: float = 3e-3, probes: int | None = None, patience: int = 4, init: LDR | None = None,
@@ -153,7 +156,9 @@ def fit_ldr(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, max_iterati
     progress : bool
         Show a tqdm bar over the steps.
 
-    Runs on one thread (BLAS and torch), like the benchmarks.
+    Runs with the thread limit of :mod:`structmat.threads` (one BLAS and torch thread by default), fits ``W`` divided
+    by a power of two and scales the result back (:mod:`structmat.approximators.fit_guard`; ``init`` is scaled with
+    it).
 
     Returns
     -------
@@ -196,9 +201,8 @@ def fit_ldr(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, max_iterati
     options = dict(max_iterations=max_iterations, max_work=max_work, max_seconds=max_seconds,
                    learning_rate=learning_rate, probes=probes, patience=patience, seed=seed, progress=progress)
     import torch  # noqa: F401  (imported before the thread limit, so that the limit covers torch's pool too)
-    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
 
-    with single_thread():
+    with limit_threads():
         if N > CHAIN_MAX_SIDE:
             return _fit_rank(W, rank, stats, ridge, [] if init is None else [init], None, options)[0]
         fit, toeplitz = None, None

@@ -10,6 +10,7 @@ from sklearn.utils.extmath import randomized_svd
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.matrices.lowrank import LowRank
 from structmat.statistics import DEFAULT_RIDGE
 
@@ -57,8 +58,9 @@ def truncated_svd(W: np.ndarray, rank: int, *, method: str = "auto", oversamples
                           random_state=np.random.RandomState(np.random.default_rng(seed).integers(2**31)))
 
 
+@guarded_fit
 def fit_lowrank(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, method: str = "auto",
-                oversamples: int = 10, power_iterations="auto", seed=None) -> LowRank:
+                oversamples: int = 10, power_iterations="auto", seed=0) -> LowRank:
     """Best rank-r approximation ``U Vᵀ`` with ``r (m + n) <= budget``, in the Frobenius or the output norm.
 
     Parameters
@@ -79,7 +81,7 @@ def fit_lowrank(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, method:
     oversamples, power_iterations :
         Randomized SVD settings (``power_iterations="auto"``: 7 below a tenth of the smaller side, else 4).
     seed : int or None
-        Seeds the randomized SVD.
+        Seeds the randomized SVD (default 0, so the result is the same on every run; None draws fresh randomness).
 
     Returns
     -------

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import blas_threads_for
 from structmat.matrices.monarch import Monarch, default_blocks, monarch_nparams
 
@@ -84,6 +85,7 @@ def monarch_projection(W, in_blocks: int, out_blocks: int, rank: int) -> Monarch
     return Monarch(R, L, shape=(m, n))
 
 
+@guarded_fit
 def fit_monarch(W, budget, *, in_blocks=None, out_blocks=None, rank=None) -> Monarch:
     """Best Monarch approximation with ``nparams <= budget`` over block counts and ranks.
 

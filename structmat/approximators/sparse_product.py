@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import (Constraint, _default_init, _palm, _PalmState, blas_threads_for,
                                               hierarchical)
 from structmat.matrices.sparse_product import Sparse, SparseProduct
@@ -69,6 +70,7 @@ def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
     return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
 
 
+@guarded_fit
 def fit_sparse(W, budget) -> Sparse:
     """Magnitude sparsity: the ``budget`` largest entries of ``W`` (the best approximation with that many
     non-zeros in Frobenius norm).
@@ -227,6 +229,7 @@ def _hierarchical_geometric(W, limit, num_factors, *, max_iter, tol) -> SparsePr
     return hierarchical(W, cons, residual, max_iter=max_iter, tol=tol).to_matrix()
 
 
+@guarded_fit
 def fit_sparse_product(W, budget, *, num_factors: int = 2, method: str = "continuation", mixing_side: str = "auto",
                        max_iter: int | None = None, tol: float | None = None, ramp_rate: float | None = None,
                        progress: bool = False) -> SparseProduct:

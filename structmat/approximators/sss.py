@@ -37,6 +37,7 @@ import numpy as np
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._sss_identify import causal_sweep, greedy_dims, max_uniform_dim, uniform_dims
 from structmat.approximators._sss_refine import refine_causal
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.ordering import ORDERINGS, order_rows_and_columns
 from structmat.matrices.permutation import permute
 from structmat.matrices.sss import SSS, sss_nparams
@@ -363,6 +364,7 @@ def _check_partition(sizes, shape):
     return ms.astype(np.int64), ns.astype(np.int64)
 
 
+@guarded_fit
 def fit_sss(W, budget, *, num_stages=None, stage_sizes=None, allocation: str = "auto", ordering: str = "auto",
             boundaries: str = "search", refine_iterations: int = 2, seed=0, progress: bool = False) -> SSS:
     """Fit a sequentially semiseparable matrix with ``nparams <= budget`` and the smallest error found.

@@ -62,10 +62,12 @@ import numpy as np
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._toeplitz_like_als import EXACT, ToeplitzLikeProblem, balance, leading_svd
 from structmat.approximators.data_aware import as_statistics
+from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.lowrank import fit_lowrank
 from structmat.matrices.lowrank import LowRank
 from structmat.matrices.toeplitz_like import ToeplitzLike
 from structmat.statistics import DEFAULT_RIDGE
+from structmat.threads import limit_threads
 
 __all__ = ["fit_toeplitz_like", "ToeplitzLikeFit", "fit_toeplitz_like_rank", "fit_toeplitz_like_pair", "check_limit",
            "output_weight", "DEFAULT_MAX_WORK", "CHAIN_MAX_SIDE"]
@@ -104,6 +106,7 @@ class ToeplitzLikeFit:
     seconds: float
 
 
+@guarded_fit
 def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
                       max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3, output_sweeps: int = 4,
                       output_cg_iterations: int = 12, max_work: float | None = DEFAULT_MAX_WORK,
@@ -149,7 +152,8 @@ def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, r
     progress : bool
         Show tqdm bars over the sweeps.
 
-    Runs on one thread (BLAS), like the benchmarks.
+    Runs with the thread limit of :mod:`structmat.threads` (one BLAS thread by default), fits ``W`` divided by a
+    power of two and scales the result back (:mod:`structmat.approximators.fit_guard`; ``init`` is scaled with it).
 
     Returns
     -------
@@ -227,9 +231,7 @@ def fit_toeplitz_like_pair(W, rank: int, *, inputs=None, ridge: float = DEFAULT_
         seed=seed, progress=progress)
     stats = None if inputs is None else as_statistics(inputs, W.shape[1])
     init = _check_init(init, W.shape, rank)
-    from structmat.benchmarks.timing import single_thread  # here: structmat.benchmarks imports the registry
-
-    with single_thread():
+    with limit_threads():
         return _fit(W, rank, stats, ridge, init, settings, chain)
 
 

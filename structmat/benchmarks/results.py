@@ -16,8 +16,12 @@ def read_rows(path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a results CSV written by structmat ({exc}); move it away, or start over "
+                         "with --no-resume") from None
 
 
 def write_rows(path, rows: list[dict], columns: list[str]) -> None:

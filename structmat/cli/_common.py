@@ -12,7 +12,11 @@ DEMO_BUDGETS = (0.1, 0.25, 0.5)
 
 
 class UserError(Exception):
-    """A mistake in the command line or its inputs, reported as one line."""
+    """A mistake in the command line or its inputs, reported as one line (exit code 2)."""
+
+
+class RunFailedError(Exception):
+    """The command ran but nothing it was asked for succeeded, e.g. every family failed (exit code 1)."""
 
 
 def parse_budget(text: str):
@@ -37,9 +41,32 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def output_dir(args, command: str) -> Path:
+    """The command's output directory (``--output-dir``, default ``structmat-output/<command>``), created now, before
+    any work, so that a path that cannot be a directory is reported before a long run rather than after it."""
     out = Path(args.output_dir) if args.output_dir else DEFAULT_OUTPUT / command
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"the output directory {out} exists and is not a directory") from None
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     return out
+
+
+def output_file(path, what: str = "output") -> Path:
+    """Check, before any work, that the file ``path`` can be written (not a directory, an existing writable
+    directory); returns it as a Path."""
+    from structmat.matrices.io import check_writable
+
+    try:
+        return check_writable(path, what)
+    except OSError as exc:
+        raise UserError(str(exc)) from None
+
+
+def add_family_arg(p, *, help_text: str = "families (default: every structured family)") -> None:
+    """``--family/-f``, taking one or more names and repeatable: ``-f lowrank sss`` = ``-f lowrank -f sss``."""
+    p.add_argument("--family", "-f", nargs="+", action="extend", metavar="FAMILY", help=help_text)
 
 
 def load_matrices(specs: list[str]) -> dict:
@@ -59,7 +86,7 @@ def add_matrix_args(p):
     """The ``--matrix/--family/--output-dir/--quiet`` options of the commands that loop over matrices x families."""
     p.add_argument("--matrix", "-m", action="append", required=True,
                    help="weight spec (repeatable); efficientnet_lite0:all = the classifier and largest 1x1 convs")
-    p.add_argument("--family", "-f", action="append", help="family name (repeatable; default: every structured family)")
+    add_family_arg(p)
     p.add_argument("--output-dir", "-o", help=f"directory for CSV and PNG (default: {DEFAULT_OUTPUT}/<command>)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
 
@@ -68,7 +95,7 @@ def family_names(args) -> list[str]:
     """``--family`` values (default: every structured family), each checked against the registry."""
     from structmat.families import get_family, structured_family_names
 
-    names = args.family or structured_family_names()
+    names = list(dict.fromkeys(args.family)) if args.family else structured_family_names()
     for name in names:
         get_family(name)
     return names

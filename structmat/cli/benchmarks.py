@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, UserError, add_matrix_args, family_names,
-                                  load_matrices, output_dir, parse_budget, parse_option)
+from structmat.cli._common import (DEFAULT_OUTPUT, DEMO_BUDGETS, RunFailedError, UserError, add_family_arg,
+                                  add_matrix_args, family_names, load_matrices, output_dir, parse_budget,
+                                  parse_option)
 
 __all__ = ["BENCHMARK_COMMANDS"]
 
@@ -32,8 +33,9 @@ def _run_sweep(args):
                      save_dir=(out / "matrices") if args.save_matrices else None)
     print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
                               "fit_seconds", "status"]))
-    if any(r["status"] == "ok" for r in rows):
-        plot_sweep(rows, out / "sweep.png")
+    if not any(r["status"] == "ok" for r in rows):
+        raise RunFailedError(f"no cell of the sweep could be fitted (see the messages in {out / 'sweep.csv'})")
+    plot_sweep(rows, out / "sweep.png")
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
 
 
@@ -46,8 +48,7 @@ def _add_bench_data_aware(sub):
                                    "rows; write weight error, held-out output error, agreement with the dense head "
                                    "and one-thread fit seconds to data_aware.csv and data_aware.png.")
     p.add_argument("cache", nargs="?", help="feature cache directory (default: the demo's, extracted if missing)")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families (default: every structured family)")
+    add_family_arg(p)
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets (default: 0.1 0.25 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
@@ -81,29 +82,65 @@ def _run_bench_data_aware(args):
           f"wrote {out / 'data_aware.csv'} and {out / 'data_aware.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ bench-threads
+def _add_bench_threads(sub):
+    p = sub.add_parser("bench-threads", help="fit time against the number of threads, quiet and with busy neighbours",
+                       description="Time each family's fit of each matrix with 1 and more BLAS/OpenMP/torch threads "
+                                   "(interleaved repeats, medians), first alone and then with busy-looping processes "
+                                   "alongside; write threads.csv and threads.png. The measurement behind the "
+                                   "default of one thread per fit.")
+    add_matrix_args(p)
+    p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
+    p.add_argument("--fit-threads", nargs="+", type=int, default=[1, 2],
+                   help="thread counts to compare (default 1 2)")
+    p.add_argument("--busy", nargs="+", type=int, default=[0, 2],
+                   help="busy processes to start alongside, per block (default 0 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed fits per thread count (default 5)")
+
+
+def _run_bench_threads(args):
+    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.threads import plot_thread_benchmark, run_thread_benchmark
+
+    out = output_dir(args, "bench-threads")
+    families = args.family or ["lowrank", "hodlr"]
+    rows = run_thread_benchmark(load_matrices(args.matrix), families, args.budget, threads=args.fit_threads,
+                                busy=args.busy, repeats=args.repeats, csv_path=out / "threads.csv")
+    print(format_table(rows, ["matrix", "family", "busy", "threads", "median_seconds", "median_cpu_seconds",
+                              "ratio_to_one_thread", "same_bytes_as_one_thread", "load_average"]))
+    plot_thread_benchmark(rows, out / "threads.png")
+    print(f"wrote {out / 'threads.csv'} and {out / 'threads.png'}")
+
+
 # ------------------------------------------------------------------------------------------------ bench-layers
 def _add_bench_layers(sub):
-    p = sub.add_parser("bench-layers", help="forward+backward time of structured layers vs nn.Linear",
-                       description="Time each family's layer against nn.Linear (one thread) at several batch sizes; "
-                                   "write layer_speed.csv and layer_speed.png.")
+    p = sub.add_parser("bench-layers", help="forward and forward+backward time of structured layers vs nn.Linear",
+                       description="Time each family's layer against nn.Linear (one thread, pinned to one core, CPU "
+                                   "time of the thread) at several batch sizes: the forward pass without autograd "
+                                   "(the inference fast path) and forward+backward; judge the forward ratio against "
+                                   "its target; write layer_speed.csv, layer_speed.json (with the machine) and "
+                                   "layer_speed.png.")
     add_matrix_args(p)
     p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget (default 0.25)")
     p.add_argument("--batch", nargs="+", type=int, default=[1, 32, 256], help="batch sizes (default 1 32 256)")
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per cell (default 15)")
+    p.add_argument("--cpu", type=int, help="CPU to pin to (default: the highest-numbered allowed one)")
 
 
 def _run_bench_layers(args):
     from structmat.benchmarks.layer_speed import plot_layer_speed, run_layer_speed
+    from structmat.benchmarks.machine import machine_summary
     from structmat.benchmarks.results import format_table
 
     out = output_dir(args, "bench-layers")
     rows = run_layer_speed(load_matrices(args.matrix), family_names(args), args.budget, batch_sizes=args.batch,
                            repeats=args.repeats, csv_path=out / "layer_speed.csv", resume=False,
-                           progress=not args.quiet)
-    print(format_table(rows, ["matrix", "variant", "nparams", "batch", "forward_ms", "forward_backward_ms",
-                              "speedup_vs_linear"]))
+                           progress=not args.quiet, cpu=args.cpu)
+    print(machine_summary())
+    print(format_table(rows, ["matrix", "variant", "nparams", "byte_share", "batch", "forward_ms", "forward_ratio",
+                              "target_ratio", "within_target", "forward_backward_ms", "speedup_vs_linear"]))
     plot_layer_speed(rows, out / "layer_speed.png")
-    print(f"wrote {out / 'layer_speed.csv'} and {out / 'layer_speed.png'}")
+    print(f"wrote {out / 'layer_speed.csv'}, {out / 'layer_speed.json'} and {out / 'layer_speed.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ bench-rsvd
@@ -135,8 +172,7 @@ def _add_bench_c(sub):
                                    "against NumPy, and write bench_c.csv, bench_c.json and bench_c.png.")
     p.add_argument("weight", nargs="+", help="weight spec(s) as for `approximate`, or a saved structured matrix "
                                              "(.npz), which is timed as it is")
-    p.add_argument("--family", "-f", nargs="+", action="extend",
-                   help="families with a C kernel (default: all of them)")
+    add_family_arg(p, help_text="families with a C kernel (default: all of them)")
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets: floats are shares, ints counts (default: 0.1 0.25 0.5)")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="[FAMILY.]KEY=VALUE",
@@ -165,18 +201,18 @@ def _run_bench_c(args):
             if f not in options:
                 raise UserError(f"--option {key}: {prefix!r} is not one of the families benchmarked, {families}")
             options[f][name if dot else key] = value
+    out = output_dir(args, "bench-c")
     matrices = {}
     for spec in args.weight:
         path = Path(spec)
-        if path.suffix == ".npz" and path.exists():
-            import numpy as np
+        if path.suffix == ".npz" and path.is_file():
+            from structmat.npyfile import open_npz
 
-            with np.load(path, allow_pickle=False) as data:
+            with open_npz(path) as data:
                 structured = "meta" in data.files
             matrices[spec] = structmat.load(path) if structured else load_weight(spec)
         else:
             matrices[spec] = load_weight(spec)
-    out = output_dir(args, "bench-c")
     try:
         rows = run_c_benchmark(matrices, families, args.budget, options=options, warmup=args.warmup,
                                repeats=args.repeats, compiler=args.cc, flags=args.cflags, cpu=args.cpu,
@@ -191,10 +227,38 @@ def _run_bench_c(args):
     print(f"wrote {out / 'bench_c.csv'}, {out / 'bench_c.json'} and {out / 'bench_c.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ speed-labels
+def _add_speed_labels(sub):
+    p = sub.add_parser("speed-labels", help="write the measured speed labels shown by `structmat families`",
+                       description="Combine a bench-layers CSV and a bench-c CSV (same matrix and budget) into the "
+                                   "per-family speed labels: C and torch time ratios to dense at batch 1.")
+    p.add_argument("--layers", required=True, help="layer_speed.csv from `structmat bench-layers`")
+    p.add_argument("--c", required=True, help="bench_c.csv from `structmat bench-c`")
+    p.add_argument("--matrix", default="efficientnet_lite0", help="the matrix rows to read (default: "
+                                                                   "efficientnet_lite0)")
+    p.add_argument("--command", dest="recorded_commands", action="append", default=[],
+                   help="the commands that produced the CSVs (recorded; repeatable)")
+    p.add_argument("--output", "-o", help="JSON to write (default: the labels shipped with structmat)")
+
+
+def _run_speed_labels(args):
+    from structmat.benchmarks.speed_labels import write_speed_labels
+
+    for path in (args.layers, args.c):
+        if not Path(path).exists():
+            raise UserError(f"no such file: {path}")
+    labels = write_speed_labels(args.layers, args.c, args.output, matrix=args.matrix,
+                                commands=args.recorded_commands)
+    for label in labels.values():
+        print(f"{label.family:<16} {label.describe()}")
+
+
 BENCHMARK_COMMANDS = {
     "bench-data-aware": (_add_bench_data_aware, _run_bench_data_aware),
     "sweep": (_add_sweep, _run_sweep),
     "bench-layers": (_add_bench_layers, _run_bench_layers),
     "bench-rsvd": (_add_bench_rsvd, _run_bench_rsvd),
     "bench-c": (_add_bench_c, _run_bench_c),
+    "bench-threads": (_add_bench_threads, _run_bench_threads),
+    "speed-labels": (_add_speed_labels, _run_speed_labels),
 }

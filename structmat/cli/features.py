@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from structmat.cli._common import DEFAULT_OUTPUT, UserError, family_names, output_dir, parse_budget
+from structmat.cli._common import (DEFAULT_OUTPUT, RunFailedError, UserError, add_family_arg, family_names,
+                                  output_dir, parse_budget)
 
 __all__ = ["FEATURE_COMMANDS"]
 
@@ -19,7 +20,7 @@ DEMO_TIME_BUDGET = 540.0
 DEMO_FIT_TIMEOUT = 90.0
 
 
-def _add_extraction_args(p, *, dataset_default=DEMO_DATASET, limit_default=None, threads_default=None):
+def _add_extraction_args(p, *, dataset_default=DEMO_DATASET, limit_default=None):
     # Spelled out here rather than imported, so that building the parser does not import torch.
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0 (default), or torchvision:<model name> when torchvision and its weights "
@@ -34,22 +35,12 @@ def _add_extraction_args(p, *, dataset_default=DEMO_DATASET, limit_default=None,
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per cache file (default 1024)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")
-    p.add_argument("--threads", type=int, default=threads_default,
-                   help="torch threads for extraction and fine-tuning (default: "
-                        + ("1, robust on a shared 2-core machine; try 2 on a quiet one)" if threads_default == 1
-                           else "torch's; 1 is faster on a busy machine)"))
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
 
 
 def _extraction_inputs(args):
-    import torch
-
     from structmat.features import limit_dataset, load_backbone, load_dataset
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
     return load_backbone(args.backbone, args.image_size), limit_dataset(load_dataset(args.dataset), args.limit)
 
 
@@ -73,7 +64,7 @@ def _extract(args, cache_dir):
 def demo_cache(*, quiet: bool = False):
     """The demo's feature cache (EfficientNet-Lite0 on the 5,000 MNIST digits), extracted first if missing."""
     parser = argparse.ArgumentParser()
-    _add_extraction_args(parser, threads_default=1)
+    _add_extraction_args(parser)
     args = parser.parse_args(["--quiet"] if quiet else [])
     cache, _ = _extract(args, _default_cache(args))
     return cache
@@ -117,8 +108,7 @@ def _run_features(args):
         from structmat.benchmarks.extraction import EXTRACTION_COLUMNS, run_extraction_benchmark
         from structmat.benchmarks.results import format_table
 
-        out = Path(args.output_dir) if args.output_dir else DEFAULT_OUTPUT / "features-bench"
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_dir(args, "features-bench")
         backbone, dataset = _extraction_inputs(args)
         rows = run_extraction_benchmark(backbone, dataset, batch_size=args.batch_size, chunk_size=args.chunk_size,
                                         dtype=args.dtype, repeats=args.repeats, csv_path=out / "extraction.csv")
@@ -129,7 +119,7 @@ def _run_features(args):
 
 # ------------------------------------------------------------------------------------------------ finetune
 def _add_training_args(p, *, seconds_default):
-    p.add_argument("--family", "-f", action="append", help="family (repeatable; default: every structured family)")
+    add_family_arg(p)
     p.add_argument("--budget", "-b", type=parse_budget, default=0.25, help="budget of each head (default 0.25)")
     p.add_argument("--epochs", type=int, default=40, help="most epochs per head (default 40)")
     p.add_argument("--seconds", type=float, default=seconds_default,
@@ -173,6 +163,9 @@ def _print_study(study, out, stem):
     paths = study.write(out, stem)
     print(f"{study.train_count} training/validation images, {study.test_count} held out; "
           f"study {study.seconds:.0f} s; wrote " + ", ".join(str(p) for p in paths))
+    if study.heads and len(failed) == len(study.heads):
+        raise RunFailedError(f"every requested family failed ({'; '.join(f'{h.family}: {h.status}' for h in failed)})"
+                             f"; see {paths[0]}")
 
 
 def _add_finetune(sub):
@@ -188,7 +181,6 @@ def _add_finetune(sub):
                         "fit is measured beside it), the Frobenius fit to its weight, or a random initialisation")
     p.add_argument("--time-budget", type=float, help="seconds for the whole run; heads share what is left")
     p.add_argument("--fit-timeout", type=float, help="fit each head in a child process killed after this many seconds")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--batch-size", dest="train_batch_size", type=int,
                    help="rows per training step (default 128; larger for a head whose forward has a high fixed "
                         "cost per call, such as ldr)")
@@ -197,18 +189,15 @@ def _add_finetune(sub):
 
 
 def _run_finetune(args):
-    import torch
-
     from structmat.features import FeatureCache
     from structmat.studies import compare_heads
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
-    cache = FeatureCache(args.cache)
+    out = output_dir(args, "finetune")
+    cache = FeatureCache(args.cache)  # checks every file against its checksum and refuses non-finite features
     study = compare_heads(cache, family_names(args), args.budget, objective=args.objective, init=args.init,
                           config=_training_config(args, args.objective), test_share=args.test_share, seed=args.seed,
                           time_budget=args.time_budget, fit_timeout=args.fit_timeout, progress=not args.quiet)
-    _print_study(study, output_dir(args, "finetune"), f"finetune-{args.objective}-{args.init}")
+    _print_study(study, out, f"finetune-{args.objective}-{args.init}")
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -219,7 +208,7 @@ def _add_demo(sub):
                                    "every structured family at share 0.25, fine-tune each by distillation from the "
                                    "dense head's logits, and report top-1 agreement with the dense head on held-out "
                                    "images before and after.")
-    _add_extraction_args(p, threads_default=1)
+    _add_extraction_args(p)
     p.add_argument("--cache", "-c", help=f"feature cache (default {DEFAULT_OUTPUT}/cache/<backbone>-<dataset>-...)")
     p.add_argument("--time-budget", type=float, default=DEMO_TIME_BUDGET,
                    help="seconds for the whole demo: what extraction leaves is shared by the families' fits and "
@@ -235,6 +224,7 @@ def _run_demo(args):
     from structmat.studies import compare_heads
 
     start = time.perf_counter()
+    out = output_dir(args, "demo")
     cache_dir = Path(args.cache) if args.cache else _default_cache(args)
     try:
         FeatureCache(cache_dir)
@@ -255,7 +245,7 @@ def _run_demo(args):
                           test_share=args.test_share, seed=args.seed,
                           time_budget=max(args.time_budget - (time.perf_counter() - start) - 15.0, 30.0),
                           fit_timeout=args.fit_timeout, progress=not args.quiet)
-    _print_study(study, output_dir(args, "demo"), "demo")
+    _print_study(study, out, "demo")
 
 
 FEATURE_COMMANDS = {

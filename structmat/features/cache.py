@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from structmat.matrices.io import StructmatFileError, atomic_write
+from structmat.npyfile import load_npy
 
 __all__ = [
     "FeatureCache", "ChunkedArray", "FeatureCacheError", "CacheMismatchError", "CACHE_FORMAT", "CACHE_FORMAT_VERSION",
@@ -118,6 +119,21 @@ def mismatches(manifest: dict, expected: dict) -> list[str]:
     return out
 
 
+def _check_finite_rows(array: "ChunkedArray", directory, kind: str) -> None:
+    """Raise FeatureCacheError if a float array of the cache holds NaN or Inf (checked chunk by chunk)."""
+    if array.dtype.kind != "f":
+        raise FeatureCacheError(f"{directory}: the {kind} are stored as {array.dtype}; expected floats")
+    start = 0
+    for index, part in enumerate(array.chunks()):
+        finite = np.isfinite(part)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.reshape(part.shape[0], -1).all(axis=1)) + start
+            raise FeatureCacheError(f"{directory}/{chunk_file(kind, index)}: {rows.size} rows of {kind} hold NaN or "
+                                    f"Inf (first: row {int(rows[0])}); training on them would give NaN losses. "
+                                    "Extract the features again (is the backbone or the input data broken?)")
+        start += part.shape[0]
+
+
 class ChunkedArray:
     """A read-only array stored as consecutive row chunks, each a memory-mapped ``.npy`` file.
 
@@ -207,7 +223,9 @@ class FeatureCache:
         Key fields (``backbone``, ``dataset``, ``dtype``) the cache must have; a
         :class:`CacheMismatchError` lists every difference.
     verify : bool
-        Check every file's SHA-256 against the manifest (reads the whole cache once).
+        Check every file's size and SHA-256 against the manifest and refuse non-finite features and logits
+        (default True: it reads the cache once, about 0.1 s for the demo's 45 MB; what is training for
+        reads it anyway). ``False`` trusts the files as they are.
 
     Attributes
     ----------
@@ -218,7 +236,7 @@ class FeatureCache:
     manifest : dict
     """
 
-    def __init__(self, directory, *, expected: dict | None = None, verify: bool = False) -> None:
+    def __init__(self, directory, *, expected: dict | None = None, verify: bool = True) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise FileNotFoundError(f"no such feature cache directory: {self.directory}")
@@ -241,34 +259,48 @@ class FeatureCache:
         if len(self.features) != manifest["count"]:
             raise FeatureCacheError(f"{self.directory}: the chunks hold {len(self.features)} rows; the manifest "
                                     f"says {manifest['count']}")
+        if verify:
+            for kind in ("features", "logits"):
+                if arrays.get(kind) is not None:
+                    _check_finite_rows(arrays[kind], self.directory, kind)
 
     def _open_kind(self, kind: str) -> ChunkedArray:
         parts = []
         for index, chunk in enumerate(self.manifest["chunks"]):
             path = self.directory / chunk_file(kind, index)
             try:
-                part = np.load(path, mmap_mode="r", allow_pickle=False)
+                part = load_npy(path, mmap_mode="r")
             except FileNotFoundError:
                 raise FeatureCacheError(f"{self.directory}: chunk file {path.name} listed in the manifest is "
                                         "missing") from None
             except (ValueError, OSError) as exc:
-                raise FeatureCacheError(f"{path} is not a readable .npy file ({exc})") from exc
+                raise FeatureCacheError(f"{path} is not a readable .npy file ({exc})") from None
             if part.shape[0] != chunk["count"]:
                 raise FeatureCacheError(f"{path} holds {part.shape[0]} rows; the manifest says {chunk['count']}")
             parts.append(part)
         return ChunkedArray(parts)
 
     def verify(self) -> None:
-        """Compare every chunk file (and the head files) with its SHA-256 in the manifest."""
-        files = {chunk_file(kind, i): digest for i, chunk in enumerate(self.manifest["chunks"])
-                 for kind, digest in chunk["sha256"].items()}
-        files.update(self.manifest.get("head_sha256") or {})
+        """Compare every chunk file (and the head files) with its SHA-256 in the manifest; a file whose checksum
+        is missing from the manifest, or a manifest that lists no checksums, is refused too."""
+        files = {}
+        for i, chunk in enumerate(self.manifest["chunks"]):
+            digests = chunk.get("sha256") if isinstance(chunk, dict) else None
+            if not isinstance(digests, dict) or set(digests) != set(self.manifest["arrays"]):
+                raise FeatureCacheError(f"{self.directory}/{MANIFEST}: chunk {i} does not list a SHA-256 for each of "
+                                        f"{self.manifest['arrays']}; the manifest is damaged")
+            files.update({chunk_file(kind, i): digest for kind, digest in digests.items()})
+        head = self.manifest.get("head_sha256") or {}
+        if not isinstance(head, dict):
+            raise FeatureCacheError(f"{self.directory}/{MANIFEST}: head_sha256 must map file names to checksums")
+        files.update(head)
         for name, digest in files.items():
             path = self.directory / name
-            if not path.exists():
+            if not path.is_file():
                 raise FeatureCacheError(f"{self.directory}: {name} is missing")
             if file_sha256(path) != digest:
-                raise FeatureCacheError(f"{path} does not match its checksum in the manifest: the cache is corrupt")
+                raise FeatureCacheError(f"{path} does not match its checksum in the manifest: the cache is corrupt "
+                                        "(extract again: the damaged chunks are redone, the rest kept)")
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -297,9 +329,20 @@ class FeatureCache:
         or None when the backbone had no ``nn.Linear`` head."""
         if not self.manifest.get("head_sha256"):
             return None
-        weight = np.load(self.directory / "head-weight.npy", allow_pickle=False)
-        bias_path = self.directory / "head-bias.npy"
-        bias = np.load(bias_path, allow_pickle=False) if bias_path.exists() else None
+        try:
+            weight = load_npy(self.directory / "head-weight.npy")
+            bias_path = self.directory / "head-bias.npy"
+            bias = load_npy(bias_path) if bias_path.exists() else None
+        except (ValueError, OSError) as exc:
+            raise FeatureCacheError(f"{self.directory}: the dense head's files are unreadable ({exc})") from None
+        for name, array in (("head-weight.npy", weight), ("head-bias.npy", bias)):
+            if array is not None and (array.dtype.kind != "f" or not np.isfinite(array).all()):
+                raise FeatureCacheError(f"{self.directory}/{name} must hold finite floats; got dtype {array.dtype} "
+                                        "with non-finite or non-float values")
+        if weight.ndim != 2 or (bias is not None and bias.shape != (weight.shape[0],)):
+            raise FeatureCacheError(f"{self.directory}: the dense head has weight shape {weight.shape} and bias shape "
+                                    f"{None if bias is None else bias.shape}; expected (classes, features) and "
+                                    "(classes,)")
         return weight, bias
 
     def __repr__(self) -> str:

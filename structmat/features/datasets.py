@@ -297,9 +297,11 @@ def load_dataset(spec: str):
     if path.suffix.lower() == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"no such file: {path}")
-        with np.load(path, allow_pickle=False) as data:
+        from structmat.npyfile import open_npz
+
+        with open_npz(path) as data:  # headers checked against the file, nothing unpickled
             if "images" not in data.files:
                 raise ValueError(f"{path} holds arrays {data.files}; expected 'images' and optionally 'labels'")
-            labels = data["labels"] if "labels" in data.files else None
-            return ArrayDataset(data["images"], labels, name=f"npz:{path.name}")
+            labels = data.read("labels") if "labels" in data.files else None
+            return ArrayDataset(data.read("images"), labels, name=f"npz:{path.name}")
     raise ValueError(f"unknown dataset {spec!r}; expected {DATASET_SPECS}")

@@ -144,8 +144,16 @@ def extract_features(backbone: Backbone, dataset, directory, *, dtype: str = "fl
             _clear(directory)
             manifest = None
         elif manifest["complete"]:
-            logger.info("reusing the finished feature cache at %s", directory)
-            return FeatureCache(directory, expected=key)
+            try:
+                cache = FeatureCache(directory, expected=key)
+                logger.info("reusing the finished feature cache at %s", directory)
+                return cache
+            except CacheMismatchError:
+                raise
+            except FeatureCacheError as exc:  # a damaged file: redo the chunks from the first damaged one
+                logger.warning("the finished feature cache at %s failed its checks (%s); extracting the damaged "
+                               "chunks again", directory, exc)
+                manifest["complete"] = False
     for leftover in directory.glob(".*.tmp"):  # half-written files of a killed run
         leftover.unlink()
     if manifest is None:
@@ -177,6 +185,7 @@ def _run(backbone: Backbone, dataset, directory: Path, manifest: dict, num_worke
     with bar:
         for images, labels in loader:
             features, logits = backbone.forward(images)
+            _check_finite_batch(features, logits, filled + chunks[index - first][0], dataset)
             if buffers is None:
                 size = chunks[index - first][1] - chunks[index - first][0]
                 buffers = {"features": np.empty((size, features.shape[1]), store_dtype),
@@ -187,6 +196,9 @@ def _run(backbone: Backbone, dataset, directory: Path, manifest: dict, num_worke
             buffers["labels"][rows] = labels.numpy()
             if logits is not None:
                 buffers["logits"][rows] = logits.float().numpy()
+            if not np.isfinite(buffers["features"][rows]).all():  # finite in float32, beyond float16's range
+                raise ValueError(f"features of images from {filled + chunks[index - first][0]} on exceed the range of "
+                                 f"{store_dtype} (65504 for float16); extract with dtype='float32'")
             filled += features.shape[0]
             bar.update(features.shape[0])
             if filled == buffers["features"].shape[0]:
@@ -194,6 +206,19 @@ def _run(backbone: Backbone, dataset, directory: Path, manifest: dict, num_worke
                 buffers, filled, index = None, 0, index + 1
     manifest["complete"] = True
     write_manifest(directory, manifest)
+
+
+def _check_finite_batch(features, logits, first_row: int, dataset) -> None:
+    """Refuse NaN or Inf from the backbone before it reaches the cache (a training run on it would silently give
+    NaN losses)."""
+    import torch
+
+    for kind, values in (("features", features), ("logits", logits)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            rows = torch.nonzero(~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)).flatten()
+            raise ValueError(f"the backbone gave NaN or Inf {kind} for {rows.numel()} images of dataset "
+                             f"{getattr(dataset, 'name', '')!r} (first: image {first_row + int(rows[0])}); the "
+                             "chunks before them are kept. Check the images and the backbone's weights")
 
 
 def _finish_chunk(directory: Path, manifest: dict, index: int, buffers: dict) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -30,8 +32,8 @@ class DenseLinear(StructuredLinear):
     def _weight_product(self, x):
         return x @ self.weight.T
 
-    def to_matrix(self) -> Dense:
-        return Dense(self.weight.detach().cpu().double().numpy())
+    def to_matrix(self, dtype=np.float64) -> Dense:
+        return Dense(self.weight.detach().cpu().double().numpy().astype(dtype))
 
     @classmethod
     def _build_from_matrix(cls, M: Dense, bias, device, dtype):

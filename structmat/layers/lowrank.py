@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear
+from structmat.layers.base import StructuredLinear, check_structure_size
 from structmat.matrices.lowrank import LowRank
 
 __all__ = ["LowRankLinear"]
@@ -25,7 +27,8 @@ class LowRankLinear(StructuredLinear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int,
                  device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        rank = check_positive_int(rank, "rank")
+        rank = check_structure_size(check_positive_int(rank, "rank"), "rank", min(in_features, out_features),
+                                    "min(in_features, out_features)")
         self.U = nn.Parameter(torch.empty(out_features, rank, device=device, dtype=dtype))
         self.V = nn.Parameter(torch.empty(in_features, rank, device=device, dtype=dtype))
         self.reset_parameters()
@@ -43,8 +46,9 @@ class LowRankLinear(StructuredLinear):
     def _weight_product(self, x):
         return (x @ self.V) @ self.U.T
 
-    def to_matrix(self) -> LowRank:
-        return LowRank(self.U.detach().cpu().double().numpy(), self.V.detach().cpu().double().numpy())
+    def to_matrix(self, dtype=np.float64) -> LowRank:
+        return LowRank(self.U.detach().cpu().double().numpy().astype(dtype),
+                       self.V.detach().cpu().double().numpy().astype(dtype))
 
     @classmethod
     def _build_from_matrix(cls, M: LowRank, bias, device, dtype):

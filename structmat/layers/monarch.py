@@ -1,4 +1,8 @@
-"""``MonarchLinear``: ``y = x Mᵀ + b`` with ``M`` a Monarch matrix, by two batched block-diagonal products."""
+"""``MonarchLinear``: ``y = x Mᵀ + b`` with ``M`` a Monarch matrix, by two batched block-diagonal products.
+
+The two ``torch.bmm`` calls are the plain and training path; without autograd on the CPU, a batch of a few rows
+takes one Numba sweep per row over ``R`` and ``L`` (:func:`structmat.layers._fast_kernels.monarch_rows`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from structmat._validation import check_positive_int
+from structmat.layers._fast_kernels import monarch_rows
 from structmat.layers.base import StructuredLinear
 from structmat.matrices.monarch import Monarch, default_blocks
 
 __all__ = ["MonarchLinear"]
+
+#: Batches up to this many rows take the per-row Numba sweep on the fast path; larger ones two batched products.
+FAST_SWEEP_MAX_BATCH = 4
 
 
 def _blocks_for(side: int, rank: int) -> int:
@@ -91,9 +99,20 @@ class MonarchLinear(StructuredLinear):
         V = torch.bmm(U, self.L.transpose(1, 2))                                             # (J, batch, L_r)
         return V.permute(1, 2, 0).reshape(batch, Lr * J)[:, : self.out_features]
 
-    def to_matrix(self) -> Monarch:
-        return Monarch(self.R.detach().cpu().double().numpy(), self.L.detach().cpu().double().numpy(),
-                       shape=(self.out_features, self.in_features))
+    def _fast_product(self, x):
+        if x.shape[0] > FAST_SWEEP_MAX_BATCH:
+            return self._weight_product(x).contiguous()
+        R, L, U, u = self._cached(f"sweep_{x.dtype}", lambda: (
+            self.R.detach().numpy(), self.L.detach().numpy(),
+            np.empty(self.R.shape[0] * self.R.shape[1], dtype=self.R.detach().numpy().dtype),
+            np.empty(self.L.shape[2], dtype=self.R.detach().numpy().dtype)))
+        y = x.new_empty((x.shape[0], self.out_features))
+        monarch_rows(R, L, x.numpy(), y.numpy(), U, u)
+        return y
+
+    def to_matrix(self, dtype=np.float64) -> Monarch:
+        return Monarch(self.R.detach().cpu().double().numpy().astype(dtype),
+                       self.L.detach().cpu().double().numpy().astype(dtype), shape=(self.out_features, self.in_features))
 
     @classmethod
     def _build_from_matrix(cls, M: Monarch, bias, device, dtype):

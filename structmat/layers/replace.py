@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import fnmatch
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -37,13 +36,11 @@ class LayerReport:
 
 
 def _selector(where) -> Callable[[str, nn.Module], bool]:
-    if where is None:
-        return lambda name, module: True
-    if isinstance(where, str):
-        return lambda name, module: fnmatch.fnmatchcase(name, where)
-    if callable(where):
-        return where
-    raise TypeError(f"where must be None, a glob pattern (str) or a callable(name, module); got {type(where).__name__}")
+    """``where`` as a predicate: None, a glob, a list of globs, a compiled regex or a callable (the rules of
+    :mod:`structmat.compress.selection`)."""
+    from structmat.compress.selection import module_selector
+
+    return module_selector(where)
 
 
 def replace_linear(model: nn.Module, family: str, budget, *, where=None, inplace: bool = False,
@@ -57,9 +54,10 @@ def replace_linear(model: nn.Module, family: str, budget, *, where=None, inplace
         A registered family name.
     budget : int >= 1 or float in (0, 1]
         Per layer: a share of that layer's ``in * out`` weights, or an absolute count.
-    where : None, str or callable
-        Which ``nn.Linear`` modules to replace: all (None), those whose qualified name matches a glob pattern
-        (``"classifier.*"``), or those for which ``where(name, module)`` is true.
+    where : None, str, list of str, compiled regex or callable
+        Which ``nn.Linear`` modules to replace: all (None), those whose whole qualified name matches a glob
+        (``"classifier.*"``, ``"*.attention.*"``) or any glob of a list, those a compiled regex finds
+        (``re.compile(r"query|key")``), or those for which ``where(name, module)`` is true.
     inplace : bool
         Modify ``model`` itself instead of a deep copy (like ``torch.ao.quantization.convert``).
     progress : bool
@@ -88,9 +86,10 @@ def replace_linear(model: nn.Module, family: str, budget, *, where=None, inplace
     linears = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
     chosen = [(name, module) for name, module in linears if select(name, module)]
     if not chosen:
-        raise ValueError(
-            f"where={where!r} selects no nn.Linear module; the model's nn.Linear modules are {[n for n, _ in linears]}"
-        )
+        structured = [n for n, m in model.named_modules() if isinstance(m, StructuredLinear)]
+        done = f"; already structured: {structured}" if structured else ""
+        raise ValueError(f"where={where!r} selects no nn.Linear module; the model's nn.Linear modules are "
+                         f"{[n for n, _ in linears]}{done}")
     for name, module in tqdm(chosen, desc=f"replace_linear({family})", disable=not progress):
         try:
             new = layer_class.from_linear(module, budget, **options)
@@ -114,13 +113,15 @@ def replacement_report(model: nn.Module) -> list[LayerReport]:
 
 
 def format_report(rows: list[LayerReport]) -> str:
-    """A plain-text table of a replacement report with a total line."""
-    lines = [f"{'layer':<30} {'family':<14} {'shape':>12} {'dense':>10} {'structured':>11} {'share':>7} {'fit error':>9}"]
+    """A plain-text table of a replacement report with a total line; the name column fits the longest name."""
+    width = max([len("layer"), len("total")] + [len(r.name) for r in rows])
+    lines = [f"{'layer':<{width}} {'family':<14} {'shape':>12} {'dense':>10} {'structured':>11} {'share':>7} "
+             f"{'fit error':>9}"]
     for r in rows:
         err = "" if r.fit_error is None else f"{r.fit_error:.4f}"
-        lines.append(f"{r.name:<30} {r.family:<14} {f'{r.out_features}x{r.in_features}':>12} "
+        lines.append(f"{r.name:<{width}} {r.family:<14} {f'{r.out_features}x{r.in_features}':>12} "
                      f"{r.dense_nparams:>10} {r.nparams:>11} {r.share:>7.1%} {err:>9}")
     dense, structured = sum(r.dense_nparams for r in rows), sum(r.nparams for r in rows)
     if rows:
-        lines.append(f"{'total':<30} {'':<14} {'':>12} {dense:>10} {structured:>11} {structured / dense:>7.1%}")
+        lines.append(f"{'total':<{width}} {'':<14} {'':>12} {dense:>10} {structured:>11} {structured / dense:>7.1%}")
     return "\n".join(lines)

@@ -1,10 +1,18 @@
 """``SparseProductLinear``: ``y = x (S_1 ⋯ S_J)ᵀ + b`` with each factor's values a dense parameter vector.
 
-Each factor keeps its CSR indices in buffers (fixed) and its values in an ``nn.Parameter`` of shape ``(nnz,)``,
-so every optimiser (Adam included) updates it like any dense tensor. The forward pass applies the factors right
-to left with ``torch.sparse_csr_tensor`` products and never forms the dense weight; a custom autograd function
-gives the backward pass as two sparse products: ``∂x = Sᵀ ∂y`` (the transposed CSR is precomputed) and
-``∂values = (∂y xᵀ)`` sampled on the support (``torch.sparse.sampled_addmm``).
+Each factor keeps its CSR indices in two int32 buffers, ``crow_j`` (rows + 1) and ``col_j`` (nnz), fixed, and its
+values in an ``nn.Parameter`` of shape ``(nnz,)``, so every optimiser (Adam included) updates it like any dense
+tensor; the state dict holds exactly the ``nbytes`` the matrix counts. The factors apply right to left and the
+dense weight is never formed:
+
+* training (float32/float64): ``torch.sparse_csr_tensor`` products in a custom autograd function whose backward
+  is two sparse products, ``∂x = Sᵀ ∂y`` (the transposed structure is derived once and cached, not stored) and
+  ``∂values = (∂y xᵀ)`` sampled on the support (``torch.sparse.sampled_addmm``);
+* inference on the CPU: the same CSR products (torch's MKL kernels; int32 indices, no copies of the values);
+* the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
+  the values and a scatter-add into the output rows, whose row of each value is rebuilt from ``crow`` in the graph.
+
+Column indices stay int32 although a dimension below 2**15 would fit int16: the CSR kernels take int32 or int64.
 ``SparseLinear`` is the one-factor case (the ``"sparse"`` family).
 """
 
@@ -18,7 +26,7 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear
+from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size, is_tracing
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 
 __all__ = ["SparseProductLinear", "SparseLinear"]
@@ -57,13 +65,36 @@ class _CSRProduct(torch.autograd.Function):
 
 
 def _transpose_structure(crow: np.ndarray, col: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR structure of ``Sᵀ`` and the order taking ``S``'s values to ``Sᵀ``'s."""
+    """CSR structure of ``Sᵀ`` and the order taking ``S``'s values to ``Sᵀ``'s (int32)."""
     rows, cols = shape
-    row = np.repeat(np.arange(rows), np.diff(crow))
+    row = np.repeat(np.arange(rows, dtype=np.int32), np.diff(crow))
     order = np.lexsort((row, col))
-    crow_t = np.zeros(cols + 1, dtype=np.int64)
+    crow_t = np.zeros(cols + 1, dtype=np.int32)
     np.cumsum(np.bincount(col, minlength=cols), out=crow_t[1:])
-    return crow_t, row[order], order
+    return crow_t, row[order], order.astype(np.int32)
+
+
+def _row_of_each_value(crow: torch.Tensor, nnz: int) -> torch.Tensor:
+    """The row of every stored value (int64, nnz), from the CSR row pointers with torch operations only: a mark
+    where each row after the first starts (empty rows mark the same place twice), then a running sum."""
+    marks = torch.zeros(nnz + 1, dtype=torch.int64, device=crow.device)
+    starts = crow[1:-1].to(torch.int64)
+    marks = marks.index_add(0, starts, torch.ones_like(starts))
+    return marks.cumsum(0)[:nnz]
+
+
+def _ell_product(Z: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                 width: int) -> torch.Tensor:
+    """``Z Sᵀ`` with S's rows padded to ``width`` entries (ELLPACK) in the graph: position ``crow[i] + k`` of row
+    i, or a zero appended after the values where the row is shorter."""
+    rows, nnz = crow.shape[0] - 1, col.shape[0]
+    start = crow[:-1].to(torch.int64).unsqueeze(1)
+    position = start + torch.arange(width, dtype=torch.int64, device=crow.device).unsqueeze(0)  # (rows, width)
+    position = torch.where(position < crow[1:].to(torch.int64).unsqueeze(1), position, torch.full_like(position, nnz))
+    padded_values = torch.cat([values, values.new_zeros(1)])[position]  # (rows, width)
+    padded_cols = torch.cat([col.to(torch.int64), col.new_zeros(1, dtype=torch.int64)])[position]
+    gathered = Z.index_select(1, padded_cols.reshape(-1)).reshape(Z.shape[0], rows, width)
+    return (gathered * padded_values).sum(dim=-1)
 
 
 def _random_support(shape, nnz: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +144,12 @@ class SparseProductLinear(StructuredLinear):
                  share: float = 0.25, seed: int = 0, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         num_factors = check_positive_int(num_factors, "num_factors")
-        if not (isinstance(share, (int, float)) and 0 < share <= 1):
+        if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 < share <= 1):
             raise ValueError(f"share must be a float in (0, 1]; got {share!r}")
+        widest = max(in_features, out_features)
+        check_structure_size(num_factors, "num_factors", max(1, math.floor(share * in_features * out_features / widest)),
+                             f"each factor keeps at least max(in_features, out_features) = {widest} values and all "
+                             f"of them share * in_features * out_features")
         rng = np.random.default_rng(seed)
         d = min(in_features, out_features)
         dims = [out_features] + [d] * (num_factors - 1) + [in_features]
@@ -125,17 +160,31 @@ class SparseProductLinear(StructuredLinear):
         self.reset_parameters(seed)
 
     def _set_structure(self, structure, device, dtype) -> None:
-        """Register index buffers and value parameters for CSR ``(crow, col, shape)`` factors."""
+        """Register int32 index buffers and value parameters for CSR ``(crow, col, shape)`` factors."""
         self.factor_shapes = [tuple(int(s) for s in shape) for _, _, shape in structure]
         values = []
         for j, (crow, col, shape) in enumerate(structure):
-            crow, col = np.asarray(crow, dtype=np.int64), np.asarray(col, dtype=np.int64)
-            crow_t, col_t, order = _transpose_structure(crow, col, shape)
-            for name, array in (("crow", crow), ("col", col), ("crow_t", crow_t), ("col_t", col_t),
-                                ("order_t", order)):
-                self.register_buffer(f"{name}_{j}", torch.as_tensor(array, device=device), persistent=True)
-            values.append(nn.Parameter(torch.zeros(col.size, device=device, dtype=dtype)))
+            if max(int(np.max(crow, initial=0)), shape[1]) > np.iinfo(np.int32).max:
+                raise ValueError(f"factor {j} of shape {tuple(shape)} is too large for int32 CSR indices")
+            for name, array in (("crow", crow), ("col", col)):
+                self.register_buffer(f"{name}_{j}", torch.tensor(np.asarray(array, dtype=np.int32), device=device))
+            values.append(nn.Parameter(torch.zeros(len(col), device=device, dtype=dtype)))
         self.values = nn.ParameterList(values)
+        self._row_widths = [int(np.diff(np.asarray(crow)).max(initial=0)) for crow, _, _ in structure]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Read state dicts written before the transposed structures were derived (int64, with ``crow_t_j``,
+        ``col_t_j`` and ``order_t_j``): the derived entries are dropped and the indices cast to int32."""
+        for j in range(self.num_factors):
+            for name in ("crow_t", "col_t", "order_t"):
+                state_dict.pop(f"{prefix}{name}_{j}", None)
+            for name in ("crow", "col"):
+                key = f"{prefix}{name}_{j}"
+                if key in state_dict and state_dict[key].dtype == torch.int64:
+                    state_dict[key] = state_dict[key].to(torch.int32)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._row_widths = [int(torch.diff(self._factor(j)[0]).max()) if self.factor_shapes[j][0] else 0
+                            for j in range(self.num_factors)]
 
     @property
     def num_factors(self) -> int:
@@ -156,25 +205,61 @@ class SparseProductLinear(StructuredLinear):
         self.reset_bias()
 
     def _factor(self, j: int):
-        return (getattr(self, f"crow_{j}"), getattr(self, f"col_{j}"), getattr(self, f"crow_t_{j}"),
-                getattr(self, f"col_t_{j}"), getattr(self, f"order_t_{j}"))
+        return getattr(self, f"crow_{j}"), getattr(self, f"col_{j}")
+
+    def _transposed(self, j: int):
+        """``(crow_t, col_t, order_t)`` of factor j's transpose: derived when the training path first needs it."""
+        crow, col = self._factor(j)
+
+        def build():
+            arrays = _transpose_structure(crow.cpu().numpy(), col.cpu().numpy(), self.factor_shapes[j])
+            return tuple(torch.from_numpy(a).to(crow.device) for a in arrays)
+
+        return self._cached(f"transposed_{j}", build)
 
     def _weight_product(self, x):
+        """The plain path, per factor. While tracing (exports): the rows padded to the longest one in the graph
+        (ELLPACK: a gather of the input columns, a product by the values, a sum over each row), which ONNX Runtime
+        runs far faster than a scatter-add; the padded index and values are computed from ``crow``, ``col`` and
+        the values in the graph, so the file stores only those. Otherwise: gather, product and a scatter-add into
+        the rows, without the padding's memory."""
+        Z = x
+        for j in range(self.num_factors - 1, -1, -1):
+            crow, col = self._factor(j)
+            rows, nnz = self.factor_shapes[j][0], col.shape[0]
+            if is_tracing():
+                Z = _ell_product(Z, crow, col, self.values[j], self._row_widths[j])
+            else:
+                products = Z.index_select(1, col) * self.values[j]
+                Z = Z.new_zeros((Z.shape[0], rows)).index_add(1, _row_of_each_value(crow, nnz), products)
+        return Z
+
+    def _train_product(self, x):
+        if x.dtype not in FAST_DTYPES:  # torch's CSR kernels have no bfloat16/float16 versions
+            return self._weight_product(x)
         Z = x.T
         for j in range(self.num_factors - 1, -1, -1):
-            crow, col, crow_t, col_t, order_t = self._factor(j)
-            Z = _CSRProduct.apply(self.values[j], Z.contiguous(), crow, col, crow_t, col_t, order_t,
+            crow, col = self._factor(j)
+            Z = _CSRProduct.apply(self.values[j], Z.contiguous(), crow, col, *self._transposed(j),
                                   self.factor_shapes[j])
         return Z.T
 
-    def to_matrix(self) -> SparseProduct:
+    def _fast_product(self, x):
+        Z = x.T
+        for j in range(self.num_factors - 1, -1, -1):
+            crow, col = self._factor(j)
+            S = self._cached(f"csr_{j}", lambda: _csr(crow, col, self.values[j].detach(), self.factor_shapes[j]))
+            Z = S @ Z
+        return Z.T.contiguous()
+
+    def to_matrix(self, dtype=np.float64) -> SparseProduct:
         factors = []
         for j, shape in enumerate(self.factor_shapes):
-            crow, col = (t.detach().cpu().numpy() for t in self._factor(j)[:2])
+            crow, col = (t.detach().cpu().numpy() for t in self._factor(j))
             data = self.values[j].detach().cpu().double().numpy()
             factors.append((crow, col, data, shape))
         out = self._matrix_class.__new__(self._matrix_class)
-        out._init_from_csr(factors, np.float64)
+        out._init_from_csr(factors, dtype)
         return out
 
     @classmethod

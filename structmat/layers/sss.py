@@ -13,8 +13,12 @@ batch ``x`` of shape ``(b, n)`` it
 4. adds ``S C_kᵀ + Z G_kᵀ`` to the diagonal terms with two more batched matmuls and gathers the output rows
    (the stored row permutation is folded into this gather).
 
-The padded generator tensors are built from the flat parameters by ``index_copy`` each call, so padding entries
-are always zero and receive no gradient; the cost is ``nparams`` plus padding multiply-adds per row.
+The padded generator tensors are built from the flat parameters by a scatter each call, so padding entries
+are always zero and receive no gradient; the cost is ``nparams`` plus padding multiply-adds per row. That is the
+training path. Without autograd on the CPU, a batch of a few rows runs one Numba sweep per row over the flat
+generators (:func:`structmat.layers._fast_kernels.sss_rows`) and larger batches reuse cached padded generators. The
+plain path (exports, other devices, reduced precision) runs the stages one after another on slices of the flat
+parameters: no padding and no index tensor beyond the two stored permutations (int16 or int32 buffers).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear
+from structmat.layers._fast_kernels import sss_rows
+from structmat.layers.base import StructuredLinear, check_structure_size, compact_index
+from structmat.matrices._sss_kernels import sss_offsets
 from structmat.matrices.permutation import check_permutation, inverse_permutation
 from structmat.matrices.sss import GENERATORS, SSS, _shapes, cap_dims, stage_sizes
 
@@ -34,6 +40,8 @@ __all__ = ["SSSLinear"]
 
 #: Spectral norm of the transition matrices of a freshly initialised layer (keeps states bounded over stages).
 _INIT_TRANSITION_NORM = 0.7
+#: Batches up to this many rows take the per-row Numba sweep on the fast path; larger ones the batched products.
+FAST_SWEEP_MAX_BATCH = 8
 
 
 class _RowGather(torch.autograd.Function):
@@ -112,6 +120,8 @@ class SSSLinear(StructuredLinear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         if stage_sizes is None:
             K = check_positive_int(num_stages, "num_stages")
+            check_structure_size(K, "num_stages", min(in_features, out_features),
+                                 "every stage needs at least one input and one output feature")
             m_sizes, n_sizes = _proportional(out_features, K), _proportional(in_features, K)
         else:
             m_sizes, n_sizes = (np.asarray(s, dtype=np.int64) for s in stage_sizes)
@@ -130,24 +140,45 @@ class SSSLinear(StructuredLinear):
         if d.shape != (K + 1,) or e.shape != (K + 1,) or d[0] or d[K] or e[0] or e[K] or min(d.min(), e.min()) < 0:
             raise ValueError(f"causal_dims and anticausal_dims must have K+1={K + 1} entries >= 0 with zero ends; "
                              f"got {d.tolist()} and {e.tolist()}")
+        limit = max(in_features, out_features)
+        if max(d.max(), e.max()) > limit:
+            raise ValueError(f"causal_dims and anticausal_dims must be <= max(in_features, out_features) = {limit}; "
+                             f"got {d.tolist()} and {e.tolist()}")
         self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims = m_sizes, n_sizes, d, e
-        self.row_order = check_permutation(row_order, out_features, "row_order")
-        self.col_order = check_permutation(col_order, in_features, "col_order")
+        self._offsets = sss_offsets(m_sizes, n_sizes, d, e)
+        # the same structure as Python ints for the plain path (a traced graph must not read NumPy arrays)
+        self._stages = [tuple(int(v) for v in row) for row in
+                        np.column_stack([m_sizes, n_sizes, d[:-1], d[1:], e[:-1], e[1:], self._offsets[:, :-1].T,
+                                         self._offsets[:, 1:].T])]
+        row_order = check_permutation(row_order, out_features, "row_order")
+        col_order = check_permutation(col_order, in_features, "col_order")
+        # the permutations are buffers only when stored (torch.export mishandles None buffers)
+        if col_order is not None:
+            self.register_buffer("col_order", compact_index(col_order, in_features, device=device))
+        if row_order is not None:
+            self.register_buffer("inverse_row_order", compact_index(inverse_permutation(np.asarray(row_order)),
+                                                                    out_features, device=device))
         shapes = _shapes(m_sizes, n_sizes, d, e)
         for kind in GENERATORS:
             size = sum(r * c for r, c in shapes[kind])
             setattr(self, kind, nn.Parameter(torch.empty(size, device=device, dtype=dtype)))
-        self._register_index_buffers(shapes, device)
+        self._plan_padding(shapes)
         self.reset_parameters()
 
-    def _register_index_buffers(self, shapes, device) -> None:
-        """One index map scattering all flat parameters (concatenated A…G) into a single zero-padded buffer that
-        holds ``[D_k; B_k; F_k]`` (K, m_max + d_max + e_max, n_max) and ``A_k``, ``C_k``, ``E_k``, ``G_k``
-        ((K, d_max, d_max), (K, m_max, d_max), …) back to back; plus the input and output gathers."""
+    @property
+    def row_order(self) -> np.ndarray | None:
+        """The stored output order (int64 NumPy), or None."""
+        inv = self._buffers.get("inverse_row_order")
+        return None if inv is None else inverse_permutation(inv.cpu().numpy().astype(np.int64))
+
+    def _plan_padding(self, shapes) -> None:
+        """The layout of the zero-padded generators of the batched path: ``[D_k; B_k; F_k]`` (K, m_max + d_max +
+        e_max, n_max) and ``A_k``, ``C_k``, ``E_k``, ``G_k`` ((K, d_max, d_max), (K, m_max, d_max), …) back to back
+        in one buffer, and where each flat parameter goes in it (NumPy; index tensors are derived per device)."""
         m_max, n_max = int(self.m_sizes.max()), int(self.n_sizes.max())
         d_max, e_max = int(self.causal_dims.max()), int(self.anticausal_dims.max())
         self._sizes = (m_max, n_max, d_max, e_max)
-        K, n = len(self.m_sizes), self.in_features
+        K = len(self.m_sizes)
         rows_in = m_max + d_max + e_max
         blocks = {"P_in": (rows_in, n_max), "A": (d_max, d_max), "C": (m_max, d_max), "E": (e_max, e_max),
                   "G": (m_max, e_max)}
@@ -163,29 +194,35 @@ class SSSLinear(StructuredLinear):
             name, row0 = where[kind]
             offset, r, c = self._blocks[name]
             index.append(offset + row0 * c + _padded_index(shapes[kind], r, c))
-        self.register_buffer("_index_params", torch.from_numpy(np.concatenate(index)).to(device), persistent=False)
-        # input gather: padded stage row (k, j) <- original feature col_order[c_k + j]. Padding rows read feature
-        # 0: they meet only the zero padding columns of [D_k; B_k; F_k], so they add nothing.
-        cols = np.zeros((K, n_max), dtype=np.int64)
-        core_cols = np.arange(n) if self.col_order is None else np.asarray(self.col_order)
-        c = np.concatenate([[0], np.cumsum(self.n_sizes)])
-        for k in range(K):
-            cols[k, : self.n_sizes[k]] = core_cols[c[k]:c[k + 1]]
-        self.register_buffer("_gather_in", torch.from_numpy(cols.ravel()).to(device), persistent=False)
-        inverse_in = np.empty(n, dtype=np.int64)  # feature -> its (unique) padded row
-        for k in range(K):
-            inverse_in[core_cols[c[k]:c[k + 1]]] = k * n_max + np.arange(self.n_sizes[k])
-        self.register_buffer("_scatter_in", torch.from_numpy(inverse_in).to(device), persistent=False)
-        # output gather: original feature j <- padded position of core row inv_row[j]
-        position = np.concatenate([k * m_max + np.arange(self.m_sizes[k]) for k in range(K)]).astype(np.int64)
-        if self.row_order is not None:
-            position = position[inverse_permutation(np.asarray(self.row_order))]
-        self.register_buffer("_gather_out", torch.from_numpy(position).to(device), persistent=False)
-        # backward of the output gather: padded row -> the output feature it feeds (padding rows reuse feature 0;
-        # their gradient only meets zero padding in the generators, so it is never read back)
-        inverse_out = np.zeros(K * m_max, dtype=np.int64)
-        inverse_out[position] = np.arange(self.out_features)
-        self.register_buffer("_scatter_out", torch.from_numpy(inverse_out).to(device), persistent=False)
+        self._index_params_np = np.concatenate(index)
+
+    def _batched_indices(self) -> dict[str, torch.Tensor]:
+        """int64 index tensors of the batched path on the parameters' device (derived, cached, never saved)."""
+        def build():
+            K, n = len(self.m_sizes), self.in_features
+            m_max, n_max, _, _ = self._sizes
+            # input gather: padded stage row (k, j) <- original feature col_order[c_k + j]. Padding rows read
+            # feature 0: they meet only the zero padding columns of [D_k; B_k; F_k], so they add nothing.
+            core_cols = np.arange(n) if self._buffers.get("col_order") is None else self._buffers.get("col_order").cpu().numpy().astype(np.int64)
+            cols = np.zeros((K, n_max), dtype=np.int64)
+            c = np.concatenate([[0], np.cumsum(self.n_sizes)])
+            inverse_in = np.empty(n, dtype=np.int64)  # feature -> its (unique) padded row
+            for k in range(K):
+                cols[k, : self.n_sizes[k]] = core_cols[c[k]:c[k + 1]]
+                inverse_in[core_cols[c[k]:c[k + 1]]] = k * n_max + np.arange(self.n_sizes[k])
+            # output gather: original feature j <- padded position of core row inv_row[j]
+            position = np.concatenate([k * m_max + np.arange(self.m_sizes[k]) for k in range(K)]).astype(np.int64)
+            if self._buffers.get("inverse_row_order") is not None:
+                position = position[self._buffers.get("inverse_row_order").cpu().numpy().astype(np.int64)]
+            # backward of the output gather: padded row -> the output feature it feeds (padding rows reuse feature
+            # 0; their gradient only meets zero padding in the generators, so it is never read back)
+            inverse_out = np.zeros(K * m_max, dtype=np.int64)
+            inverse_out[position] = np.arange(self.out_features)
+            arrays = {"params": self._index_params_np, "gather_in": cols.ravel(), "scatter_in": inverse_in,
+                      "gather_out": position, "scatter_out": inverse_out}
+            return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.D.device) for k, v in arrays.items()}
+
+        return self._cached("batched_indices", build)
 
     @property
     def num_stages(self) -> int:
@@ -211,32 +248,36 @@ class SSSLinear(StructuredLinear):
                 nn.init.normal_(getattr(self, kind), 0.0, scale)
         self.reset_bias()
 
-    def _padded_generators(self) -> dict[str, torch.Tensor]:
-        """The zero-padded stacked generators, from one scatter of the concatenated flat parameters. Without
-        autograd (inference) the result is cached until a parameter changes (tracked by tensor versions)."""
+    def _padded_generators(self, differentiable: bool) -> dict[str, torch.Tensor]:
+        """The zero-padded stacked generators, from one scatter of the concatenated flat parameters: through
+        autograd for training, else cached until a parameter changes."""
         params = [getattr(self, kind) for kind in GENERATORS]
-        caching = not torch.is_grad_enabled()
-        if caching:
-            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-            cached = getattr(self, "_padded_cache", None)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        flat = torch.cat(params)
-        buffer = _Scatter.apply(flat, self._index_params, self._buffer_size)
-        K = self.num_stages
-        parts = buffer.split([K * r * c for _, r, c in self._blocks.values()])
-        padded = {name: part.view(K, r, c) for (name, (_, r, c)), part in zip(self._blocks.items(), parts)}
-        self._padded_cache = (key, padded) if caching else None
-        return padded
+        index = self._batched_indices()["params"]
 
-    def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
-        """Works on features × batch (``xᵀ``), so every stage block is a contiguous (rows, b) slab."""
+        def build():
+            flat = torch.cat(params)
+            if differentiable:
+                buffer = _Scatter.apply(flat, index, self._buffer_size)
+            else:
+                buffer = flat.new_zeros(self._buffer_size).scatter_(0, index, flat)
+            K = self.num_stages
+            parts = buffer.split([K * r * c for _, r, c in self._blocks.values()])
+            return {name: part.view(K, r, c) for (name, (_, r, c)), part in zip(self._blocks.items(), parts)}
+
+        return build() if differentiable else self._cached("padded_generators", build, params)
+
+    def _batched_product(self, x: torch.Tensor, differentiable: bool) -> torch.Tensor:
+        """The batched path on features × batch (``xᵀ``), so every stage block is a contiguous (rows, b) slab."""
         K, b = self.num_stages, x.shape[0]
         m_max, n_max, d_max, e_max = self._sizes
-        P = self._padded_generators()
-        U = _RowGather.apply(x.T.contiguous(), self._gather_in, self._scatter_in).view(K, n_max, b)
+        P = self._padded_generators(differentiable)
+        index = self._batched_indices()
+        if differentiable:
+            U = _RowGather.apply(x.T.contiguous(), index["gather_in"], index["scatter_in"])
+        else:
+            U = x.T.contiguous().index_select(0, index["gather_in"])  # a row gather: 3x faster than on the view
         # (K, m_max + d_max + e_max, b): D_k u_k, B_k u_k and F_k u_k for every stage at once
-        Y, BU, FU = torch.bmm(P["P_in"], U).split([m_max, d_max, e_max], dim=1)
+        Y, BU, FU = torch.bmm(P["P_in"], U.view(K, n_max, b)).split([m_max, d_max, e_max], dim=1)
         if K > 1 and d_max:  # s_0 = 0, s_{k+1} = A_k s_k + B_k u_k; y_k += C_k s_k
             A, BU = P["A"].unbind(0), BU.unbind(0)
             states = [BU[0].new_zeros(d_max, b)]
@@ -249,12 +290,79 @@ class SSSLinear(StructuredLinear):
             for k in range(K - 1, 0, -1):
                 states.append(torch.addmm(FU[k], E[k], states[-1]))
             Y = torch.baddbmm(Y, P["G"], torch.stack(states[::-1]))
-        return _RowGather.apply(Y.reshape(K * m_max, b), self._gather_out, self._scatter_out).T
+        Y = Y.reshape(K * m_max, b)
+        if differentiable:
+            return _RowGather.apply(Y, index["gather_out"], index["scatter_out"]).T
+        return Y.index_select(0, index["gather_out"]).T
 
-    def to_matrix(self) -> SSS:
-        flats = {kind: getattr(self, kind).detach().cpu().double().numpy() for kind in GENERATORS}
+    def _train_product(self, x: torch.Tensor) -> torch.Tensor:
+        return self._batched_product(x, differentiable=True)
+
+    def _fast_product(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > FAST_SWEEP_MAX_BATCH:
+            return self._batched_product(x, differentiable=False).contiguous()
+        y = x.new_empty((x.shape[0], self.out_features))
+        sss_rows(self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims, self._offsets,
+                 *self._sweep_arrays(), x.numpy(), y.numpy(), *self._scratch(x.dtype))
+        return y
+
+    def _sweep_arrays(self) -> list[np.ndarray]:
+        """NumPy views of the flat generators (the parameters' memory) and the two permutations for the sweep."""
+        def build():
+            views = [getattr(self, kind).detach().numpy() for kind in GENERATORS]
+            cols = np.arange(self.in_features, dtype=np.int32) if self._buffers.get("col_order") is None else self._buffers.get("col_order").numpy()
+            rows = self.row_order
+            rows = np.arange(self.out_features, dtype=np.int32) if rows is None else rows.astype(np.int32)
+            return views + [cols, rows]
+
+        return self._cached("sweep_arrays", build)  # views of the parameters' memory
+
+    def _scratch(self, dtype) -> tuple[np.ndarray, ...]:
+        def build():
+            width = max(int(self.causal_dims.max()), int(self.anticausal_dims.max()), 1)
+            np_dtype = np.float32 if dtype == torch.float32 else np.float64
+            return np.empty(self.in_features, np_dtype), np.zeros(width, np_dtype), np.zeros(width, np_dtype)
+
+        return self._cached(f"scratch_{dtype}", build)
+
+    def _weight_product(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain path: the stages one after another on slices of the flat parameters (no padding)."""
+        u = x if self._buffers.get("col_order") is None else x.index_select(1, self._buffers.get("col_order").to(torch.int32))
+        K = len(self._stages)
+
+        def block(kind, k, rows, cols):  # generator ``kind`` of stage k as a (rows, cols) view of its flat array
+            row = "ABCDEFG".index(kind) + 2
+            start, stop = self._stages[k][6 + row], self._stages[k][15 + row]
+            return getattr(self, kind)[start:stop].view(rows, cols)
+
+        inputs = [u[:, st[7]:st[16]] for st in self._stages]
+        outputs, state = [], None
+        for k, (m, n, d0, d1, e0, e1) in enumerate(st[:6] for st in self._stages):
+            # causal sweep: y_k = C_k s + D_k u_k, s <- A_k s + B_k u_k
+            y = inputs[k] @ block("D", k, m, n).T
+            if d0:
+                y = y + state @ block("C", k, m, d0).T
+            if d1:
+                nxt = inputs[k] @ block("B", k, d1, n).T
+                state = nxt + state @ block("A", k, d1, d0).T if d0 else nxt
+            outputs.append(y)
+        state = None
+        for k in range(K - 1, -1, -1):  # anticausal sweep: y_k += G_k z, z <- E_k z + F_k u_k
+            m, n, _, _, e0, e1 = self._stages[k][:6]
+            if e1:
+                outputs[k] = outputs[k] + state @ block("G", k, m, e1).T
+            if e0:
+                nxt = inputs[k] @ block("F", k, e0, n).T
+                state = nxt + state @ block("E", k, e0, e1).T if e1 else nxt
+        y = torch.cat(outputs, dim=1) if K > 1 else outputs[0]
+        return y if self._buffers.get("inverse_row_order") is None else y.index_select(1, self._buffers.get("inverse_row_order").to(torch.int32))
+
+    def to_matrix(self, dtype=np.float64) -> SSS:
+        flats = {kind: getattr(self, kind).detach().cpu().double().numpy().astype(dtype, copy=False)
+                 for kind in GENERATORS}
+        col_order = None if self._buffers.get("col_order") is None else self._buffers.get("col_order").cpu().numpy().astype(np.int64)
         return SSS.from_flat(self.m_sizes, self.n_sizes, self.causal_dims, self.anticausal_dims, **flats,
-                             row_order=self.row_order, col_order=self.col_order)
+                             row_order=self.row_order, col_order=col_order)
 
     @classmethod
     def _build_from_matrix(cls, M: SSS, bias, device, dtype):
@@ -269,7 +377,7 @@ class SSSLinear(StructuredLinear):
     def _structure_repr(self) -> str:
         return (f"num_stages={self.num_stages}, max_causal_dim={int(self.causal_dims.max())}, "
                 f"max_anticausal_dim={int(self.anticausal_dims.max())}"
-                + (", permuted" if self.row_order is not None or self.col_order is not None else ""))
+                + (", permuted" if self._buffers.get("inverse_row_order") is not None or self._buffers.get("col_order") is not None else ""))
 
 
 def _proportional(total: int, num_stages: int) -> np.ndarray:

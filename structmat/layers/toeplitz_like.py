@@ -6,7 +6,14 @@ inverse transforms (the skew-circulant stage), ``r`` real transforms (the circul
 ``torch.fft``. For even ``N`` the skew-circulant stage uses the half-length complex transform of a real
 negacyclic convolution (``a mod (z^N + 1)`` packed as ``a_low + i a_high``, twisted by ``e^{iπk/N}``, FFT of
 length N/2), so every transform has length about N/2 complex; odd ``N`` uses the twisted full-length transform.
-The batch is processed in chunks so that the ``(chunk, r, N)`` intermediates stay in cache. See
+The batch is processed in chunks so that the ``(chunk, r, N)`` intermediates stay in cache. That is the training
+path; without autograd the generator spectra are cached until a parameter changes.
+
+The plain path (exports, other devices) uses real FFTs only and keeps complex numbers as (real, imaginary) pairs,
+which the ONNX exporter maps to the ``DFT`` operator: both stages as linear convolutions of a power-of-two length
+``L >= 2N`` (ONNX Runtime's radix-2 transforms; other lengths lost float32 accuracy), folded to length N with a
+sign (``c[:N] - c[N:]`` for the skew-circulant stage, ``c[:N] + c[N:]`` for the circulant one). bfloat16 and float16
+layers compute in float32 (torch's FFTs have no reduced-precision CPU kernels) and return their own dtype. See
 :mod:`structmat.matrices.toeplitz_like` for the structure.
 """
 
@@ -19,7 +26,7 @@ import torch
 from torch import nn
 
 from structmat._validation import check_positive_int
-from structmat.layers.base import StructuredLinear
+from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size, is_tracing
 from structmat.matrices.toeplitz_like import ToeplitzLike
 
 __all__ = ["ToeplitzLikeLinear"]
@@ -49,8 +56,9 @@ class ToeplitzLikeLinear(StructuredLinear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int,
                  device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        rank = check_positive_int(rank, "rank")
         size = max(in_features, out_features)
+        rank = check_structure_size(check_positive_int(rank, "rank"), "rank", size,
+                                    "the displacement rank of an N x N matrix, N = max(in_features, out_features)")
         self.G = nn.Parameter(torch.empty(size, rank, device=device, dtype=dtype))
         self.H = nn.Parameter(torch.empty(size, rank, device=device, dtype=dtype))
         self.reset_parameters()
@@ -72,11 +80,39 @@ class ToeplitzLikeLinear(StructuredLinear):
         nn.init.uniform_(self.H, -bound, bound)
         self.reset_bias()
 
-    def _weight_product(self, x):
+    def _train_product(self, x):
+        if x.dtype not in FAST_DTYPES:
+            return self._weight_product(x)
         return _ToeplitzLikeProduct.apply(x, self.G, self.H, self.out_features)
 
-    def to_matrix(self) -> ToeplitzLike:
-        return ToeplitzLike(self.G.detach().cpu().double().numpy(), self.H.detach().cpu().double().numpy(),
+    def _fast_product(self, x):
+        G_hat, V_neg = self._cached("spectra", lambda: _spectra(self.G.detach(), self.H.detach()), [self.G, self.H])
+        N = self.size
+        x = nn.functional.pad(x, (0, N - x.shape[1]))
+        X_neg = _negacyclic_forward(x)
+        Y_hats = [(torch.fft.rfft(_negacyclic_inverse(X_neg[rows, None, :] * V_neg, N), dim=-1) * G_hat).sum(dim=1)
+                  for rows in _chunks(x.shape[0], self.rank * V_neg.shape[-1])]
+        return torch.fft.irfft(torch.cat(Y_hats), n=N, dim=-1)[:, : self.out_features].contiguous()
+
+    def _weight_product(self, x):
+        """The plain path: real FFTs and (real, imaginary) pairs only; the batch in chunks unless tracing."""
+        dtype = x.dtype
+        compute = dtype if dtype in FAST_DTYPES else torch.float32
+        G, H, x = self.G.to(compute), self.H.to(compute), x.to(compute)
+        N = max(self.in_features, self.out_features)  # a Python int (a traced shape would be a tensor)
+        x = nn.functional.pad(x, (0, N - x.shape[1]))
+        L = _power_of_two_at_least(2 * N)
+        V_hat = torch.view_as_real(torch.fft.rfft(H.flip(0).T, n=L, dim=-1))  # (r, L/2 + 1, 2): v_j = J h_j
+        G_hat = 0.5 * torch.view_as_real(torch.fft.rfft(G.T, n=L, dim=-1))  # the ½ of the formula folded in
+        if is_tracing() or x.shape[0] == 0:
+            y = _plain_rows(x, V_hat, G_hat, N)
+        else:
+            y = torch.cat([_plain_rows(x[rows], V_hat, G_hat, N) for rows in _chunks(x.shape[0], G.shape[1] * L)])
+        return y[:, : self.out_features].to(dtype)
+
+    def to_matrix(self, dtype=np.float64) -> ToeplitzLike:
+        return ToeplitzLike(self.G.detach().cpu().double().numpy().astype(dtype),
+                            self.H.detach().cpu().double().numpy().astype(dtype),
                             shape=(self.out_features, self.in_features))
 
     @classmethod
@@ -104,8 +140,7 @@ class _ToeplitzLikeProduct(torch.autograd.Function):
         N, r = G.shape
         ctx.in_features = x.shape[1]
         x = nn.functional.pad(x, (0, N - x.shape[1]))
-        G_hat = 0.5 * torch.fft.rfft(G.T, dim=-1)  # (r, N/2 + 1), the ½ of the formula folded in
-        V_neg = _negacyclic_forward(H.flip(0).T)  # (r, ·): v_j = J h_j
+        G_hat, V_neg = _spectra(G, H)  # the ½ of the formula folded into G_hat; v_j = J h_j
         X_neg = _negacyclic_forward(x)
         U_hats, Y_hats, chunks = [], [], _chunks(x.shape[0], r * V_neg.shape[-1])
         for rows in chunks:
@@ -148,6 +183,36 @@ class _ToeplitzLikeProduct(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x[:, : ctx.in_features]
         return grad_x, grad_G, grad_H, None
+
+
+def _complex_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The product of complex numbers held as (real, imaginary) pairs in the last axis."""
+    ar, ai = a.unbind(-1)
+    br, bi = b.unbind(-1)
+    return torch.stack([ar * br - ai * bi, ar * bi + ai * br], dim=-1)
+
+
+def _plain_rows(x: torch.Tensor, V_hat: torch.Tensor, G_hat: torch.Tensor, N: int) -> torch.Tensor:
+    """``y = Σ_j ½ Z_1(g_j) Z_{-1}(v_j) x`` for x (b, N), both stages as linear convolutions by real FFTs of a
+    power-of-two length ``L >= 2N`` (radix-2 transforms, accurate in float32), folded to length N: ``c[:N] - c[N:]``
+    for the skew-circulant stage (``z^N = -1``), ``c[:N] + c[N:]`` for the circulant one (``z^N = 1``)."""
+    L = _power_of_two_at_least(2 * N)
+    X = torch.view_as_real(torch.fft.rfft(x, n=L, dim=-1))  # (b, L/2 + 1, 2)
+    C = torch.fft.irfft(torch.view_as_complex(_complex_product(X.unsqueeze(1), V_hat)), n=L, dim=-1)
+    U = C[..., :N] - C[..., N:2 * N]  # (b, r, N): u_j = Z_{-1}(v_j) x
+    U_hat = torch.view_as_real(torch.fft.rfft(U, n=L, dim=-1))  # (b, r, L/2 + 1, 2)
+    Y = _complex_product(U_hat, G_hat).sum(dim=1)
+    c = torch.fft.irfft(torch.view_as_complex(Y), n=L, dim=-1)
+    return c[..., :N] + c[..., N:2 * N]
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _spectra(G: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(½ rfft(g_j), negacyclic transform of v_j = J h_j)`` for all j: what the forward needs of the generators."""
+    return 0.5 * torch.fft.rfft(G.T, dim=-1), _negacyclic_forward(H.flip(0).T)
 
 
 def _chunks(rows: int, per_row: int):

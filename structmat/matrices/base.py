@@ -24,7 +24,11 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def freeze(array, dtype) -> np.ndarray:
-    """A C-contiguous read-only copy-or-view of ``array`` in ``dtype``."""
+    """A C-contiguous read-only copy-or-view of ``array`` in ``dtype``.
+
+    Complex input is refused rather than cast (NumPy would drop the imaginary part with only a warning)."""
+    if np.iscomplexobj(array) and np.dtype(dtype).kind != "c":
+        raise TypeError(f"expected real numbers; got complex dtype {np.asarray(array).dtype}")
     out = np.ascontiguousarray(array, dtype=dtype)
     if out is array or out.base is not None:
         out = out.copy()
@@ -47,6 +51,9 @@ class StructuredMatrix(abc.ABC):
     family: ClassVar[str]
     #: Let ``ndarray @ M`` reach ``__rmatmul__`` instead of NumPy's ufunc machinery.
     __array_ufunc__ = None
+    #: The arrays (names of ``_arrays()``) that :meth:`scaled` multiplies: the matrix must be linear in them
+    #: jointly, e.g. ``("U",)`` for ``U Vᵀ``. A family whose scale is spread otherwise overrides :meth:`scaled`.
+    _scale_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, shape: tuple[int, int], dtype) -> None:
         m, n = (int(s) for s in shape)
@@ -177,6 +184,21 @@ class StructuredMatrix(abc.ABC):
         arrays = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in self._arrays().items()}
         return type(self)._from_arrays(arrays, self._meta())
 
+    def scaled(self, factor) -> "StructuredMatrix":
+        """``factor * M`` in the same family and structure (a new matrix; exact when ``factor`` is a power of two
+        and nothing overflows). The approximators fit ``W / s`` and return ``fit.scaled(s)``, which is what makes
+        every family's fit independent of the scale of ``W`` (see :mod:`structmat.approximators.fit_guard`)."""
+        factor = float(factor)
+        if not np.isfinite(factor):
+            raise ValueError(f"factor must be a finite real number; got {factor}")
+        if not self._scale_arrays:
+            raise NotImplementedError(f"{type(self).__name__} does not implement scaled(): list the arrays the matrix "
+                                      "is linear in as _scale_arrays, or override scaled()")
+        arrays = dict(self._arrays())
+        for name in self._scale_arrays:
+            arrays[name] = arrays[name] * arrays[name].dtype.type(factor)
+        return type(self)._from_arrays(arrays, self._meta())
+
     def save(self, path) -> None:
         """Write to ``path`` as ``.npz`` (arrays plus a JSON ``meta``), atomically. Read back with ``load``."""
         from structmat.matrices.io import save_matrix
@@ -235,6 +257,9 @@ class TransposedMatrix(StructuredMatrix):
 
     def astype(self, dtype) -> StructuredMatrix:
         return TransposedMatrix(self.parent.astype(dtype))
+
+    def scaled(self, factor) -> StructuredMatrix:
+        return TransposedMatrix(self.parent.scaled(factor))
 
     def _arrays(self):
         raise TypeError(f"a transposed {type(self.parent).__name__} cannot be saved; save its parent instead")

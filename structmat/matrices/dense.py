@@ -30,6 +30,7 @@ class Dense(StructuredMatrix):
     """
 
     family = "dense"
+    _scale_arrays = ("W",)
 
     def __init__(self, W, dtype=None) -> None:
         W = np.asarray(W)

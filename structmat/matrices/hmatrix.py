@@ -269,6 +269,22 @@ class HMatrix(StructuredMatrix):
         return type(self).from_blocks(self.shape[::-1], blocks, row_order=self.col_order, col_order=self.row_order,
                                       partition=self.partition, dtype=self.dtype)
 
+    def scaled(self, factor) -> "HMatrix":
+        """``factor * M``: every dense leaf and the ``U_b`` of every low-rank leaf are multiplied by ``factor``."""
+        factor = float(factor)
+        if not np.isfinite(factor):
+            raise ValueError(f"factor must be a finite real number; got {factor}")
+        mb = self.leaves[:, 1] - self.leaves[:, 0]
+        nb = self.leaves[:, 3] - self.leaves[:, 2]
+        rank = self.leaves[:, 4]
+        scaled_count = np.where(rank < 0, mb * nb, np.maximum(rank, 0) * mb)  # D_b, or U_b (stored first)
+        mask = np.zeros(self.values.shape[0], dtype=bool)
+        for start, count in zip(self.leaves[:, 5], scaled_count):
+            mask[start:start + count] = True
+        values = np.where(mask, self.values * self.values.dtype.type(factor), self.values)
+        return type(self)(self.shape, self.leaves, values, row_order=self.row_order, col_order=self.col_order,
+                          partition=self.partition, dtype=self.dtype)
+
     def _arrays(self):
         arrays = {"leaves": self.leaves, "values": self.values}
         if self.row_order is not None:

@@ -81,6 +81,7 @@ class LDR(StructuredMatrix):
     """
 
     family = "ldr"
+    _scale_arrays = ("G",)  # M = Σ_k A^k G Hᵀ (Bᵀ)^k is linear in G
 
     def __init__(self, A, B, G, H, shape=None, dtype=None) -> None:
         A, B, G, H = (np.asarray(a) for a in (A, B, G, H))

@@ -80,6 +80,15 @@ class LowRank(StructuredMatrix):
     def to_dense(self) -> np.ndarray:
         return self.U @ self.V.T
 
+    def scaled(self, factor) -> "LowRank":
+        """``factor * M`` with both factors multiplied by ``sqrt(|factor|)``, so balanced factors stay balanced
+        (exact for even powers of two, within one rounding otherwise)."""
+        factor = float(factor)
+        if not np.isfinite(factor):
+            raise ValueError(f"factor must be a finite real number; got {factor}")
+        root = self.dtype.type(np.sqrt(abs(factor)))
+        return LowRank(self.U * (root if factor >= 0 else -root), self.V * root, dtype=self.dtype)
+
     def _arrays(self):
         return {"U": self.U, "V": self.V}
 

@@ -71,6 +71,7 @@ class Monarch(StructuredMatrix):
     """
 
     family = "monarch"
+    _scale_arrays = ("L",)
 
     def __init__(self, R, L, shape=None, dtype=None) -> None:
         R, L = np.asarray(R), np.asarray(L)

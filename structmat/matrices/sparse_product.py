@@ -41,6 +41,11 @@ def _as_csr(factor, j: int):
 
 def _check_csr(indptr, indices, data, shape, j: int) -> None:
     rows, cols = shape
+    if rows < 1 or cols < 1:
+        raise ValueError(f"factor {j}: shape must have two positive sides; got {tuple(shape)}")
+    if indices.ndim != 1 or data.ndim != 1:
+        raise ValueError(f"factor {j}: indices and data must be 1-D arrays; got shapes {indices.shape} and "
+                         f"{data.shape}")
     if indptr.shape != (rows + 1,):
         raise ValueError(f"factor {j}: indptr must have {rows + 1} entries for {rows} rows; got {indptr.shape}")
     nnz = int(indptr[-1]) if rows >= 0 else 0
@@ -99,6 +104,7 @@ class SparseProduct(StructuredMatrix):
     """
 
     family = "sparse_product"
+    _scale_arrays = ("data_0",)  # the first factor's values
 
     def __init__(self, factors, dtype=None) -> None:
         if isinstance(factors, np.ndarray) or scipy.sparse.issparse(factors):

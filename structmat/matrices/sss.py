@@ -184,6 +184,7 @@ class SSS(StructuredMatrix):
     """
 
     family = "sss"
+    _scale_arrays = ("C", "D", "G")  # every output block; the states (A, B, E, F) are untouched
 
     def __init__(self, A, B, C, D, E, F, G, *, row_order=None, col_order=None, dtype=None) -> None:
         stages = {"A": A, "B": B, "C": C, "D": D, "E": E, "F": F, "G": G}

@@ -91,6 +91,7 @@ class ToeplitzLike(StructuredMatrix):
     """
 
     family = "toeplitz_like"
+    _scale_arrays = ("G",)
 
     def __init__(self, G, H, shape=None, dtype=None) -> None:
         G, H = np.asarray(G), np.asarray(H)

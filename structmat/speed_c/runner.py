@@ -41,7 +41,7 @@ TOLERANCE = 1e-4
 C_BENCH_COLUMNS = [
     "matrix", "m", "n", "family", "implementation", "budget", "nparams", "share", "byte_share", "median_ns",
     "min_ns", "max_ns", "repeats", "dense_c_ns", "dense_blas_ns", "ratio_to_c_dense", "ratio_to_blas_dense",
-    "ratio_over_share", "within_target", "relative_error", "checksum",
+    "ratio_over_share", "within_target", "relative_error", "checksum", "cpu", "simd",
 ]
 
 #: A structured C product should cost at most this multiple of ``share × dense C time``.
@@ -176,12 +176,20 @@ def _time_blas(W32: np.ndarray, x32: np.ndarray, warmup: int, repeats: int):
 
 
 def _row(name, M, implementation, budget, result, dense_m_n):
+    from structmat.benchmarks.machine import machine_info
+
     m, n = dense_m_n
-    return {"matrix": name, "m": m, "n": n, "family": M.family if M is not None else "dense",
+    machine = _MACHINE.get("info") or _MACHINE.setdefault("info", machine_info())
+    return {"cpu": machine["cpu"], "simd": machine["simd"],
+            "matrix": name, "m": m, "n": n, "family": M.family if M is not None else "dense",
             "implementation": implementation, "budget": budget,
             "nparams": M.nparams if M is not None else m * n,
             "share": (M.nparams if M is not None else m * n) / (m * n),
             "byte_share": (M.nbytes if M is not None else 4 * m * n) / (4 * m * n), **result}
+
+
+#: The machine record of this process (read once: the CPU model and SIMD flags beside every row).
+_MACHINE: dict = {}
 
 
 def _add_ratios(rows: list[dict]) -> list[dict]:
@@ -319,7 +327,8 @@ def _clean(result: dict) -> dict:
 
 
 def write_json(path, rows: list[dict], *, binary, cpu, settings: dict) -> None:
-    """Rows plus what produced them (build settings, pinned CPU, processor, BLAS), atomically."""
+    """Rows plus what produced them (build settings, pinned CPU, processor, BLAS), atomically (NaN as null)."""
+    from structmat._json import dumps
     from structmat.matrices.io import atomic_write
 
     build = {}
@@ -332,10 +341,13 @@ def write_json(path, rows: list[dict], *, binary, cpu, settings: dict) -> None:
         blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture")} for i in threadpool_info()]
     except ImportError:  # threadpoolctl comes with scikit-learn; report nothing rather than fail
         blas = []
+    from structmat.benchmarks.machine import machine_info
+
+    machine = {"platform": platform.platform(), "processor": _processor_name(), "cpus": os.cpu_count()}
+    machine.update(machine_info())  # CPU model, SIMD flags, load, date, versions
     document = {"rows": rows, "driver": str(binary), "build": build, "pinned_cpu": cpu, "settings": settings,
-                "machine": {"platform": platform.platform(), "processor": _processor_name(),
-                            "cpus": os.cpu_count()}, "numpy_blas": blas}
-    data = (json.dumps(document, indent=2) + "\n").encode()
+                "machine": machine, "numpy_blas": blas}
+    data = (dumps(document, indent=2) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(data))
 

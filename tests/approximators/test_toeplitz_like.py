@@ -218,3 +218,11 @@ def test_exact_low_rank_is_recovered_at_twice_its_rank():
     W = np.random.default_rng(14).standard_normal((30, 3)) @ np.random.default_rng(15).standard_normal((3, 50))
     M = fit_toeplitz_like(W, 2 * 6 * 50)
     assert relative_error(W, M) < 1e-10
+
+
+def test_warm_start_is_scaled_with_an_extreme_weight():
+    """The fit guard divides W by a power of two; the warm start carries W's units and is divided with it."""
+    W = np.random.default_rng(16).standard_normal((40, 48)) * 1e200
+    small = fit_toeplitz_like(W, 2 * 2 * 48)
+    large = fit_toeplitz_like(W, 2 * 3 * 48, init=small, max_iterations=1)
+    assert relative_error(W, large) <= relative_error(W, small) + 1e-12

@@ -73,9 +73,22 @@ def test_layer_speed_small(tmp_path, rng):
     assert {(r["variant"], r["batch"]) for r in rows} == {("nn.Linear", 1), ("nn.Linear", 8), ("lowrank", 1),
                                                           ("lowrank", 8)}
     for r in rows:
-        assert r["forward_backward_ms"] > 0 and r["speedup_vs_linear"] > 0
+        assert r["forward_backward_ms"] > 0 and r["speedup_vs_linear"] > 0 and r["cpu"]
+    low = next(r for r in rows if r["variant"] == "lowrank" and r["batch"] == 1)
+    assert low["target_ratio"] == max(1.5 * low["share"], 0.5) and isinstance(low["within_target"], bool)
+    assert next(r for r in rows if r["variant"] == "lowrank" and r["batch"] == 8)["target_ratio"] == ""
+    assert "machine" in __import__("json").loads((tmp_path / "speed.json").read_text())
     plot_layer_speed(rows, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").exists()
+
+
+def test_speed_targets():
+    from structmat.benchmarks.layer_speed import speed_target
+
+    assert speed_target("sss", 1, 0.25, 0.25) == 0.5
+    assert speed_target("sss", 256, 0.25, 0.25) == 0.375
+    assert speed_target("sparse", 1, 0.25, 0.5) == 0.75  # judged against the byte share
+    assert speed_target("toeplitz_like", 1, 0.25, 0.25) is None and speed_target("sss", 32, 0.25, 0.25) is None
 
 
 def test_rsvd_benchmark_small(tmp_path):

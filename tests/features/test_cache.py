@@ -174,3 +174,55 @@ def test_kill_9_mid_extraction_then_resume_equals_uninterrupted(tmp_path):
     assert cache_files(directory) == cache_files(tmp_path / "straight")
     assert resumed.count == 400
     resumed.verify()
+
+
+# ---------------------------------------------------------------- checks on open: checksums and finite values
+def _tiny_finished_cache(tmp_path):
+    return extract_features(tiny_backbone(), tiny_dataset(40), tmp_path / "c", chunk_size=16, batch_size=8,
+                            progress=False)
+
+
+def test_a_bit_flipped_chunk_is_refused_when_opened(tmp_path):
+    cache = _tiny_finished_cache(tmp_path)
+    path = cache.directory / "features-00001.npy"
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(FeatureCacheError, match="features-00001.npy does not match its checksum"):
+        FeatureCache(cache.directory)
+    assert FeatureCache(cache.directory, verify=False).count == 40  # trusting the files is still possible
+
+
+def test_non_finite_features_are_refused_even_with_matching_checksums(tmp_path):
+    from structmat.features.cache import file_sha256, read_manifest, write_manifest
+
+    cache = _tiny_finished_cache(tmp_path)
+    path = cache.directory / "features-00002.npy"
+    features = np.load(path)
+    features[3, 1] = np.nan
+    np.save(path, features)
+    manifest = read_manifest(cache.directory)
+    manifest["chunks"][2]["sha256"]["features"] = file_sha256(path)
+    write_manifest(cache.directory, manifest)
+    with pytest.raises(FeatureCacheError, match=r"features-00002.npy: 1 rows of features hold NaN or Inf \(first: row 35\)"):
+        FeatureCache(cache.directory)
+
+
+def test_reusing_a_damaged_cache_extracts_the_damaged_chunks_again(tmp_path):
+    cache = _tiny_finished_cache(tmp_path)
+    before = cache_files(cache.directory)
+    path = cache.directory / "logits-00001.npy"
+    path.write_bytes(path.read_bytes()[:-8])  # truncated
+    again = extract_features(tiny_backbone(), tiny_dataset(40), cache.directory, chunk_size=16, batch_size=8,
+                             progress=False)
+    assert again.count == 40 and cache_files(cache.directory) == before
+
+
+def test_the_backbone_giving_nan_is_refused(tmp_path):
+    import torch
+
+    backbone = tiny_backbone()
+    with torch.no_grad():
+        backbone.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the backbone gave NaN or Inf logits"):
+        extract_features(backbone, tiny_dataset(20), tmp_path / "c", chunk_size=16, batch_size=8, progress=False)

@@ -32,7 +32,7 @@ def test_grouped_and_padded_layer_matches_the_matrix():
     assert layer.nparams == M.nparams
     plan = layer._plan
     assert len(plan.dense) + len(plan.columns) + len(plan.rows) < M.num_leaves - 1  # clusters share products
-    assert sum(p.numel() for n, p in layer.named_parameters() if n != "bias") >= M.nparams
+    assert sum(p.numel() for n, p in layer.named_parameters() if n != "bias") == M.nparams  # no padding stored
     x = torch.randn(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = x.numpy() @ M.to_dense().T + np.arange(32.0)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-12)
@@ -42,31 +42,35 @@ def test_grouped_and_padded_layer_matches_the_matrix():
     np.testing.assert_array_equal(back.row_order, M.row_order)
 
 
-def padding_masks(layer):
-    """Per stage-1/stage-2 parameter, a 0/1 mask of the slots that belong to a leaf."""
-    ranks = layer.leaves[:, 4].numpy()
-    masks = {}
-    for prefix, groups, slots in (("V", layer._plan.columns, layer._plan.v_slot), ("U", layer._plan.rows,
-                                                                                  layer._plan.u_slot)):
-        arrays = [np.zeros((len(g.members), 1, g.width)) for g in groups]
-        for b, (g, i, slot) in slots.items():
-            arrays[g][i, 0, slot:slot + ranks[b]] = 1
-        masks.update({f"{prefix}{g}": torch.from_numpy(a) for g, a in enumerate(arrays)})
-    return masks
-
-
-def test_padding_gets_no_gradient_and_stays_out_of_the_output():
+def test_padding_is_built_not_stored_and_gets_no_gradient():
+    """The batched group tensors are padded (this matrix needs it) from ``values`` alone: the scatter of the training
+    path and the slices of the plain path build the same tensors, zero on the padding."""
     layer = layer_from_matrix(varied_ranks_matrix(1), dtype=torch.float64)
-    masks = padding_masks(layer)
-    assert any(bool((mask == 0).any()) for mask in masks.values())  # this matrix needs padding
+    scattered = layer._padded_scattered(differentiable=True)
+    sliced = layer._padded_from_slices()
+    assert sum(t.numel() for t in scattered) > layer.nparams
+    for a, b in zip(scattered, sliced):
+        torch.testing.assert_close(a, b)
+    assert sum(int((t != 0).sum()) for t in sliced) == int((layer.values != 0).sum())
     x = torch.randn(3, 40, dtype=torch.float64)
     layer(x).square().sum().backward()
-    for name, mask in masks.items():
-        assert torch.all(getattr(layer, name).grad * (1 - mask) == 0)
-    with torch.no_grad():  # garbage in the padding changes nothing
-        for name, mask in masks.items():
-            getattr(layer, name).add_(1 - mask)
-    np.testing.assert_allclose(layer.to_matrix().to_dense(), layer.dense_weight().detach().numpy(), atol=1e-12)
+    assert layer.values.grad.shape == (layer.nparams,)
+
+
+def test_single_low_rank_leaf_runs_as_two_products(monkeypatch):
+    """A fit that kept one leaf covering the matrix computes like LowRankLinear: no batched groups, no gathers."""
+    M = HMatrix.from_blocks((30, 20), [((0, 30, 0, 20), (np.ones((30, 3)), np.arange(60.0).reshape(20, 3)))])
+    layer = layer_from_matrix(M, dtype=torch.float64)
+    assert layer._single_leaf
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("batched path used")
+
+    monkeypatch.setattr(type(layer), "_batched_product", forbidden)
+    x = torch.randn(5, 20, dtype=torch.float64)
+    for context in (torch.enable_grad, torch.no_grad):
+        with context():
+            np.testing.assert_allclose(layer(x).detach().numpy(), x.numpy() @ M.to_dense().T, rtol=1e-12)
 
 
 def test_hedlr_grid_takes_two_batched_products():

@@ -141,3 +141,14 @@ def test_transposed_view_cannot_be_saved(tmp_path):
 
     with pytest.raises(TypeError, match="cannot be saved"):
         TransposedMatrix(M).save(tmp_path / "t.npz")
+
+
+def test_complex_factors_are_refused_not_truncated():
+    U = np.ones((4, 2)) + 1j
+    with pytest.raises(TypeError, match="complex"):
+        structmat.LowRank(U, np.ones((3, 2)))
+
+
+def test_a_directory_is_not_a_matrix_file(tmp_path):
+    with pytest.raises(StructmatFileError, match="is a directory"):
+        structmat.load(tmp_path)
