@@ -14,7 +14,8 @@ defined with it, so direct calls behave the same. The wrapper
 4. refuses a result with NaN or Inf values (a clear ``ValueError``; never a matrix that silently holds them).
 
 Options other than ``threads`` pass through untouched (a family may add any, e.g. data-aware ``inputs=``, whose
-values do not carry ``W``'s units).
+values do not carry ``W``'s units), except a warm start ``init=`` (a structured matrix, e.g. the fit at a smaller
+budget), which does carry them and is scaled with ``W``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def fit_scaled(fit, W, *args, threads=None, **options):
         finally:
             _inside.reset(token)
 
+    if exponent and getattr(options.get("init"), "scaled", None) is not None:  # a warm start carries W's units
+        options = dict(options, init=options["init"].scaled(math.ldexp(1.0, -exponent)))
     M = run(np.ldexp(W, -exponent) if exponent else W)
     if exponent:
         try:

@@ -1,115 +1,117 @@
-"""Fit a Toeplitz-like matrix: truncated displacement (closed form), then alternating least squares on ‖W − M‖.
+"""Fit a Toeplitz-like matrix to a weight ``W`` (Frobenius) or to the layer's outputs on given inputs.
 
-**Closed form.** The displacement ``∇(W) = Z_1 W − W Z_{-1}`` of the (zero-padded, N×N) weight is truncated to rank
-r by the SVD and mapped back by the inversion formula ``M = ½ Σ Z_1(g_j) Z_{-1}(J h_j)``. This minimises
-``‖∇(W − M)‖``, not ``‖W − M‖``: ``∇⁻¹`` amplifies the discarded tail by up to ``cot(π/2N) ≈ 2N/π``, so on matrices
-without displacement structure the closed form can be worse than the zero matrix (implementation note
-ldr-sparse-monarch.md §1.5).
+A Toeplitz-like matrix of displacement rank r is ``M = ½ 𝒜(G Vᵀ)[:m, :n]`` (``V = J H``,
+:mod:`structmat.matrices.toeplitz_like`); the least-squares machinery is in
+:mod:`structmat.approximators._toeplitz_like_als`.
 
-**Refinement.** ``M`` is linear in ``G`` for fixed ``H`` and in ``H`` for fixed ``G``, so alternating least squares
-(ALS) lowers ``‖W − M‖_F`` monotonically. Writing ``V = J H`` and ``M = ½ 𝒜(G Vᵀ)`` (see
-``structmat.matrices._toeplitz_like_kernels``), the normal equations of a half-step on the full square are
-block-circulant in ``G`` (block skew-circulant in ``V``), with r×r blocks:
+**Plain fit** (``‖W − M‖_F``). Candidates, the best of which is returned:
 
-* G-step: ``¼ Γ(p) Ĝ(p) = b̂(p)`` at every frequency p, ``Γ_{jj'}(p) = DFT[(N − 2k) s_{jj'}(k)](p)``,
-  ``s_{jj'} = Z_{-1}(v_{j'}) τ_{-1}(v_j)``, ``b = ½ 𝒜*(W) V``;
-* V-step: the same in the twisted basis ``D = diag(e^{iπk/N})``, ``Ψ_{jj'}(p) = DFT[D (N − 2k) x_{jj'}](p)``,
-  ``x_{jj'} = Z_1(g_j)ᵀ g_{j'}``, ``b = ½ 𝒜*(W)ᵀ G``.
+* the closed form: the displacement ``∇(W) = Z_1 W − W Z_{-1}`` of the zero-padded weight truncated to rank r by
+  the SVD and mapped back (Pan 2001, Sec. 4.4). It minimises ``‖∇(W − M)‖``, not ``‖W − M‖``, and ``∇⁻¹``
+  amplifies the discarded tail by up to ``cot(π/2N) ≈ 2N/π``, so on matrices without displacement structure it can
+  be worse than the zero matrix (implementation note ldr-sparse-monarch.md §1.5); its best multiple
+  ``α = <W, M>/‖M‖²`` is never worse than zero;
+* the truncated SVD of ``W`` at rank ``⌊r/2⌋``, which is Toeplitz-like of displacement rank at most r
+  (:meth:`~structmat.matrices.toeplitz_like.ToeplitzLike.from_lowrank`): the simplest member of the family that
+  equals a simpler one;
+* a warm start (``init``, e.g. the fit at a smaller budget), zero-padded to rank r;
+* alternating least squares (ALS) on the generators: ``M`` is linear in ``G`` for fixed ``V`` and in ``V`` for
+  fixed ``G``, so every half-step is a least-squares problem and the error never increases. It starts from the
+  singular vectors of the displacement rows (columns) the block determines — so an exactly Toeplitz-like block is
+  recovered by one half-step — and after that half-step continues from the best of the candidates above.
 
-The right-hand sides cost one O(N²) pass plus a GEMM; the Grams cost ``O(r² N log N)`` and the solves ``O(r³ N)``.
-For a rectangular ``W`` only the m×n block is fitted (a masked least-squares problem): each half-step runs
-preconditioned conjugate gradients (PCG) from the current generators, with the square solve as the preconditioner,
-so every PCG step lowers the error too. Fitting the padded square and cropping is worse (note §1.4(a)).
+**Data-aware fit** (``inputs``: rows or :class:`~structmat.InputStatistics`): the objective is the layer's output
+error ``‖(W − M) Xᵀ‖_F = ‖(W − M) L‖_F`` with ``L Lᵀ = C + λI`` (structmat's note data-aware.md). Candidates:
+the plain fit (so the result is never worse than it on the fitting rows), the output-optimal low rank at rank
+``⌊r/2⌋`` (the whitened truncated SVD, :func:`~structmat.approximators.lowrank.fit_lowrank`; SVD-LLM, Wang et al.
+2025) embedded exactly, and the warm start; then ALS in the output norm from the best of them. Its half-steps are
+``C``-weighted least squares, solved by conjugate gradients preconditioned with the unweighted solve (the weight
+breaks the frequency decoupling; see the engine's module docstring). Every candidate is scored by the output
+objective.
 
-**Start of the refinement.** The block determines part of the displacement: rows 1..m−1 of ``∇`` when
-``m < n`` (they span the row space of ``Hᵀ``), columns 0..n−2 when ``m > n`` (the column space of ``G``), all of it
-when square. The refinement starts from the top-r singular vectors of that part, so an exactly Toeplitz-like block
-is recovered by one least-squares half-step.
+**Monotone in the budget.** The budget only sets the rank ``r = budget // (2 max(m, n))``. For ``max(m, n) <=
+CHAIN_MAX_SIDE`` the fit at rank r is computed as a chain over the ranks 1, 2, …, r, each rank warm-started from the
+previous one's answer (padded), so a larger budget never gives a larger error. Larger matrices fit each rank
+independently (a chain would multiply the cost by r); pass the smaller budget's answer as ``init`` to get the same
+guarantee.
 
-The refinement's first candidate is the best multiple of the closed form (``α = <W, M>/‖M‖²``, error at most
-``‖W‖``). The fit returns whichever of the closed form and the refinement has the smaller error, and logs both.
-**Stopping.** The refinement stops on ``tol``, on ``max_iterations`` sweeps, or when the next half-step would take
-its work past ``max_work``: work is counted in *model seconds*, the duration a cost model
-(:meth:`_Problem.half_step_work`) gives each half-step on one core of the machine it was calibrated on. It is
-counted, not measured, so the result is the same on every machine and under any load; the default (20) keeps the
-fit times the wall-clock limit of earlier versions gave on a quiet core. A first half-step larger than
-``max_work`` is not started (large ``N`` and ``r``). A wall-clock limit is available (``max_seconds``) but off by
-default, because it makes the result depend on the machine's speed and load.
+**Stopping.** Each ALS stops on ``tol`` (a sweep lowering the error by less than ``tol`` times itself), on its
+sweep count, or when the next half-step would take its work past ``max_work`` (the output-norm ALS: past 1.5 times
+the plain ALS's work, ``OUTPUT_WORK_FACTOR``, so that a data-aware fit costs about three plain ones). Work is counted in *model seconds*
+(:meth:`~structmat.approximators._toeplitz_like_als.ToeplitzLikeProblem.half_step_work`, a cost model from the
+sizes alone), never measured, so the result is the same on every machine and under any load. A wall-clock limit
+(``max_seconds``) is available but off by default.
 
 References
 ----------
-V. Sindhwani, T. Sainath, S. Kumar, NeurIPS 2015 (the displacement inversion); V. Pan, "Structured Matrices and
-Polynomials", 2001, Sec. 4.4 (truncating the displacement); implementation note ldr-sparse-monarch.md §1.5
-(the block-circulant normal equations, checked against ``lstsq``).
+V. Sindhwani, T. Sainath, S. Kumar, "Structured transforms for small-footprint deep learning", NeurIPS 2015 (the
+displacement inversion); V. Pan, "Structured Matrices and Polynomials", Birkhäuser 2001, Sec. 4.4 (truncating the
+displacement); X. Wang et al., "SVD-LLM: truncation-aware singular value decomposition for large language model
+compression", ICLR 2025, Sec. 3.1 (whitening); implementation note ldr-sparse-monarch.md §1.5 (the block-circulant
+normal equations, checked against ``lstsq``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.fft
-import scipy.linalg
-from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
+from structmat.approximators._toeplitz_like_als import EXACT, ToeplitzLikeProblem, balance, leading_svd
+from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.fit_guard import guarded_fit
-from structmat.approximators.lowrank import truncated_svd
-from structmat.matrices._toeplitz_like_kernels import _adjoint, _assemble, _masked_gram_block
-from structmat.matrices.toeplitz_like import ToeplitzLike, skew_twist, tau
+from structmat.approximators.lowrank import fit_lowrank
+from structmat.matrices.lowrank import LowRank
+from structmat.matrices.toeplitz_like import ToeplitzLike
+from structmat.statistics import DEFAULT_RIDGE
 from structmat.threads import limit_threads
 
-__all__ = ["fit_toeplitz_like", "ToeplitzLikeFit", "fit_toeplitz_like_rank"]
+__all__ = ["fit_toeplitz_like", "ToeplitzLikeFit", "fit_toeplitz_like_rank", "fit_toeplitz_like_pair", "check_limit",
+           "output_weight", "DEFAULT_MAX_WORK", "CHAIN_MAX_SIDE"]
 
 logger = logging.getLogger(__name__)
 
-#: Relative ridge added to every r×r normal-equation block (keeps singular frequencies finite).
-_RIDGE = 1e-13
-#: The displacement's SVD is LAPACK's (deterministic) up to this side, randomized (seeded) beyond.
-_EXACT_SVD_MAX = 2048
-#: Effective flops per second of one core in the half-step cost model (``half_step_work``), for a quiet core of the
-#: development machine (AMD EPYC): the classifier (N = 1280, r = 125) ran about 11 half-steps in the 15.5 s the
-#: earlier 20 s wall-clock limit left after the closed form at load 3.3; 1.4e9 was measured with four other jobs
-#: on the same core.
-_FLOPS_PER_SECOND = 4e9
-#: Default work limit of the refinement, in model seconds.
+#: Default work limit of each ALS run, in model seconds.
 DEFAULT_MAX_WORK = 20.0
-#: A relative error below this is exact to rounding: nothing is refined further.
-_EXACT = 1e-11
-#: Rectangular half-steps with at most this many unknowns (N·r) are solved exactly through the dense normal
-#: matrix (O((N r)³)); larger ones run preconditioned conjugate gradients.
-DENSE_LIMIT = 2048
-#: ... in the first sweep only (which is what recovers an exactly Toeplitz-like block); later sweeps use PCG unless
-#: ``N·r`` is at most this.
-DENSE_ALWAYS = 512
-#: Blocks of this rank and above are factored by Cholesky (SciPy, a Python loop over frequencies), smaller ones
-#: inverted by NumPy's batched ``inv``.
-_CHOLESKY_MIN_RANK = 64
-#: Numbers held by one chunk of the Gram computation (N · chunk · r complex values).
-_GRAM_CHUNK = 1 << 22
+#: The output-norm ALS gets at most this times the plain ALS's work (but at least ``OUTPUT_MIN_WORK`` model
+#: seconds), so that a data-aware fit costs about three plain ones at any rank: its weighted steps cost an
+#: ``m n²`` product each, whatever the rank, while the plain fit's cost grows with the rank.
+OUTPUT_WORK_FACTOR = 1.5
+OUTPUT_MIN_WORK = 1.0
+#: Up to this ``max(m, n)`` the fit at rank r chains the ranks 1..r (monotone in the budget by construction).
+CHAIN_MAX_SIDE = 32
 
 
 @dataclass(frozen=True)
 class ToeplitzLikeFit:
-    """The outcome of a Toeplitz-like fit: the matrix kept and both relative errors.
+    """The outcome of a Toeplitz-like fit: the matrix kept, its error, and those of the candidates.
 
-    ``matrix`` is the better of the two; ``closed_form_error`` is that of the truncated displacement,
-    ``refined_error`` that of the ALS refinement (None when not run), ``sweeps`` the ALS sweeps run.
+    Errors are relative, in the fit's ``objective``: ``"frobenius"`` (``‖W − M‖ / ‖W‖``) or ``"output"``
+    (``‖(W − M) L‖ / ‖W L‖``, the regularised output error). ``closed_form_error`` is the truncated displacement's
+    (None in an output fit, whose candidates start from the plain fit), ``refined_error`` the best of the other
+    candidates (None when the refinement did not run), ``candidates`` maps every candidate tried to its error, ``sweeps`` counts ALS sweeps, ``work`` their model seconds.
     """
 
     matrix: ToeplitzLike
-    closed_form_error: float
+    error: float
+    objective: str
+    closed_form_error: float | None
     refined_error: float | None
+    candidates: dict
     sweeps: int
+    work: float
     seconds: float
 
 
 @guarded_fit
-def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8,
-                      max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None, tol: float = 5e-3,
-                      cg_iterations: int = 3, seed=0, progress: bool = False) -> ToeplitzLike:
+def fit_toeplitz_like(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
+                      max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3, output_sweeps: int = 4,
+                      output_cg_iterations: int = 12, max_work: float | None = DEFAULT_MAX_WORK,
+                      max_seconds: float | None = None, init: ToeplitzLike | None = None, seed=0,
+                      progress: bool = False) -> ToeplitzLike:
     """Toeplitz-like approximation of ``W`` with ``2 r max(m, n) <= budget`` parameters.
 
     Parameters
@@ -119,39 +121,50 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
     budget : int >= 1 or float in (0, 1]
         Parameter count, or a share of ``m * n``. The displacement rank is ``r = budget // (2 max(m, n))``,
         capped at ``max(m, n)`` (which already represents every matrix).
+    inputs : array_like of shape (N, in_features), or InputStatistics, optional
+        Fit the layer's outputs on these inputs (module docstring) instead of ``W`` itself.
+    ridge : float
+        Relative regularisation of the inputs' second moment (:class:`~structmat.InputStatistics`).
     refine : bool
-        Run the ALS refinement after the closed form (``False`` returns the closed form: a sweep variant
-        ``toeplitz_like[refine=False]`` records its error beside the refined one).
+        ``False`` returns the closed form alone (a sweep variant ``toeplitz_like[refine=False]`` records its error
+        beside the refined one); ignored with ``inputs``.
     max_iterations : int
-        ALS sweeps at most (one sweep = a G-step and an H-step).
-    max_work : float or None
-        Work limit of the refinement in model seconds (module docstring; None: no limit). Deterministic.
-    max_seconds : float or None
-        Opt-in wall-clock limit: no half-step is started that would end past this many seconds since the start
-        (default None). Only this limit makes the result depend on the machine's speed and load.
+        ALS sweeps at most of the plain fit (one sweep = a G-step and an H-step).
     tol : float
-        Stop when a sweep lowers the error by less than ``tol`` times itself.
+        Stop an ALS when a sweep lowers the error by less than ``tol`` times itself.
     cg_iterations : int
-        PCG steps per half-step for rectangular ``W`` with ``max(m, n)·r > 2048`` (smaller ones are solved
-        exactly; square ones need one step). The square-solve preconditioner does most of the work in the first.
+        Preconditioned conjugate-gradient steps per half-step of the plain fit where it is not solved exactly
+        (rectangular ``W`` with ``max(m, n)·r > 2048``, or ranks above 160).
+    output_sweeps, output_cg_iterations : int
+        ALS sweeps, and conjugate-gradient steps per half-step, of the refinement in the output norm (``inputs``).
+    max_work : float or None
+        Work limit of each ALS run in model seconds (module docstring; None: no limit); the output-norm ALS also
+        stops at 1.5 times the plain ALS's work. Deterministic.
+    max_seconds : float or None
+        Opt-in wall-clock limit of each ALS run: no half-step is started that would end past this many seconds
+        since the start of the fit (default None). Only this limit makes the result depend on the machine.
+    init : ToeplitzLike, optional
+        A warm start of the same shape and at most the fitted rank, e.g. the fit at a smaller budget: it is a
+        candidate (zero-padded), so the result is never worse than it.
     seed : int or None
-        Seeds the randomized SVD used for the closed form when ``max(m, n) > 2048`` (LAPACK's below); the fit is
-        otherwise deterministic.
+        Seeds the randomized SVDs used for large matrices (``max(m, n) > 2048``); the fit is otherwise
+        deterministic.
     progress : bool
-        Show a tqdm bar over the sweeps.
+        Show tqdm bars over the sweeps.
 
-    Runs with the thread limit of :mod:`structmat.threads` (one BLAS thread by default).
+    Runs with the thread limit of :mod:`structmat.threads` (one BLAS thread by default), fits ``W`` divided by a
+    power of two and scales the result back (:mod:`structmat.approximators.fit_guard`; ``init`` is scaled with it).
 
     Returns
     -------
     ToeplitzLike
-        float64; the better of the closed form and the refinement. Both errors are logged at INFO
+        float64; the best candidate (module docstring). Its errors and the candidates' are logged at INFO
         (:func:`fit_toeplitz_like_rank` returns them).
 
     Raises
     ------
     ValueError
-        if ``budget < 2 max(m, n)`` (displacement rank 1), or for bad ``W``.
+        if ``budget < 2 max(m, n)`` (displacement rank 1), for bad ``W``, ``inputs`` or ``init``.
 
     Examples
     --------
@@ -160,6 +173,12 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
     >>> M = fit_toeplitz_like(T, 2 * 2 * 8)
     >>> M.rank, bool(np.allclose(M.to_dense(), T))
     (2, True)
+    >>> X = np.random.default_rng(0).standard_normal((40, 6))
+    >>> W = np.random.default_rng(1).standard_normal((8, 6))
+    >>> import structmat
+    >>> aware, plain = fit_toeplitz_like(W, 16, inputs=X), fit_toeplitz_like(W, 16)
+    >>> bool(structmat.output_error(W, aware, X) <= structmat.output_error(W, plain, X))
+    True
     """
     W = check_weight(W)
     limit = resolve_budget(budget, W.shape)
@@ -171,25 +190,49 @@ def fit_toeplitz_like(W, budget, *, refine: bool = True, max_iterations: int = 8
             f"budget={budget} allows {limit} parameters, below the smallest Toeplitz-like matrix for shape "
             f"({m}, {n}): {2 * N} parameters (displacement rank 1, 2·max(m, n))"
         )
-    fit = fit_toeplitz_like_rank(W, rank, refine=refine, max_iterations=max_iterations, max_work=max_work,
-                                 max_seconds=max_seconds, tol=tol, cg_iterations=cg_iterations, seed=seed,
-                                 progress=progress)
+    fit = fit_toeplitz_like_rank(W, rank, inputs=inputs, ridge=ridge, refine=refine, max_iterations=max_iterations,
+                                 tol=tol, cg_iterations=cg_iterations, output_sweeps=output_sweeps,
+                                 output_cg_iterations=output_cg_iterations, max_work=max_work,
+                                 max_seconds=max_seconds, init=init, seed=seed, progress=progress)
     return fit.matrix
 
 
-def fit_toeplitz_like_rank(W, rank: int, *, refine: bool = True, max_iterations: int = 8,
+def fit_toeplitz_like_rank(W, rank: int, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
+                           max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3,
+                           output_sweeps: int = 4, output_cg_iterations: int = 12,
                            max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
-                           tol: float = 5e-3, cg_iterations: int = 3, seed=0,
-                           progress: bool = False) -> ToeplitzLikeFit:
-    """The fit of :func:`fit_toeplitz_like` at a given displacement rank, with both errors."""
+                           init: ToeplitzLike | None = None, seed=0, progress: bool = False) -> ToeplitzLikeFit:
+    """The fit of :func:`fit_toeplitz_like` at a given displacement rank, with its errors and candidates."""
+    plain, output = fit_toeplitz_like_pair(
+        W, rank, inputs=inputs, ridge=ridge, refine=refine, max_iterations=max_iterations, tol=tol,
+        cg_iterations=cg_iterations, output_sweeps=output_sweeps, output_cg_iterations=output_cg_iterations,
+        max_work=max_work, max_seconds=max_seconds, init=init, seed=seed, progress=progress)
+    return plain if output is None else output
+
+
+def fit_toeplitz_like_pair(W, rank: int, *, inputs=None, ridge: float = DEFAULT_RIDGE, refine: bool = True,
+                           max_iterations: int = 16, tol: float = 1e-3, cg_iterations: int = 3,
+                           output_sweeps: int = 4, output_cg_iterations: int = 12,
+                           max_work: float | None = DEFAULT_MAX_WORK, max_seconds: float | None = None,
+                           init: ToeplitzLike | None = None, chain: bool = True, seed=0,
+                           progress: bool = False) -> tuple[ToeplitzLikeFit, ToeplitzLikeFit | None]:
+    """Both fits of :func:`fit_toeplitz_like_rank` at once: ``(plain, output)``, ``output`` None without
+    ``inputs`` (the output fit computes the plain one anyway, as its first candidate). ``chain=False`` fits the
+    rank alone even for small matrices (for a caller that chains the ranks itself through ``init``)."""
     W = check_weight(W)
-    rank = check_positive_int(rank, "rank")
-    max_iterations = check_positive_int(max_iterations, "max_iterations", minimum=0)
-    cg_iterations = check_positive_int(cg_iterations, "cg_iterations")
-    max_work = check_limit(max_work, "max_work")
-    max_seconds = check_limit(max_seconds, "max_seconds")
+    rank = min(check_positive_int(rank, "rank"), max(W.shape))
+    settings = _Settings(
+        refine=bool(refine) or inputs is not None,
+        max_iterations=check_positive_int(max_iterations, "max_iterations", minimum=0),
+        tol=float(tol), cg_iterations=check_positive_int(cg_iterations, "cg_iterations"),
+        output_sweeps=check_positive_int(output_sweeps, "output_sweeps", minimum=0),
+        output_cg_iterations=check_positive_int(output_cg_iterations, "output_cg_iterations"),
+        max_work=check_limit(max_work, "max_work"), max_seconds=check_limit(max_seconds, "max_seconds"),
+        seed=seed, progress=progress)
+    stats = None if inputs is None else as_statistics(inputs, W.shape[1])
+    init = _check_init(init, W.shape, rank)
     with limit_threads():
-        return _fit_rank(W, rank, refine, max_iterations, max_work, max_seconds, tol, cg_iterations, seed, progress)
+        return _fit(W, rank, stats, ridge, init, settings, chain)
 
 
 def check_limit(value, name: str) -> float | None:
@@ -201,357 +244,159 @@ def check_limit(value, name: str) -> float | None:
     return float(value)
 
 
-def _fit_rank(W, rank, refine, max_iterations, max_work, max_seconds, tol, cg_iterations, seed,
-              progress) -> ToeplitzLikeFit:
+def output_weight(stats, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
+    """``C / scale² + λ I`` (n × n, symmetric positive definite): the weight of the output objective, the same
+    regularisation as :class:`~structmat.approximators.data_aware.OutputObjective`."""
+    mu, V = stats.regularized_eigh(ridge)
+    C = (V * mu) @ V.T
+    return (C + C.T) / 2.0
+
+
+@dataclass(frozen=True)
+class _Settings:
+    refine: bool
+    max_iterations: int
+    tol: float
+    cg_iterations: int
+    output_sweeps: int
+    output_cg_iterations: int
+    max_work: float | None
+    max_seconds: float | None
+    seed: object
+    progress: bool
+
+
+def _check_init(init, shape, rank):
+    if init is None:
+        return None
+    if not isinstance(init, ToeplitzLike):
+        raise TypeError(f"init must be a ToeplitzLike matrix (e.g. the fit at a smaller budget); got "
+                        f"{type(init).__name__}")
+    if init.shape != tuple(shape) or init.rank > rank:
+        raise ValueError(f"init must have shape {tuple(shape)} and rank <= {rank} (the fitted rank); got shape "
+                         f"{init.shape} and rank {init.rank}")
+    return init
+
+
+def _fit(W, rank, stats, ridge, init, settings, chain):
     start = time.perf_counter()
-    problem = _Problem(W)
-    rank = min(rank, problem.N)
-    G, V, known = problem.closed_form(rank, seed)
-    closed_error = problem.error(G, V)
-    best, refined_error, sweeps = (G, V), None, 0
-    if refine and max_iterations > 0 and closed_error > _EXACT * problem.norm:
-        # the cheapest refinement first: the best multiple of the closed form (its error is at most ‖W‖)
-        model = problem.model(G, V)
-        alpha = float(np.vdot(W, model)) / max(float(np.vdot(model, model)), 1e-300)
-        best, refined_error = (alpha * G, V), float(np.linalg.norm(W - alpha * model))
-        G2, V2, als_error, sweeps = problem.refine(known, rank, max_iterations, max_work, max_seconds, tol,
-                                                   cg_iterations, start, progress)
-        if als_error < refined_error:
-            best, refined_error = (G2, V2), als_error
-        if refined_error >= closed_error:
-            best = (G, V)
-    G, V = _balance(*best)
+    plain_problem = ToeplitzLikeProblem(W)
+    output_problem = None
+    if stats is not None:
+        output_problem = ToeplitzLikeProblem(W, weight=output_weight(stats, ridge),
+                                             weight_eigh=stats.regularized_eigh(ridge))
+    chain = chain and settings.refine and plain_problem.N <= CHAIN_MAX_SIDE
+    plain = output = None
+    for k in (range(1, rank + 1) if chain else [rank]):
+        warm = [f.matrix for f in (plain,) if f is not None]
+        if init is not None and init.rank <= k:
+            warm.append(init)
+        plain = _fit_plain(plain_problem, k, warm, settings, start)
+        if output_problem is not None:
+            warm = [] if output is None else [output.matrix]
+            if init is not None and init.rank <= k:
+                warm.append(init)
+            output = _fit_output(output_problem, k, plain, stats, ridge, warm, settings, start)
     seconds = time.perf_counter() - start
-    scale = max(problem.norm, np.finfo(float).tiny)
-    closed, refined = closed_error / scale, (None if refined_error is None else refined_error / scale)
-    logger.info("fit_toeplitz_like: shape=%s rank=%d closed-form error %.4g, refined %s after %d ALS sweeps, "
-                "%.2f s", W.shape, rank, closed, "-" if refined is None else f"{refined:.4g}", sweeps, seconds)
-    matrix = ToeplitzLike(G, V[::-1], shape=W.shape)
-    return ToeplitzLikeFit(matrix, closed, refined, sweeps, seconds)
+    return replace(plain, seconds=seconds), (None if output is None else replace(output, seconds=seconds))
 
 
-def _balance(G, V):
-    """Same product ``G Vᵀ``, orthogonal columns on both sides and equal column norms."""
-    QG, RG = np.linalg.qr(G)
-    QV, RV = np.linalg.qr(V)
-    U, s, Yt = np.linalg.svd(RG @ RV.T)
-    root = np.sqrt(s)
-    return QG @ U * root, QV @ Yt.T * root
+def _generators(T: ToeplitzLike):
+    return np.array(T.G, dtype=np.float64), np.array(T.H[::-1], dtype=np.float64)
 
 
-class _Problem:
-    """``min ‖W − ½ 𝒜(G Vᵀ)[:m, :n]‖_F`` over the generators; ``V = J H``."""
-
-    def __init__(self, W: np.ndarray) -> None:
-        self.W = W
-        self.m, self.n = W.shape
-        self.N = max(W.shape)
-        self.square = self.m == self.n
-        self.norm = float(np.linalg.norm(W))
-        self.twist = skew_twist(self.N)
-        self.ramp = self.N - 2.0 * np.arange(self.N)
-        self.v_frequencies = np.arange(1, (self.N + 1) // 2 + 1) % self.N  # one of each pair p, 1 - p (mod N)
-        self.v_partners = (1 - self.v_frequencies) % self.N
-        self.W_adjoint = _adjoint(W, self.N)  # 𝒜*(W̄), the right-hand sides of every half-step
-
-    # ---------------------------------------------------------------- the linear maps
-    def model(self, G, V):
-        return 0.5 * _assemble(G @ V.T, self.m, self.n)
-
-    def residual(self, G, V):
-        return self.W - self.model(G, V)
-
-    def error(self, G, V) -> float:
-        return float(np.linalg.norm(self.residual(G, V)))
-
-    def displacement(self) -> np.ndarray:
-        """``Z_1 W̄ − W̄ Z_{-1}`` of the zero-padded N×N weight."""
-        W = np.zeros((self.N, self.N))
-        W[: self.m, : self.n] = self.W
-        shifted = np.empty_like(W)
-        shifted[:, :-1] = W[:, 1:]
-        shifted[:, -1] = -W[:, 0]
-        return np.roll(W, 1, axis=0) - shifted
-
-    # ---------------------------------------------------------------- closed form and the start of the refinement
-    def closed_form(self, rank: int, seed):
-        """Truncated SVD of the padded displacement; also the start of the refinement, ``(side, basis)``.
-
-        The block fixes rows 1..m−1 of ``∇`` (``m < n``; they lie in the row space of ``Hᵀ``) or columns 0..n−2
-        (``m > n``; the column space of ``G``). Their top singular vectors start the refinement. When they have
-        fewer than ``rank`` independent directions (a Toeplitz block has one), the completion that continues the
-        block with zero displacement rows (columns) adds one more: the displacement row 0 (column N−1) it implies.
-        """
-        D = self.displacement()
-        U, s, Yt = truncated_svd(D, rank, method="svd" if self.N <= _EXACT_SVD_MAX else "auto", seed=seed)
-        root = np.sqrt(s)
-        G, V = U * root, (Yt.T * root)[::-1]
-        if self.square:
-            return G, V, ("V", V)
-        m, n, N = self.m, self.n, self.N
-        if m < n:  # rows: ∇[i] = W[i-1] - W[i] Z_{-1}; continuing with M[i]ᵀ = Z_{-1} M[i-1]ᵀ leaves row 0
-            observed = D[1:m].T
-            last = _skew_shift(self.W[m - 1], N - m)
-            extra = last - np.concatenate([self.W[0, 1:], -self.W[0, :1]])
-            fallback = Yt.T
-        else:  # columns: ∇[:, l] = Z_1 W[:, l] - W[:, l+1]; continuing with M[:, l+1] = Z_1 M[:, l] leaves column N-1
-            observed = D[:, : n - 1]
-            extra = np.roll(self.W[:, n - 1], N - n + 1) + self.W[:, 0]
-            fallback = U
-        basis = _start_basis(observed, extra, fallback, rank, seed)
-        return G, V, (("V", basis[::-1].copy()) if m < n else ("G", basis))
-
-    # ---------------------------------------------------------------- normal-equation blocks (square)
-    def g_gram(self, V):
-        """``¼ Γ(p)`` for p = 0..N/2, shape (N/2+1, r, r) (G is real: the other frequencies are conjugates)."""
-        N, r = V.shape
-        A = scipy.fft.fft(self.twist * V.T, axis=-1)  # rows: twisted spectra of v_k
-        B = scipy.fft.fft(self.twist * tau(V, -1.0).T, axis=-1)  # rows: twisted spectra of τ_{-1} v_j
-        weight = 0.25 * self.twist.conj() * self.ramp
-        Gamma = np.empty((N // 2 + 1, r, r), dtype=complex)
-        for j0, j1 in _pair_chunks(N, r):  # Γ is Hermitian: rows j0:j1 from column j0 on
-            S = scipy.fft.ifft(B[j0:j1, None, :] * A[None, j0:, :], axis=-1)  # s_{jk} = Z_{-1}(v_k) τ_{-1}(v_j)
-            Gamma[:, j0:j1, j0:] = np.moveaxis(scipy.fft.rfft((S * weight).real, axis=-1), -1, 0)
-            Gamma[:, j1:, j0:j1] = Gamma[:, j0:j1, j1:].conj().transpose(0, 2, 1)
-        return Gamma
-
-    def v_gram(self, G):
-        """``¼ Ψ(p)`` in the twisted basis at the frequencies ``self.v_frequencies`` (a real vector's twisted
-        spectrum has ``ŵ(1 - p) = conj ŵ(p)``, so the others follow)."""
-        N, r = G.shape
-        G_hat = scipy.fft.rfft(G.T, axis=-1)
-        weight = 0.25 * self.twist * self.ramp
-        Psi = np.empty((len(self.v_frequencies), r, r), dtype=complex)
-        for j0, j1 in _pair_chunks(N, r):
-            X = scipy.fft.irfft(G_hat.conj()[j0:j1, None, :] * G_hat[None, j0:, :], n=N, axis=-1)  # Z_1(g_j)ᵀ g_k
-            spectrum = scipy.fft.fft(X * weight, axis=-1)[:, :, self.v_frequencies]
-            Psi[:, j0:j1, j0:] = np.moveaxis(spectrum, -1, 0)
-            Psi[:, j1:, j0:j1] = Psi[:, j0:j1, j1:].conj().transpose(0, 2, 1)
-        return Psi
-
-    def g_apply(self, factor, R):
-        """``(¼ Γ)⁻¹`` applied to the columns' spectra of ``R`` (N, r)."""
-        R_hat = scipy.fft.rfft(R, axis=0)
-        return scipy.fft.irfft(factor(R_hat), n=self.N, axis=0)
-
-    def v_apply(self, factor, R):
-        """``(¼ Ψ)⁻¹`` applied in the twisted basis."""
-        R_hat = scipy.fft.fft(self.twist[:, None] * R, axis=0)
-        X_hat = np.empty_like(R_hat)
-        X_hat[self.v_frequencies] = factor(R_hat[self.v_frequencies])
-        X_hat[self.v_partners] = X_hat[self.v_frequencies].conj()
-        return (self.twist.conj()[:, None] * scipy.fft.ifft(X_hat, axis=0)).real
-
-    # ---------------------------------------------------------------- ALS half-steps
-    def rhs(self, which: str, fixed):
-        """The adjoint of the half-step's linear map applied to W: ``½ 𝒜*(W̄) V`` or ``½ 𝒜*(W̄)ᵀ G``."""
-        return 0.5 * (self.W_adjoint @ fixed if which == "G" else self.W_adjoint.T @ fixed)
-
-    def product(self, which: str, x, fixed):
-        return x @ fixed.T if which == "G" else fixed @ x.T
-
-    def half_step(self, which: str, G, V, cg_iterations: int, exact: bool = True):
-        """Least squares in G (``which="G"``) or in V with the other fixed; returns ``(G, V, error)``.
-
-        Square: one block-circulant solve. Rectangular: the dense masked normal equations when ``exact`` and
-        ``N r <= DENSE_LIMIT`` (or ``N r <= DENSE_ALWAYS``), else ``cg_iterations`` PCG steps."""
-        Q, R_fixed = np.linalg.qr(V if which == "G" else G)
-        x = (G if which == "G" else V) @ R_fixed.T  # the same product G Vᵀ, with an orthonormal fixed side
-        if self.square:
-            x = self.square_solve(which, Q, self.rhs(which, Q))
-        elif self.N * Q.shape[1] <= (DENSE_LIMIT if exact else DENSE_ALWAYS):
-            x = self.dense_solve(which, Q)
-        else:
-            x = self.pcg(which, Q, x, cg_iterations)
-        G, V = (x, Q) if which == "G" else (Q, x)
-        return G, V, self.error(G, V)
-
-    def square_solve(self, which: str, fixed, R):
-        """The inverse of the half-step's square Gram applied to ``R`` (block-circulant solve, module doc)."""
-        if which == "G":
-            return self.g_apply(_factor(self.g_gram(fixed)), R)
-        return self.v_apply(_factor(self.v_gram(fixed)), R)
-
-    def dense_solve(self, which: str, fixed):
-        """Exact masked least squares for small ``N r``: the normal matrix from windowed diagonal sums."""
-        N, r = fixed.shape
-        rows, cols = np.arange(N)[:, None], np.arange(N)[None, :]
-        if which == "G":  # blocks Σ_{i<m} K[(i-a)%N, (i-a')%N], K = T_j[:, :n] T_j'[:, :n]ᵀ, T_j = Z_{-1}(v_j)
-            sign = np.where(rows < cols, -1.0, 1.0)[:, : self.n]
-            factors = np.moveaxis(fixed[(rows - cols)[:, : self.n] % N] * sign[:, :, None], 2, 0)  # (r, N, n)
-            length, signed = self.m, False
-        else:  # blocks Σ_{l<n} σσ' K[(l+k)%N, (l+k')%N], K = C_j[:m]ᵀ C_j'[:m], C_j = Z_1(g_j)
-            factors = np.moveaxis(fixed[(rows - cols)[: self.m] % N], 2, 0).transpose(0, 2, 1)  # (r, N, m)
-            length, signed = self.n, True
-        factors = np.ascontiguousarray(factors)
-        blocks = np.empty((r, r, N, N))
-        for j in range(r):
-            for k in range(j, r):
-                blocks[j, k] = _masked_gram_block(factors[j] @ factors[k].T, length, signed)
-                blocks[k, j] = blocks[j, k].T
-        normal = 0.25 * blocks.transpose(2, 0, 3, 1).reshape(N * r, N * r)
-        return _solve_psd(normal, self.rhs(which, fixed).ravel()).reshape(N, r)
-
-    def pcg(self, which: str, fixed, x, iterations: int):
-        """Masked least squares by PCG from ``x``, preconditioned by the square solve; every step lowers the error."""
-        if which == "G":
-            factor = _factor(self.g_gram(fixed))
-            precondition = lambda R: self.g_apply(factor, R)  # noqa: E731
-        else:
-            factor = _factor(self.v_gram(fixed))
-            precondition = lambda R: self.v_apply(factor, R)  # noqa: E731
-        if which == "G":
-            adjoint = lambda R: 0.5 * (_adjoint(R, self.N) @ fixed)  # noqa: E731
-        else:
-            adjoint = lambda R: 0.5 * (_adjoint(R, self.N).T @ fixed)  # noqa: E731
-        residual = self.W - 0.5 * _assemble(self.product(which, x, fixed), self.m, self.n)
-        gradient = adjoint(residual)
-        z = precondition(gradient)
-        direction = z.copy()
-        rz = rz0 = float(np.vdot(gradient, z))
-        for _ in range(iterations):
-            if rz <= 1e-28 * rz0 or rz0 == 0.0:
-                break
-            image = 0.5 * _assemble(self.product(which, direction, fixed), self.m, self.n)
-            curvature = float(np.vdot(image, image))
-            if curvature <= 0.0:
-                break
-            alpha = rz / curvature
-            x = x + alpha * direction
-            residual = residual - alpha * image
-            gradient = adjoint(residual)
-            z = precondition(gradient)
-            rz_new = float(np.vdot(gradient, z))
-            direction = z + (rz_new / rz) * direction
-            rz = rz_new
-        return x
-
-    def half_step_work(self, rank: int) -> float:
-        """The work of one half-step in model seconds: the Gram (``r² N log N``), its factorisation (``r³ N``) and
-        the products (``N² r``) at ``_FLOPS_PER_SECOND`` (plus the dense normal matrix of a small rectangular
-        problem). Deterministic: it depends on the sizes only."""
-        N = self.N
-        flops = 8.0 * rank**2 * N * np.log2(max(N, 2)) + 0.7 * rank**3 * N + 8.0 * N**2 * rank  # Cholesky: ~N/2 blocks
-        if not self.square and N * rank <= DENSE_LIMIT:
-            flops += (N * rank) ** 3 / 3.0
-        return flops / _FLOPS_PER_SECOND
-
-    def refine(self, known, rank, max_iterations, max_work, max_seconds, tol, cg_iterations, start, progress):
-        """ALS from the start ``known``; stops on ``tol``, exactness, ``max_iterations`` sweeps, ``max_work``
-        (counted: a half-step is not started when its model work would take the total past it) or the opt-in
-        ``max_seconds`` (a half-step is not started when the previous one's duration, or for the first one the
-        model's, would overrun)."""
-        side, value = known
-        N = self.N
-        if side == "V":
-            G, V, order = np.zeros((N, rank)), value, ("G", "V")
-        else:
-            G, V, order = value, np.zeros((N, rank)), ("V", "G")
-        error = previous = np.inf
-        sweeps, last_duration, stop, work = 0, 0.0, False, 0.0
-        step_work = self.half_step_work(rank)
-        bar = tqdm(total=max_iterations, desc="fit_toeplitz_like ALS", disable=not progress)
-        try:
-            while sweeps < max_iterations and not stop:
-                for which in order:
-                    if max_work is not None and work + step_work > max_work:
-                        logger.info("fit_toeplitz_like: stopped after %d sweeps at max_work=%s (%.3g model seconds "
-                                    "per half-step)", sweeps, max_work, step_work)
-                        stop = True
-                        break
-                    elapsed = time.perf_counter() - start
-                    expected = last_duration if np.isfinite(error) else step_work
-                    if max_seconds is not None and elapsed + expected > max_seconds:
-                        logger.info("fit_toeplitz_like: stopped after %d sweeps at max_seconds=%s", sweeps,
-                                    max_seconds)
-                        stop = True
-                        break
-                    G, V, error = self.half_step(which, G, V, cg_iterations, exact=sweeps == 0)
-                    work += step_work
-                    last_duration = time.perf_counter() - start - elapsed
-                    if error <= _EXACT * self.norm:
-                        stop = True
-                        break
-                else:
-                    sweeps += 1
-                    bar.update(1)
-                    bar.set_postfix(error=f"{error / max(self.norm, 1e-300):.4g}")
-                    logger.debug("ALS sweep %d: relative error %.6g", sweeps, error / max(self.norm, 1e-300))
-                    stop = previous - error < tol * error
-                    previous = error
-        finally:
-            bar.close()
-        return G, V, error, sweeps
-
-
-def _skew_shift(x: np.ndarray, k: int) -> np.ndarray:
-    """``Z_{-1}^k x`` for ``0 <= k <= len(x)``: shift down by k, negating what wraps around."""
-    return np.concatenate([-x[len(x) - k:], x[: len(x) - k]])
-
-
-def _start_basis(observed: np.ndarray, extra: np.ndarray, fallback: np.ndarray, rank: int, seed) -> np.ndarray:
-    """``rank`` orthonormal columns: the independent top left singular vectors of ``observed``, then ``extra``,
-    then the remaining singular vectors and ``fallback`` (all in that order of priority)."""
-    if observed.shape[1] > 0:
-        method = "svd" if max(observed.shape) <= _EXACT_SVD_MAX else "auto"
-        U, s, _ = truncated_svd(observed, min(rank, *observed.shape), method=method, seed=seed)
-        independent = int(np.count_nonzero(s > 1e-10 * s[0])) if s.size and s[0] > 0 else 0
+def _lowrank_start(W, rank, seed, inputs=None, ridge=DEFAULT_RIDGE):
+    """The (plain or whitened) low rank at ``⌊rank/2⌋`` as Toeplitz-like generators of rank ``rank``, or None."""
+    k = rank // 2
+    if k < 1:
+        return None
+    m, n = W.shape
+    if inputs is None:
+        U, s, Vt = leading_svd(W, k, seed)
+        lowrank = LowRank(U * s, Vt.T)
     else:
-        U, independent = np.zeros((observed.shape[0], 0)), 0
-    candidates = np.column_stack([U[:, :independent], extra, U[:, independent:], fallback])
-    Q, R = np.linalg.qr(candidates)
-    diagonal = np.abs(np.diag(R))
-    keep = np.flatnonzero(diagonal > 1e-8 * max(diagonal.max(initial=0.0), 1e-300))[:rank]
-    basis = Q[:, keep]
-    if basis.shape[1] < rank:  # degenerate W (e.g. zero): complete with a seeded random orthonormal basis
-        noise = np.random.default_rng(seed).standard_normal((basis.shape[0], rank - basis.shape[1]))
-        noise -= basis @ (basis.T @ noise)
-        basis = np.column_stack([basis, np.linalg.qr(noise)[0]])
-    return basis
+        lowrank = fit_lowrank(W, k * (m + n), inputs=inputs, ridge=ridge, seed=seed)
+    return _generators(ToeplitzLike.from_lowrank(lowrank, rank))
 
 
-def _solve_psd(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve a positive semi-definite system (masked normal equations may be singular) with a tiny ridge."""
-    ridge = _RIDGE * max(float(np.trace(normal)) / normal.shape[0], 1e-300)
-    try:
-        factor = scipy.linalg.cho_factor(normal + ridge * np.eye(normal.shape[0]), lower=True)
-        return scipy.linalg.cho_solve(factor, rhs)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(normal, rhs, rcond=None)[0]
+def _pack(problem, rank, candidates, closed_name, sweeps, work, objective, start) -> ToeplitzLikeFit:
+    """The best candidate, balanced, as a ToeplitzLikeFit; ``candidates`` maps names to ``(G, V, error)``."""
+    scale = max(problem.norm, np.finfo(float).tiny)
+    name, (G, V, error) = min(candidates.items(), key=lambda item: item[1][2])
+    errors = {key: value[2] / scale for key, value in candidates.items()}
+    others = [e for key, e in errors.items() if key != closed_name]
+    G, V = balance(G, V)
+    matrix = ToeplitzLike(G, V[::-1], shape=problem.W.shape)
+    logger.info("fit_toeplitz_like (%s): shape=%s rank=%d kept %r, error %.4g; candidates %s; %d ALS sweeps",
+                objective, problem.W.shape, rank, name, error / scale,
+                ", ".join(f"{key} {value:.4g}" for key, value in errors.items()), sweeps)
+    return ToeplitzLikeFit(matrix, error / scale, objective, errors.get(closed_name),
+                           min(others) if others else None, errors, sweeps, work, time.perf_counter() - start)
 
 
-def _factor(blocks: np.ndarray):
-    """A solver for Hermitian positive semi-definite r×r blocks (one per frequency) plus a small relative ridge,
-    raised until the factorisation succeeds (singular frequencies get a finite, minimum-norm-like answer).
+def _fit_plain(problem, rank, warm, settings, start) -> ToeplitzLikeFit:
+    """The Frobenius fit at ``rank`` (module docstring)."""
+    G, V, known = problem.closed_form(rank, settings.seed)
+    candidates = {"closed form": (G, V, problem.error(G, V))}
+    if not settings.refine or settings.max_iterations == 0 or candidates["closed form"][2] <= EXACT * problem.norm:
+        return _pack(problem, rank, candidates, "closed form", 0, 0.0, "frobenius", start)
+    alpha_G, error = problem.rescaled(G, V)
+    candidates["rescaled closed form"] = (alpha_G, V, error)
+    lowrank = _lowrank_start(problem.W, rank, settings.seed)
+    if lowrank is not None:
+        candidates["low rank"] = (*lowrank, problem.error(*lowrank))
+    for i, T in enumerate(warm):
+        G_warm, V_warm = _generators(T.padded(rank))
+        candidates[f"warm start {i}"] = (G_warm, V_warm, problem.error(G_warm, V_warm))
+    # one half-step from the displacement's start: exact on an exactly Toeplitz-like block
+    side, basis = known
+    zeros = np.zeros_like(basis)
+    G0, V0, order = (zeros, basis, ("G", "V")) if side == "V" else (basis, zeros, ("V", "G"))
+    work = problem.half_step_work(rank, settings.cg_iterations, first_sweep=True)
+    G1, V1, error1, _ = problem.half_step(order[0], G0, V0, settings.cg_iterations, first_sweep=True)
+    candidates["ALS"] = (G1, V1, error1)
+    sweeps = 0
+    if error1 > EXACT * problem.norm:
+        # continue from the best candidate so far (the ALS never increases the error)
+        name = min(candidates, key=lambda key: candidates[key][2])
+        G_start, V_start, _ = candidates[name]
+        next_order = (order[1], order[0]) if name == "ALS" else ("G", "V")
+        remaining = None if settings.max_work is None else max(settings.max_work - work, 1e-300)
+        G2, V2, error2, sweeps, more = problem.refine(
+            G_start, V_start, next_order, max_iterations=settings.max_iterations, tol=settings.tol,
+            cg_iterations=settings.cg_iterations, max_work=remaining, max_seconds=settings.max_seconds,
+            start=start, progress=settings.progress)
+        work += more
+        if error2 < candidates["ALS"][2]:
+            candidates["ALS"] = (G2, V2, error2)
+    return _pack(problem, rank, candidates, "closed form", sweeps, work, "frobenius", start)
 
-    Small blocks are inverted at once (NumPy's batched ``inv``; applying is a batched GEMV); large ones get
-    batched Cholesky factors (SciPy), a third of the work of an inverse."""
-    r = blocks.shape[-1]
-    diagonal = np.arange(r)
-    scale = max(float(np.abs(blocks[:, diagonal, diagonal]).sum(axis=1).max()) / r, 1e-300)
-    ridge = _RIDGE
-    while True:
-        shifted = blocks.copy()
-        shifted[:, diagonal, diagonal] += ridge * scale
-        try:
-            if r < _CHOLESKY_MIN_RANK:
-                inverse = np.linalg.inv(shifted)
-                if np.isfinite(inverse).all():
-                    return lambda R_hat: np.matmul(inverse, R_hat[:, :, None])[:, :, 0]
-            else:
-                factor = scipy.linalg.cho_factor(shifted, lower=True, check_finite=False)
-                return lambda R_hat: scipy.linalg.cho_solve(factor, R_hat[:, :, None], check_finite=False)[:, :, 0]
-        except np.linalg.LinAlgError:
-            pass
-        if ridge >= 1e-2:
-            raise np.linalg.LinAlgError("the normal equations of a Toeplitz-like half-step could not be factored")
-        ridge *= 1e3
+
+def _output_work(max_work, plain_work: float) -> float | None:
+    """The output ALS's work limit: ``OUTPUT_WORK_FACTOR`` times the plain ALS's work (at least
+    ``OUTPUT_MIN_WORK``), within ``max_work``."""
+    limit = max(OUTPUT_MIN_WORK, OUTPUT_WORK_FACTOR * plain_work)
+    return limit if max_work is None else min(max_work, limit)
 
 
-def _pair_chunks(N: int, r: int):
-    """Row ranges ``j0:j1`` of the r×r Gram blocks, each computed against columns ``j0:`` within ``_GRAM_CHUNK``."""
-    j0 = 0
-    while j0 < r:
-        step = max(1, _GRAM_CHUNK // (N * max(r - j0, 1)))
-        yield j0, min(r, j0 + step)
-        j0 += step
+def _fit_output(problem, rank, plain, stats, ridge, warm, settings, start) -> ToeplitzLikeFit:
+    """The output-norm fit at ``rank``: candidates scored by the output objective, then weighted ALS."""
+    G, V = _generators(plain.matrix)
+    candidates = {"plain fit": (G, V, problem.error(G, V))}
+    lowrank = _lowrank_start(problem.W, rank, settings.seed, inputs=stats, ridge=ridge)
+    if lowrank is not None:
+        candidates["whitened low rank"] = (*lowrank, problem.error(*lowrank))
+    for i, T in enumerate(warm):
+        G_warm, V_warm = _generators(T.padded(rank))
+        candidates[f"warm start {i}"] = (G_warm, V_warm, problem.error(G_warm, V_warm))
+    name = min(candidates, key=lambda key: candidates[key][2])
+    G_start, V_start, error_start = candidates[name]
+    sweeps, work = 0, 0.0
+    if settings.output_sweeps > 0 and error_start > EXACT * problem.norm:
+        G2, V2, error2, sweeps, work = problem.refine(
+            G_start, V_start, ("G", "V"), max_iterations=settings.output_sweeps, tol=settings.tol,
+            cg_iterations=settings.output_cg_iterations, max_work=_output_work(settings.max_work, plain.work),
+            max_seconds=settings.max_seconds, start=start, progress=settings.progress,
+            label="fit_toeplitz_like output ALS")
+        candidates["output ALS"] = (G2, V2, error2)
+    return _pack(problem, rank, candidates, "closed form", sweeps, work, "output", start)

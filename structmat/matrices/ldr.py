@@ -160,6 +160,47 @@ class LDR(StructuredMatrix):
     def _repr_extra(self) -> str:
         return f"rank={self.rank}"
 
+    def padded(self, rank: int) -> "LDR":
+        """The same matrix at rank ``rank >= self.rank``: zero generator columns appended, operators unchanged."""
+        rank = int(rank)
+        if rank < self.rank:
+            raise ValueError(f"rank must be at least the current rank {self.rank}; got {rank}")
+        extra = np.zeros((self.size, rank - self.rank), dtype=self.dtype)
+        return LDR(self.A, self.B, np.hstack([self.G, extra]), np.hstack([self.H, extra]), shape=self.shape,
+                   dtype=self.dtype)
+
+    @classmethod
+    def from_lowrank(cls, lowrank, rank: int | None = None) -> "LDR | None":
+        """The low-rank matrix ``U Vᵀ`` as an LDR matrix of the same rank: zero operators ``A = B = 0``.
+
+        With ``A = 0`` the Krylov matrix is ``K(0, g) = [g, 0, …, 0]``, so ``Σ_j K(0, g_j) K(0, h_j)ᵀ = G Hᵀ``: every
+        rank-r matrix is an LDR matrix of rank r (``U``, ``V`` zero-padded to N rows), at ``2 r N + 6 N`` parameters
+        against low rank's ``r (m + n)``. ``rank`` (at least the low rank's) pads with zero generator columns.
+        Returns None for a matrix that is not :class:`~structmat.matrices.lowrank.LowRank` or a smaller ``rank``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from structmat.matrices.lowrank import LowRank
+        >>> L = LowRank.random((8, 6), rank=2, seed=0)
+        >>> M = LDR.from_lowrank(L)
+        >>> M.rank, bool(np.allclose(M.to_dense(), L.to_dense()))
+        (2, True)
+        """
+        from structmat.matrices.lowrank import LowRank
+
+        if not isinstance(lowrank, LowRank):
+            return None
+        m, n = lowrank.shape
+        N, k = max(m, n), lowrank.rank
+        rank = k if rank is None else int(rank)
+        if rank < k or rank < 1:
+            return None
+        G = np.zeros((N, rank))
+        H = np.zeros((N, rank))
+        G[:m, :k], H[:n, :k] = lowrank.U, lowrank.V
+        return cls(np.zeros((3, N)), np.zeros((3, N)), G, H, shape=(m, n), dtype=lowrank.dtype)
+
     @classmethod
     def random(cls, shape, *, rank: int = 2, operator_noise: float = 0.0, seed=None, dtype=np.float64) -> "LDR":
         """A random LDR matrix with Gaussian generators (entries of about 1) and operators ``Z_1`` and ``Z_{-1}``

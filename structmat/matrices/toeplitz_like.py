@@ -208,6 +208,54 @@ class ToeplitzLike(StructuredMatrix):
     def _repr_extra(self) -> str:
         return f"rank={self.rank}"
 
+    def padded(self, rank: int) -> "ToeplitzLike":
+        """The same matrix at displacement rank ``rank >= self.rank``: zero generator columns appended."""
+        rank = int(rank)
+        if rank < self.rank:
+            raise ValueError(f"rank must be at least the current rank {self.rank}; got {rank}")
+        extra = np.zeros((self.size, rank - self.rank), dtype=self.dtype)
+        return ToeplitzLike(np.hstack([self.G, extra]), np.hstack([self.H, extra]), shape=self.shape,
+                            dtype=self.dtype)
+
+    @classmethod
+    def from_lowrank(cls, lowrank, rank: int | None = None) -> "ToeplitzLike | None":
+        """The low-rank matrix ``U Vᵀ`` as a Toeplitz-like matrix of displacement rank ``2 k`` (k its rank).
+
+        With ``U``, ``V`` zero-padded to N rows, ``∇(U Vᵀ) = Z_1 U Vᵀ − U Vᵀ Z_{-1} = [Z_1 U, U] [V, −Z_{-1}ᵀ V]ᵀ``,
+        so ``G = [Z_1 U, U]``, ``H = [V, −Z_{-1}ᵀ V]`` represent it exactly: every rank-k matrix is Toeplitz-like of
+        displacement rank at most 2k, at ``4 k max(m, n)`` parameters (about twice low rank's ``k (m + n)``).
+        ``rank`` (at least 2k) pads with zero generator columns. Returns None for a matrix that is not
+        :class:`~structmat.matrices.lowrank.LowRank` or a ``rank`` below 2k.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from structmat.matrices.lowrank import LowRank
+        >>> L = LowRank.random((8, 6), rank=2, seed=0)
+        >>> T = ToeplitzLike.from_lowrank(L)
+        >>> T.rank, bool(np.allclose(T.to_dense(), L.to_dense()))
+        (4, True)
+        """
+        from structmat.matrices.lowrank import LowRank
+
+        if not isinstance(lowrank, LowRank):
+            return None
+        m, n = lowrank.shape
+        N, k = max(m, n), lowrank.rank
+        rank = 2 * k if rank is None else int(rank)
+        if rank < 2 * k or rank < 1:
+            return None
+        U = np.zeros((N, k))
+        V = np.zeros((N, k))
+        U[:m], V[:n] = lowrank.U, lowrank.V
+        shifted_V = np.empty_like(V)  # Z_{-1}ᵀ V: up by one, the first row negated into the last
+        shifted_V[:-1], shifted_V[-1] = V[1:], -V[0]
+        G = np.zeros((N, rank))
+        H = np.zeros((N, rank))
+        G[:, :k], G[:, k:2 * k] = np.roll(U, 1, axis=0), U
+        H[:, :k], H[:, k:2 * k] = V, -shifted_V
+        return cls(G, H, shape=(m, n), dtype=lowrank.dtype)
+
     @classmethod
     def random(cls, shape, *, rank: int = 3, seed=None, dtype=np.float64) -> "ToeplitzLike":
         """A random displacement-rank-``rank`` matrix with Gaussian generators scaled so entries have variance ~1."""
