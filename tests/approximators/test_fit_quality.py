@@ -21,17 +21,14 @@ from structmat import output_error, relative_error
 from structmat.families import CONTAINS_LOWRANK, FAMILIES
 
 #: (property, family) -> why it is expected to fail for now.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("exact", "sparse_product"): "the sparse-product fit is not yet seeded from the factored low-rank start "
-                                 "S1 = [U 0], S2 = [V; 0], which is exact at r (m + n) non-zeros",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 #: Relative slack for "never larger": rounding of SVDs and eigen-solvers, not a quality margin.
 SLACK = 1e-9
 
 
 def _cases(prop: str, names) -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[prop, name], strict=False))
+    return [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[prop, name], strict=True))
             if (prop, name) in KNOWN_GAPS else name for name in names]
 
 
