@@ -8,7 +8,8 @@ MODEL is ``efficientnet_lite0``, ``minilm`` (the ``minilm`` extra), or a state d
 
 from __future__ import annotations
 
-from structmat.cli._common import UserError, output_dir, parse_budget, parse_option
+from structmat.cli._common import (UserError, add_executor_args, executor_args, output_dir, parse_budget,
+                                   parse_option)
 
 __all__ = ["COMPRESS_COMMANDS"]
 
@@ -43,7 +44,14 @@ def _add_compress(sub):
     p.add_argument("--fit-time-limit", type=float, default=120.0, help="seconds per fit (default 120)")
     p.add_argument("--no-screen", action="store_true", help="fit every family on the whole grid (slower)")
     p.add_argument("--cache-dir", help="where error curves are cached (default ~/.cache/structmat/curves)")
+    p.add_argument("--sequential", action="store_true",
+                   help="refit each chosen layer on the inputs of the model compressed so far, in call order")
+    add_executor_args(p, what="curve fits")
+    p.set_defaults(jobs=1)
     p.add_argument("--distill", type=float, metavar="SECONDS", help="distil the compressed model for this long")
+    p.add_argument("--distill-cpu", type=float, metavar="CPU_SECONDS",
+                   help="distil the compressed model for this much CPU time of this process")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="distillation learning rate (default 1e-4)")
     p.add_argument("--output-dir", "-o", help="directory for the report and the model (default "
                                               "structmat-output/compress)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
@@ -129,12 +137,14 @@ def _run_compress(args):
         settings["cache_dir"] = args.cache_dir
     if args.no_screen:
         settings.update(screen_share=None, screen_keep=None)
+    settings.update(sequential=args.sequential, **executor_args(args))
     small, report = compress_model(model, args.budget, items, families=args.family, where=where,
                                    allocation=args.allocation, **settings)
     out = output_dir(args, "compress")
     written = report.write(out, "compress")
-    if args.distill:
-        result = distill_model(small, model, items, seconds=args.distill, metrics_path=out / "distill.json",
+    if args.distill or args.distill_cpu:
+        result = distill_model(small, model, items, seconds=args.distill, cpu_seconds=args.distill_cpu,
+                               learning_rate=args.learning_rate, metrics_path=out / "distill.json",
                                progress=not args.quiet, **distill_kwargs)
         written.append(out / "distill.json")
         print(f"distillation: {result.steps} steps in {result.seconds:.0f} s, validation loss "

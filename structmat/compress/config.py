@@ -76,6 +76,22 @@ class CompressionConfig:
         Progress bars; None shows them when stderr is a terminal.
     inplace : bool
         Modify the model itself instead of a deep copy.
+    jobs : int
+        Worker processes for the curve fits (:func:`structmat.parallel.run_grid`; ``-1``: one per CPU). 1, the
+        default, fits one point after the other in children forked from this process.
+    executor : None, str or dask Client
+        ``"processes"``, ``"dask:local"``, ``"dask:tcp://host:8786"`` or a ``dask.distributed.Client`` (its workers
+        must see ``cache_dir``); None: serial for ``jobs=1``, else a local process pool. The curves are the same
+        bytes whatever runs them.
+    sequential : bool
+        After the allocation, fit each chosen layer again in the order the model calls it, on the inputs it sees
+        in the model compressed so far, to reproduce the dense layer's outputs on the dense inputs (one partial
+        forward pass of both models per group of layers; see :mod:`structmat.compress.sequential`).
+    sequential_ridge : float
+        The regularisation of those fits' least-squares target, relative to ``tr(C') / n``.
+    refit_dense : bool
+        With ``sequential``: set the layers kept dense to their least-squares weight on the new inputs too (no
+        parameters added; their weights then differ from the original ones).
     """
 
     grid: tuple = DEFAULT_GRID
@@ -95,6 +111,11 @@ class CompressionConfig:
     row_mask: Callable | None = None
     progress: bool | None = None
     inplace: bool = False
+    jobs: int = 1
+    executor: object = None
+    sequential: bool = False
+    sequential_ridge: float = 1e-3
+    refit_dense: bool = False
 
     def replace(self, **changes) -> "CompressionConfig":
         """A copy with ``changes``; an unknown name is a TypeError listing the fields."""
@@ -136,6 +157,11 @@ class CompressionConfig:
             raise ValueError(f"latency_batch must be 1 or 32; got {self.latency_batch!r}")
         if self.row_mask is not None and not callable(self.row_mask):
             raise TypeError(f"row_mask must be a callable(item) -> bool tensor; got {type(self.row_mask).__name__}")
+        from structmat.parallel import check_jobs
+
+        self.jobs = check_jobs(self.jobs)
+        if not (isinstance(self.sequential_ridge, numbers.Real) and self.sequential_ridge >= 0):
+            raise ValueError(f"sequential_ridge must be a float >= 0; got {self.sequential_ridge!r}")
         if not isinstance(self.family_options, dict):
             raise TypeError(f"family_options must be a dict of family name -> options dict; got "
                             f"{type(self.family_options).__name__}")

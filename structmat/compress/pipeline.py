@@ -224,7 +224,8 @@ def _allocate_global(curves, plan, keep_dense, weights, limit, config, progress)
 def _allocate_uniform(curves, plan, share, weights, config, progress):
     families = [config.uniform_family] if config.uniform_family else list(plan)
     compute_curves(curves, {f: plan[f] for f in families}, [share], rank_multiple=config.rank_multiple,
-                   time_limit=config.fit_time_limit, prune=False, progress=progress)
+                   time_limit=config.fit_time_limit, prune=False, progress=progress, jobs=config.jobs,
+                   executor=config.executor)
     best = None
     for family in families:
         chosen = []
@@ -247,20 +248,79 @@ def _allocate_uniform(curves, plan, share, weights, config, progress):
 
 def _install(model: nn.Module, name: str, module: nn.Module, curve: LayerCurve, row: dict, plan: dict, config):
     """Replace ``module`` by the structured layer of ``row``; return the new module (or the old one if dense)."""
-    from structmat.families import get_family
-    from structmat.layers.pointwise_conv import StructuredPointwiseConv2d
-
     if row["family"] == "dense":
         return module
     M = curve.matrix(row["family"], plan[row["family"]], row["budget"], time_limit=config.fit_time_limit)
-    layer = get_family(row["family"]).layer_class().from_matrix(M, module.bias, device=module.weight.device,
-                                                               dtype=module.weight.dtype)
-    layer.fit_error = row["frobenius_error"]
+    return _install_matrix(model, name, module, row["family"], M, module.bias, row["frobenius_error"])
+
+
+def _install_matrix(model: nn.Module, name: str, module: nn.Module, family: str, M, bias, frobenius_error: float):
+    """Replace ``module`` by the ``family`` layer holding ``M`` and ``bias``; return the new module."""
+    from structmat.families import get_family
+    from structmat.layers.pointwise_conv import StructuredPointwiseConv2d
+
+    layer = get_family(family).layer_class().from_matrix(M, bias, device=module.weight.device,
+                                                         dtype=module.weight.dtype)
+    layer.fit_error = frobenius_error
     new = StructuredPointwiseConv2d.from_conv2d(module, layer) if is_pointwise_conv(module) else layer
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, new)
     return new
+
+
+def _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress) -> list:
+    """Install the chosen points group by group in call order, each refitted on the partly compressed model's
+    inputs to the dense layer's outputs (:mod:`structmat.compress.sequential`); the report's rows."""
+    import torch
+
+    from structmat.compress.sequential import (asymmetric_error, bias_shift, call_groups, fit_target, layer_target,
+                                               progress_bar, sequential_statistics)
+    first = next(iter(calibration))
+    groups = call_groups(model, layers, first)
+    rows: list = [None] * len(layers)
+    bar = progress_bar(len(layers), progress)
+    for group in groups:
+        names = [layers[i][0] for i in group]
+        refit = [i for i in group if chosen[i]["family"] != "dense" or config.refit_dense]
+        stats = sequential_statistics(dense, model, names, calibration, row_mask=config.row_mask)[names[0]] \
+            if refit else None
+        for i in group:
+            (name, module), curve, row = layers[i], curves[i], chosen[i]
+            if i not in refit:
+                rows[i] = _report_row(name, module, module, curve, row, plan, config.measure_latency)
+                bar.update()
+                continue
+            W = _weight_matrix(module)
+            target = layer_target(W, stats, config.sequential_ridge)
+            family = row["family"]
+            if family == "dense":
+                M = target
+            else:
+                M = fit_target(target, stats, family, int(row["nparams"]), plan[family], config.fit_time_limit)
+                if M is None or M.nparams > row["nparams"] or M.nbytes > row["nbytes"]:
+                    M = curve.matrix(family, plan[family], row["budget"], time_limit=config.fit_time_limit)
+            dense_M = M if family == "dense" else M.to_dense()
+            bias = module.bias
+            if bias is not None:
+                shift = torch.from_numpy(bias_shift(W, dense_M, stats)).to(bias.dtype)
+                bias = bias.detach() + shift
+            error = asymmetric_error(W, dense_M, stats)
+            frobenius = float(np.linalg.norm(W - dense_M) / max(np.linalg.norm(W), 1e-300))
+            updated = dict(row, output_error=error, frobenius_error=frobenius)
+            if family == "dense":
+                with torch.no_grad():
+                    module.weight.copy_(torch.from_numpy(M).reshape(module.weight.shape).to(module.weight.dtype))
+                    if bias is not None:
+                        module.bias.copy_(bias)
+                new = module
+            else:
+                updated.update(nparams=int(M.nparams), nbytes=int(M.nbytes))
+                new = _install_matrix(model, name, module, family, M, bias, updated["frobenius_error"])
+            rows[i] = _report_row(name, module, new, curve, updated, plan, config.measure_latency)
+            bar.update()
+    bar.close()
+    return rows
 
 
 def _report_row(name, module, new, curve: LayerCurve, row: dict, plan, measure_latency: bool) -> LayerRow:
@@ -332,8 +392,11 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
                              f"({list(plan)})")
     if not plan and not (allocation == "global" and keep_dense):
         raise ValueError(f"families {names} hold no structured family to compress with")
+    dense = model
     if not config.inplace:
         model = copy.deepcopy(model)
+    elif config.sequential:
+        dense = copy.deepcopy(model)
     layers = select_layers(model, where)
     shapes = [_weight_matrix(module).shape for _, module in layers]
     per_param = 1 if config.measure == "params" else 4
@@ -356,7 +419,8 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
     if allocation == "global":
         compute_curves(curves, plan, config.grid, rank_multiple=config.rank_multiple,
                        screen_share=config.screen_share, screen_keep=config.screen_keep,
-                       time_limit=config.fit_time_limit, progress=progress)
+                       time_limit=config.fit_time_limit, progress=progress, jobs=config.jobs,
+                       executor=config.executor)
         seconds["fits"] = time.perf_counter() - mark
         mark = time.perf_counter()
         if measured_sensitivity:
@@ -372,10 +436,13 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
     seconds["allocation"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    rows = []
-    for (name, module), curve, row in zip(layers, curves, chosen):
-        new = _install(model, name, module, curve, row, plan, config)
-        rows.append(_report_row(name, module, new, curve, row, plan, config.measure_latency))
+    if config.sequential:
+        rows = _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress)
+    else:
+        rows = []
+        for (name, module), curve, row in zip(layers, curves, chosen):
+            new = _install(model, name, module, curve, row, plan, config)
+            rows.append(_report_row(name, module, new, curve, row, plan, config.measure_latency))
     seconds["install_and_latency"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - start
     report = CompressionReport(layers=rows, budget=budget, measure=config.measure, allocation=allocation,
@@ -386,6 +453,7 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
                                          "screen_share": config.screen_share, "screen_keep": config.screen_keep,
                                          "max_slowdown": config.max_slowdown, "latency_batch": config.latency_batch,
                                          "rank_multiple": config.rank_multiple,
+                                         "sequential": config.sequential, "refit_dense": config.refit_dense,
                                          "family_options": config.family_options, "cache_dir": str(cache_root)})
     logger.info("compress_model:\n%s", report.to_text())
     return model, report
