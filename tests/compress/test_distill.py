@@ -52,8 +52,10 @@ def test_bad_arguments(tiny_transformer):
     student = replace_linear(tiny_transformer, "lowrank", 0.25, where="blocks.*")
     with pytest.raises(ValueError, match="loss must be one of"):
         distill_model(student, tiny_transformer, batches, loss="l1", steps=1)
-    with pytest.raises(ValueError, match="give seconds or steps"):
+    with pytest.raises(ValueError, match="give seconds, cpu_seconds or steps"):
         distill_model(student, tiny_transformer, batches, seconds=None)
+    with pytest.raises(ValueError, match="cpu_seconds must be > 0"):
+        distill_model(student, tiny_transformer, batches, cpu_seconds=0)
     with pytest.raises(ValueError, match="no structured layers"):
         distill_model(copy.deepcopy(tiny_transformer), tiny_transformer, batches, steps=1)
     dict_output = torch.nn.Module()
@@ -63,3 +65,18 @@ def test_bad_arguments(tiny_transformer):
     teacher.forward = lambda x: {"out": x}
     with pytest.raises(TypeError, match="pass target=callable"):
         distill_model(dict_output, teacher, [torch.ones(1, 3)], steps=1)
+
+
+def test_a_cpu_time_bound_and_a_callable_loss(tiny_transformer, one_torch_thread):
+    train = token_batches(4, seed=0)
+    student = replace_linear(tiny_transformer, "lowrank", 0.25, where="blocks.*")
+    seen = []
+
+    def loss(s, t, item):
+        seen.append(item is not None and "attention_mask" in item)
+        return ((s - t) ** 2).mean()
+
+    result = distill_model(student, tiny_transformer, train, loss=loss, seconds=None, cpu_seconds=0.5,
+                           eval_every=1000, progress=False)
+    assert result.stop_reason == "CPU time limit" and 0.5 <= result.cpu_seconds < 30 and all(seen)
+    assert result.history[-1]["cpu_seconds"] >= 0.5 > result.history[-2]["cpu_seconds"]

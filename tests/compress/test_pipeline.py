@@ -155,3 +155,19 @@ def test_sensitivity_weights_are_measured_per_layer(tiny_convnet, curve_cache, o
                                                                      weighting="sensitivity"))
     weights = report.settings["weights"]
     assert len(weights) == 3 and all(w > 0 for w in weights) and len(set(weights)) == 3
+
+
+def test_curves_fitted_by_a_process_pool_are_the_serial_ones(tiny_convnet, tmp_path, one_torch_thread):
+    images = [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    files = []
+    for jobs in (1, 2):
+        cache = tmp_path / f"jobs{jobs}"
+        compress_model(tiny_convnet, 0.5, images, **settings(cache, row_mask=None, jobs=jobs, grid=(0.3, 0.6)))
+        rows = {}
+        for path in sorted(cache.glob("*/curve.json")):
+            rows[path.parent.name] = [{k: v for k, v in r.items() if k != "seconds"}
+                                      for r in json.loads(path.read_text())]
+        matrices = {p.relative_to(cache).as_posix(): p.read_bytes() for p in sorted(cache.glob("*/matrices/*.npz"))}
+        files.append((rows, matrices))
+    assert files[0][0] and files[0][1]
+    assert files[0] == files[1]
