@@ -269,7 +269,8 @@ def _install_matrix(model: nn.Module, name: str, module: nn.Module, family: str,
     return new
 
 
-def _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress) -> list:
+def _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress,
+                        dense_statistics) -> list:
     """Install the chosen points group by group in call order, each refitted on the partly compressed model's
     inputs to the dense layer's outputs (:mod:`structmat.compress.sequential`); the report's rows."""
     import torch
@@ -283,8 +284,8 @@ def _install_sequential(dense, model, layers, curves, chosen, plan, calibration,
     for group in groups:
         names = [layers[i][0] for i in group]
         refit = [i for i in group if chosen[i]["family"] != "dense" or config.refit_dense]
-        stats = sequential_statistics(dense, model, names, calibration, row_mask=config.row_mask)[names[0]] \
-            if refit else None
+        stats = sequential_statistics(dense, model, names, calibration, row_mask=config.row_mask,
+                                      dense_statistics=dense_statistics[names[0]])[names[0]] if refit else None
         for i in group:
             (name, module), curve, row = layers[i], curves[i], chosen[i]
             if i not in refit:
@@ -437,7 +438,8 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
 
     mark = time.perf_counter()
     if config.sequential:
-        rows = _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress)
+        rows = _install_sequential(dense, model, layers, curves, chosen, plan, calibration, config, progress,
+                                   stats)
     else:
         rows = []
         for (name, module), curve, row in zip(layers, curves, chosen):

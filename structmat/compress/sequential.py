@@ -97,8 +97,9 @@ class SequentialStatistics:
     """The statistics of one layer input in the dense (``X``) and the partly compressed (``X'``) model: both second
     moments, the cross moment ``K = X'ᵀX / N`` and both means, over the same rows."""
 
-    def __init__(self, n_features: int) -> None:
-        self.dense = InputStatistics(n_features)
+    def __init__(self, n_features: int, dense: InputStatistics | None = None) -> None:
+        self.known_dense = dense is not None
+        self.dense = dense if dense is not None else InputStatistics(n_features)
         self.compressed = InputStatistics(n_features)
         self.cross = np.zeros((n_features, n_features))
         self.count = 0
@@ -106,7 +107,8 @@ class SequentialStatistics:
     def update(self, x: torch.Tensor, x_compressed: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).double()
         xc = x_compressed.reshape(-1, x_compressed.shape[-1]).double()
-        self.dense.update(x)
+        if not self.known_dense:
+            self.dense.update(x)
         self.compressed.update(xc)
         self.cross += (xc.T @ x).numpy()
         self.count += x.shape[0]
@@ -137,16 +139,18 @@ def asymmetric_error(W: np.ndarray, M: np.ndarray, stats: SequentialStatistics) 
 
 
 def sequential_statistics(dense: nn.Module, compressed: nn.Module, names: list[str], calibration, *,
-                          row_mask=None) -> dict[str, SequentialStatistics]:
+                          row_mask=None, dense_statistics: InputStatistics | None = None
+                          ) -> dict[str, SequentialStatistics]:
     """For layers ``names`` that read one input tensor: its :class:`SequentialStatistics` over ``calibration``.
 
     Both models run on every item and stop as soon as the first of ``names`` has its input.
+    ``dense_statistics``: the dense inputs' statistics over the same items and rows, when already gathered.
     """
     first = names[0]
     dense_module = dense.get_submodule(first)
     compressed_module = compressed.get_submodule(first)
     n = dense_module.in_channels if is_pointwise_conv(dense_module) else dense_module.in_features
-    stats = SequentialStatistics(n)
+    stats = SequentialStatistics(n, dense_statistics)
     captured = {}
 
     def capture(key, module):
@@ -181,6 +185,8 @@ def sequential_statistics(dense: nn.Module, compressed: nn.Module, names: list[s
             handle.remove()
         dense.train(modes[0])
         compressed.train(modes[1])
+    if stats.count != stats.dense.count:
+        raise ValueError(f"layer {first!r}: {stats.count} calibration rows now, {stats.dense.count} in its statistics")
     return {name: stats for name in names}
 
 

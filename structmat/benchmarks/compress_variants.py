@@ -1,0 +1,241 @@
+"""MiniLM compression variants, one per command, for the tables of ``docs/benchmarks/compress.md``.
+
+``efficientnet NAME`` does the same for EfficientNet-Lite0 on the MNIST digits (:func:`run_efficientnet`).
+
+``compress NAME``: compress all-MiniLM-L6-v2's 36 encoder linears with one setting of
+:func:`~structmat.compress.compress_model` (families, allocation, sequential refit), measure the mean cosine
+similarity of the held-out sentence embeddings to the dense model's, and save the model, its report and a row
+(``results.jsonl``) under ``OUT/NAME``. ``distill NAME``: load that model, distil it for a CPU-time budget with
+:func:`~structmat.compress.distill_model` and measure again (row in ``distill.jsonl``).
+
+The sentences are :func:`structmat.features.text.english_sentences` (seed 0): 0-511 calibrate, 512-1011 are held
+out, 1012-3059 distil (batches of ``--batch``), 3060-3187 choose the distillation's best state. CPU seconds
+include the forked fit processes (``os.times``). Run with one thread::
+
+    OMP_NUM_THREADS=1 python -m structmat.benchmarks.compress_variants compress u-sparse --families sparse \\
+        --allocation uniform --sequential -o OUT
+    OMP_NUM_THREADS=1 python -m structmat.benchmarks.compress_variants distill u-sparse --cpu 600 --lr 2e-4 -o OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+__all__ = ["main", "SPLITS"]
+
+#: Sentence index ranges of english_sentences(seed=0).
+SPLITS = {"calibration": (0, 512), "held_out": (512, 1012), "distillation": (1012, 3060), "validation": (3060, 3188)}
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _load():
+    from structmat.compress.minilm import load_minilm
+    from structmat.features.text import english_sentences
+
+    model, tokenizer = load_minilm()
+    return model, tokenizer, english_sentences(seed=0)
+
+
+def _batches(tokenizer, sentences, split, batch_size=32):
+    from structmat.compress.minilm import tokenize
+
+    start, stop = SPLITS[split]
+    return tokenize(tokenizer, sentences[start:stop], batch_size=batch_size)
+
+
+def _append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _load_average() -> list[str]:
+    try:
+        return Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        return []
+
+
+def run_compress(args) -> dict:
+    from structmat.compress import attention_mask_rows, compress_model, save_compressed
+    from structmat.compress.minilm import MINILM_ENCODER_LINEARS, mean_cosine, sentence_embeddings
+
+    model, tokenizer, sentences = _load()
+    calibration = _batches(tokenizer, sentences, "calibration")
+    held_out = _batches(tokenizer, sentences, "held_out")
+    reference = sentence_embeddings(model, held_out)
+    settings = {"row_mask": attention_mask_rows, "sequential": args.sequential, "refit_dense": args.refit_dense,
+                "sequential_ridge": args.ridge, "weighting": args.weighting, "progress": False,
+                "measure_latency": False, "max_slowdown": None if args.max_slowdown == "none" else float(args.max_slowdown)}
+    if args.cache_dir:
+        settings["cache_dir"] = args.cache_dir
+    if args.grid:
+        settings["grid"] = tuple(float(s) for s in args.grid.split(","))
+    cpu, wall = _cpu_seconds(), time.perf_counter()
+    small, report = compress_model(model, args.budget, calibration, families=args.families.split(","),
+                                   where=MINILM_ENCODER_LINEARS, allocation=args.allocation, **settings)
+    cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - wall
+    cosine = mean_cosine(sentence_embeddings(small, held_out), reference)
+    out = Path(args.output_dir) / args.name
+    report.write(out, "compress")
+    save_compressed(small, out / "model.safetensors")
+    chosen: dict[str, int] = {}
+    for row in report.layers:
+        chosen[row.family] = chosen.get(row.family, 0) + 1
+    row = {"name": args.name, "families": args.families, "allocation": args.allocation,
+           "sequential": args.sequential, "refit_dense": args.refit_dense, "budget": args.budget,
+           "weighting": args.weighting, "cosine": cosine, "nparams": report.nparams,
+           "share": report.nparams / report.dense_nparams, "cpu_seconds": cpu, "wall_seconds": wall,
+           "families_chosen": chosen, "phases_wall_seconds": report.seconds, "load_average": _load_average()}
+    _append(Path(args.output_dir) / "results.jsonl", row)
+    print(json.dumps(row))
+    return row
+
+
+def run_distill(args) -> dict:
+    from structmat.compress import attention_mask_rows, distill_model, load_compressed
+    from structmat.compress.minilm import load_minilm, mean_cosine, sentence_embeddings, sentence_loss
+
+    teacher, tokenizer, sentences = _load()
+    student = load_minilm()[0]
+    load_compressed(Path(args.output_dir) / args.name / "model.safetensors", student)
+    held_out = _batches(tokenizer, sentences, "held_out")
+    train = _batches(tokenizer, sentences, "distillation", args.batch)
+    validation = _batches(tokenizer, sentences, "validation")
+    reference = sentence_embeddings(teacher, held_out)
+    before = mean_cosine(sentence_embeddings(student, held_out), reference)
+    loss = sentence_loss(args.hidden_weight) if args.loss == "sentence" else args.loss
+    result = distill_model(student, teacher, train, target=lambda out: out.last_hidden_state, loss=loss,
+                           row_mask=attention_mask_rows, validation=validation, seconds=None, cpu_seconds=args.cpu,
+                           learning_rate=args.lr, warmup_steps=args.warmup, progress=False,
+                           metrics_path=Path(args.output_dir) / args.name / f"distill-{args.cpu:g}-{args.lr:g}.json")
+    after = mean_cosine(sentence_embeddings(student, held_out), reference)
+    row = {"name": args.name, "cpu_budget": args.cpu, "lr": args.lr, "loss": args.loss,
+           "hidden_weight": args.hidden_weight, "batch": args.batch, "warmup": args.warmup, "before": before,
+           "after": after, "steps": result.steps, "cpu_seconds": result.cpu_seconds, "wall_seconds": result.seconds,
+           "best_step": result.best_step, "load_average": _load_average()}
+    _append(Path(args.output_dir) / "distill.jsonl", row)
+    print(json.dumps(row))
+    return row
+
+
+def run_efficientnet(args) -> dict:
+    """EfficientNet-Lite0 (96 px) on the 5,000 MNIST digits: the 32 pointwise convolutions and the classifier.
+
+    Held out: the 1,000 validation images of ``split_indices(5000, 0.2, seed=0)``; calibration (the first
+    ``--calibration``) and distillation images (the next ``--distill-images``) come from the 4,000 others in a
+    seeded order. The measure is top-1 agreement with the dense model; distillation matches the logits (KL).
+    """
+    import numpy as np
+    import torch
+
+    from structmat.compress import compress_model, distill_model, save_compressed
+    from structmat.features import efficientnet_lite0, mnist5k_dataset
+    from structmat.finetune import split_indices
+
+    backbone = efficientnet_lite0(96)
+    model = backbone.model.eval()
+    dataset = mnist5k_dataset()
+    train_index, test_index = split_indices(len(dataset), 0.2, seed=0)
+    order = np.random.default_rng(0).permutation(train_index)
+
+    def images(indices, batch=32):
+        out = []
+        for start in range(0, len(indices), batch):
+            chunk = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices[start:start + batch]])
+            out.append(backbone.transform(chunk).contiguous(memory_format=torch.channels_last))
+        return out
+
+    calibration = images(order[:args.calibration])
+    held_out = images(test_index)
+    with torch.no_grad():
+        reference = torch.cat([model(b).argmax(-1) for b in held_out])
+
+    def agreement(candidate) -> float:
+        candidate.eval()
+        with torch.no_grad():
+            return float((torch.cat([candidate(b).argmax(-1) for b in held_out]) == reference).float().mean())
+
+    settings = {"sequential": args.sequential, "progress": False, "measure_latency": False,
+                "max_slowdown": None if args.max_slowdown == "none" else float(args.max_slowdown)}
+    if args.cache_dir:
+        settings["cache_dir"] = args.cache_dir
+    cpu, wall = _cpu_seconds(), time.perf_counter()
+    small, report = compress_model(model, args.budget, calibration, families=args.families.split(","),
+                                   allocation=args.allocation, **settings)
+    cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - wall
+    out = Path(args.output_dir) / args.name
+    report.write(out, "compress")
+    save_compressed(small, out / "model.safetensors")
+    row = {"model": "efficientnet_lite0", "name": args.name, "families": args.families,
+           "allocation": args.allocation, "sequential": args.sequential, "budget": args.budget,
+           "nparams": report.nparams, "share": report.nparams / report.dense_nparams, "agreement": agreement(small),
+           "cpu_seconds": cpu, "wall_seconds": wall, "held_out": len(test_index)}
+    if args.cpu:
+        train = images(order[args.calibration:args.calibration + args.distill_images])
+        result = distill_model(small, model, train, loss="kl", validation=calibration[:2], seconds=None,
+                               cpu_seconds=args.cpu, learning_rate=args.lr, progress=False,
+                               metrics_path=out / f"distill-{args.cpu:g}-{args.lr:g}.json")
+        row.update(distilled_agreement=agreement(small), distill_cpu_seconds=result.cpu_seconds,
+                   distill_steps=result.steps, lr=args.lr)
+    row["load_average"] = _load_average()
+    _append(Path(args.output_dir) / "efficientnet.jsonl", row)
+    print(json.dumps(row))
+    return row
+
+
+def main(argv=None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(prog="python -m structmat.benchmarks.compress_variants",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress")
+    c.add_argument("name")
+    c.add_argument("--families", default="lowrank,dense", help="comma-separated candidate families")
+    c.add_argument("--allocation", default="global", choices=("global", "uniform"))
+    c.add_argument("--sequential", action="store_true")
+    c.add_argument("--refit-dense", action="store_true")
+    c.add_argument("--budget", type=float, default=0.5)
+    c.add_argument("--ridge", type=float, default=1e-3)
+    c.add_argument("--weighting", default="sensitivity")
+    c.add_argument("--grid", help="comma-separated shares (default: compress_model's)")
+    c.add_argument("--max-slowdown", default="none")
+    c.add_argument("--cache-dir")
+    d = sub.add_parser("distill")
+    d.add_argument("name")
+    d.add_argument("--cpu", type=float, default=300.0, help="CPU seconds of distillation")
+    d.add_argument("--lr", type=float, default=1e-4)
+    d.add_argument("--loss", default="sentence", help="sentence (embedding cosine + hidden MSE), cosine or mse")
+    d.add_argument("--hidden-weight", type=float, default=1.0)
+    d.add_argument("--batch", type=int, default=32)
+    d.add_argument("--warmup", type=int, default=20)
+    e = sub.add_parser("efficientnet")
+    e.add_argument("name")
+    e.add_argument("--families", default="lowrank,sparse,dense")
+    e.add_argument("--allocation", default="global", choices=("global", "uniform"))
+    e.add_argument("--sequential", action="store_true")
+    e.add_argument("--budget", type=float, default=0.5)
+    e.add_argument("--calibration", type=int, default=512)
+    e.add_argument("--distill-images", type=int, default=2048)
+    e.add_argument("--cpu", type=float, default=0.0, help="CPU seconds of distillation (0: none)")
+    e.add_argument("--lr", type=float, default=1e-4)
+    e.add_argument("--max-slowdown", default="none")
+    e.add_argument("--cache-dir")
+    for p in (c, d, e):
+        p.add_argument("--output-dir", "-o", required=True)
+    args = parser.parse_args(argv)
+    {"compress": run_compress, "distill": run_distill, "efficientnet": run_efficientnet}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
