@@ -1,12 +1,11 @@
 """MiniLM compression variants, one per command, for the tables of ``docs/benchmarks/compress.md``.
 
-``efficientnet NAME`` does the same for EfficientNet-Lite0 on the MNIST digits (:func:`run_efficientnet`).
-
 ``compress NAME``: compress all-MiniLM-L6-v2's 36 encoder linears with one setting of
 :func:`~structmat.compress.compress_model` (families, allocation, sequential refit), measure the mean cosine
 similarity of the held-out sentence embeddings to the dense model's, and save the model, its report and a row
 (``results.jsonl``) under ``OUT/NAME``. ``distill NAME``: load that model, distil it for a CPU-time budget with
-:func:`~structmat.compress.distill_model` and measure again (row in ``distill.jsonl``).
+:func:`~structmat.compress.distill_model` and measure again (row in ``distill.jsonl``). ``efficientnet NAME`` does
+the same for EfficientNet-Lite0 on the MNIST digits, distillation included (:func:`run_efficientnet`).
 
 The sentences are :func:`structmat.features.text.english_sentences` (seed 0): 0-511 calibrate, 512-1011 are held
 out, 1012-3059 distil (batches of ``--batch``), 3060-3187 choose the distillation's best state. CPU seconds
