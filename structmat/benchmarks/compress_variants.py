@@ -6,6 +6,7 @@ similarity of the held-out sentence embeddings to the dense model's, and save th
 (``results.jsonl``) under ``OUT/NAME``. ``distill NAME``: load that model, distil it for a CPU-time budget with
 :func:`~structmat.compress.distill_model` and measure again (row in ``distill.jsonl``). ``efficientnet NAME`` does
 the same for EfficientNet-Lite0 on the MNIST digits, distillation included (:func:`run_efficientnet`).
+``fit-times`` times one data-aware fit per family and share on three linears of one encoder layer.
 
 The sentences are :func:`structmat.features.text.english_sentences` (seed 0): 0-511 calibrate, 512-1011 are held
 out, 1012-3059 distil (batches of ``--batch``), 3060-3187 choose the distillation's best state. CPU seconds
@@ -191,6 +192,37 @@ def run_efficientnet(args) -> dict:
     return row
 
 
+def run_fit_times(args) -> list[dict]:
+    """CPU seconds and output error of one data-aware fit per family and share on the query, intermediate and
+    output linears of one encoder layer (inputs: the calibration sentences); rows in ``fit_times.jsonl``."""
+    import numpy as np
+
+    from structmat.approximators import approximate
+    from structmat.compress import attention_mask_rows, collect_statistics, select_layers
+    from structmat.metrics import output_error
+
+    model, tokenizer, sentences = _load()
+    prefix = f"encoder.layer.{args.layer}."
+    names = [prefix + "attention.self.query", prefix + "intermediate.dense", prefix + "output.dense"]
+    layers = [(name, module) for name, module in select_layers(model, "encoder.*") if name in names]
+    stats = collect_statistics(model, layers, _batches(tokenizer, sentences, "calibration"),
+                               row_mask=attention_mask_rows)
+    rows = []
+    for name, module in layers:
+        W = module.weight.detach().double().numpy()
+        for family in args.families.split(","):
+            for share in (0.25, 0.5):
+                start = time.process_time()
+                M = approximate(W, family, share, inputs=stats[name])
+                seconds = time.process_time() - start
+                rows.append({"layer": name, "shape": list(W.shape), "family": family, "share": share,
+                             "cpu_seconds": seconds, "output_error": output_error(W, M, stats[name]),
+                             "load_average": _load_average()})
+                _append(Path(args.output_dir) / "fit_times.jsonl", rows[-1])
+                print(json.dumps(rows[-1]))
+    return rows
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -230,10 +262,14 @@ def main(argv=None) -> None:
     e.add_argument("--lr", type=float, default=1e-4)
     e.add_argument("--max-slowdown", default="none")
     e.add_argument("--cache-dir")
-    for p in (c, d, e):
+    f = sub.add_parser("fit-times")
+    f.add_argument("--layer", type=int, default=2)
+    f.add_argument("--families", default="lowrank,sparse,lowrank_sparse,monarch,block_sparse")
+    for p in (c, d, e, f):
         p.add_argument("--output-dir", "-o", required=True)
     args = parser.parse_args(argv)
-    {"compress": run_compress, "distill": run_distill, "efficientnet": run_efficientnet}[args.command](args)
+    {"compress": run_compress, "distill": run_distill, "efficientnet": run_efficientnet,
+     "fit-times": run_fit_times}[args.command](args)
 
 
 if __name__ == "__main__":
