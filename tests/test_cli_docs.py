@@ -4,7 +4,11 @@ import argparse
 from pathlib import Path
 
 from structmat.cli import build_parser
-from structmat.cli.docs import main, render_cli_reference
+import shlex
+
+import pytest
+
+from structmat.cli.docs import EXAMPLES, main, render_cli_reference
 
 CLI_PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
@@ -49,3 +53,20 @@ def test_check_mode_reports_a_stale_page(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().err
     main(["-o", str(stale)])
     assert main(["--check", str(stale)]) == 0
+
+
+@pytest.mark.parametrize("command", [c for c, _ in EXAMPLES])
+def test_every_example_command_parses(command):
+    words = shlex.split(command)
+    assert words[0] == "structmat"
+    build_parser().parse_args(words[1:])  # a renamed or removed option exits with code 2 here
+
+
+def test_readme_command_lines_parse():
+    """The README's shell lines use the real parser's options (run nothing, parse only)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = [part.strip() for line in readme.splitlines() if line.startswith("structmat ")
+                for part in line.split("#")[0].split("&&")]
+    assert len(commands) >= 5
+    for command in commands:
+        build_parser().parse_args(shlex.split(command)[1:])

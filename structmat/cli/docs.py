@@ -35,6 +35,31 @@ is its classifier and its three largest 1×1 convolutions) and the seeded genera
 `powerlaw:MxN`. Outputs go to `structmat-output/<command>/` unless `-o`/`--output-dir` says otherwise.
 """
 
+#: Command lines shown at the top of the page; the test suite parses each one with the real parser, so an option
+#: renamed or removed fails the tests rather than leaving a stale example.
+EXAMPLES = (
+    ("structmat approximate W.npy --family lowrank --budget 0.25 --output M.npz", "+ M.json report"),
+    ("structmat approximate W.npy -f sparse -b 0.25 -o M.npz --inputs X.npy", "fitted to the layer's outputs on X"),
+    ("structmat info M.npz --against W.npy", "what a saved matrix holds, and its error"),
+    ("structmat families", "the registry: nparams formulas, measured speed"),
+    ("structmat sweep -m efficientnet_lite0:all -m powerlaw:1024x1024 -b 0.1 0.25 0.5", "CSV + PNG, resumable"),
+    ("structmat sweep -m efficientnet_lite0:all --dask tcp://10.0.0.5:8786", "the same cells on a Dask cluster"),
+    ("structmat bench-budgets -m efficientnet_lite0:all -f lowrank_sparse sparse", "equal parameters, equal bytes"),
+    ("structmat bench-c efficientnet_lite0 -f lowrank sss -b 0.1 0.25 0.5", "one-core C time vs dense C and BLAS"),
+    ("structmat bench-layers -m efficientnet_lite0 -b 0.25 --batch 1 32 256", "layers vs nn.Linear"),
+    ("structmat speed-labels --layers layer_speed.csv --c bench_c.csv -o labels.json", "ratios for `families`"),
+    ("structmat features extract --dataset mnist5k --image-size 96", "backbone features -> resumable cache"),
+    ("structmat features info CACHE --verify", "what a cache holds; checksums"),
+    ("structmat finetune CACHE -b 0.25 --init data-aware --lr auto", "every family: fit, distil, compare"),
+    ("structmat finetune CACHE --objective labels", "a new head on the labels, dense vs structured"),
+    ("structmat demo", "the whole story in about ten minutes"),
+    ("structmat compress efficientnet_lite0 -b 0.5 -c mnist5k -o out/", "a whole model under one budget"),
+    ("structmat export M.npz -o layer.onnx", "ONNX or torch.export (.pt2), structure kept"),
+    ("structmat bench-export -m efficientnet_lite0 -b 0.25 --batch 1 32", "ONNX Runtime: each family vs dense"),
+    ("structmat bench-pyfaust -m gaussian:256x256", "needs pip install 'structmat[faust]'"),
+    ("structmat bench-sampled --dataset mnist", "training-time layers on an MLP"),
+)
+
 _SHARED = {"--verbose", "--threads"}
 
 
@@ -144,7 +169,10 @@ def render_cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
 
         parser = build_parser()
     sub = _subparsers_action(parser)
-    lines = [_HEADER, "## Commands", ""]
+    width = max(len(command) for command, _ in EXAMPLES)
+    lines = [_HEADER, "## Examples", "", "```sh"]
+    lines += [f"{command:<{width}}   # {comment}" for command, comment in EXAMPLES]
+    lines += ["```", "", "## Commands", ""]
     lines += [f"- [`{p.dest}`](#structmat-{p.dest}): {_help(p, 'structmat')}" for p in sub._choices_actions]
     lines.append("")
     for pseudo in sub._choices_actions:
