@@ -65,7 +65,8 @@ def test_every_example_command_parses(command):
 def test_readme_command_lines_parse():
     """The README's shell lines use the real parser's options (run nothing, parse only)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    commands = [part.strip() for line in readme.splitlines() if line.startswith("structmat ")
+    shell = "\n".join(block.split("\n", 1)[1] for block in readme.split("```")[1::2] if block.startswith("sh\n"))
+    commands = [part.strip() for line in shell.splitlines() if line.startswith("structmat ")
                 for part in line.split("#")[0].split("&&")]
     assert len(commands) >= 5
     for command in commands:
