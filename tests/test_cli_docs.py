@@ -24,7 +24,7 @@ def _commands(parser, prefix="structmat"):
 def test_cli_page_is_up_to_date():
     # On failure: python -m structmat.cli.docs -o docs/cli.md
     assert CLI_PAGE.read_text(encoding="utf-8") == render_cli_reference(), \
-        "docs/cli.md is out of date with the parser: run `python -m structmat.cli.docs -o docs/cli.md`"
+        "docs/cli.md is out of date with the parser: run `make cli-docs` (python -m structmat.cli.docs -o docs/cli.md)"
 
 
 def test_every_command_and_option_is_documented():

@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     if args.check:
         path = Path(args.check)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            print(f"{path} is out of date with the parser; regenerate it with "
+            print(f"{path} is out of date with the parser; regenerate it with `make cli-docs` or "
                   f"`python -m structmat.cli.docs -o {path}`", file=sys.stderr)
             return 1
         return 0
