@@ -283,10 +283,12 @@ def _fit_plain(W, limit, unit, ranks, *, search, max_iter, tol, max_work, bar) -
     def step_work(r):
         return W.size * (3.0 * r + SELECTION_COST)
 
-    def evaluate(r, iterations):
-        if r not in splits:  # the first iterate is always formed (rank 0 and the largest rank are guarantees)
+    def evaluate(r, iterations, required=True):
+        if r not in splits:  # a first iterate costs one product and a selection
+            if not required and budget["used"] + W.size * (r + SELECTION_COST) > budget["limit"]:
+                return np.inf  # a refinement candidate the search's work cannot afford
             splits[r] = _Split(W, W_norm2, r, split_for_rank(W.shape, limit, r, unit), start)
-            budget["used"] += step_work(r)
+            budget["used"] += W.size * (r + SELECTION_COST)
         done = splits[r].iterations
         affordable = max(int((budget["limit"] - budget["used"]) // step_work(r)), 0) if budget["limit"] < np.inf \
             else iterations
@@ -307,12 +309,15 @@ def _fit_plain(W, limit, unit, ranks, *, search, max_iter, tol, max_work, bar) -
         lo, hi = ranks[max(best - 1, 0)], ranks[min(best + 1, len(ranks) - 1)]
         while hi - lo > 2:  # ternary search for the best rank between the grid neighbours
             a, b = lo + (hi - lo) // 3, hi - (hi - lo) // 3
-            if evaluate(a, short) <= evaluate(b, short):
+            error_a, error_b = evaluate(a, short, required=False), evaluate(b, short, required=False)
+            if error_a == error_b == np.inf:
+                break
+            if error_a <= error_b:
                 hi = b
             else:
                 lo = a
         for r in range(lo, hi + 1):
-            evaluate(r, short)
+            evaluate(r, short, required=False)
     else:
         for r in ranks:
             evaluate(r, short)
