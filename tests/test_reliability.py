@@ -17,9 +17,9 @@ from structmat.families import FAMILIES
 FAMILY_NAMES = list(FAMILIES)
 #: Powers of two from about 1e-300 to 1e300: W * s is exactly W scaled, so the fit must not change at all.
 BINARY_SCALES = [2.0**k for k in (-996, -333, -33, 331, 996)]
-#: Powers of ten over the same range (and factors that are not powers of two): W * s is W scaled and rounded, a
-#: matrix that differs from s W in the last bit of its entries. The guard divides by max|W|, so every fit sees W
-#: itself up to rounding, and no fit may amplify a rounding-level change beyond 1e-9 in relative error.
+#: Powers of ten over the same range (and factors that are not powers of two): W * s is W scaled and rounded. Every
+#: fit is scale-equivariant in exact arithmetic, so only rounding-level changes remain, which no fit may amplify
+#: beyond 1e-9 in relative error.
 DECIMAL_SCALES = [1e-300, 1e-100, 1e-10, 0.7, 3.0, 1e100, 1e300]
 
 

@@ -7,17 +7,10 @@ defined with it, so direct calls behave the same. The wrapper
 1. checks ``W`` (:func:`structmat._validation.check_weight`: real, 2-D, non-empty, finite);
 2. runs the fit with at most ``threads`` BLAS/OpenMP/torch threads (default :func:`structmat.threads.default_threads`,
    i.e. one; see :mod:`structmat.threads`);
-3. fits ``W / s`` with ``s = max|W|`` (so the fitted matrix has largest magnitude exactly 1) and returns
-   ``fit.scaled(s)``. The fit sees the same numbers whatever the scale of ``W`` from the smallest subnormal to the
-   largest float64: no squared norm overflows above ~1e154 or underflows below ~1e-154. For ``2^k W`` the
-   division gives the very same bits as for ``W`` (``(2^k w) / (2^k s)`` rounds like ``w / s``), so the result is
-   ``2^k`` times the same fit. For ``c W`` with any other ``c`` (``W · 10^k``, a unit change) the rounded
-   ``fl(c W)`` is a different matrix, but ``fl(c W) / fl(c s)`` differs from ``W / s`` by at most about two
-   units in the last place per entry: the fit sees the same matrix up to rounding, and the relative error of the
-   result moves only by what the fit makes of a rounding-level change of its input. (Dividing by the power of two
-   below ``max|W|`` instead would be exact, but then ``W`` and ``10^k W`` are fitted as two matrices a factor
-   between 1/2 and 2 apart, and the fits with absolute step sizes — Adam's learning rate in ``ldr`` — or absolute
-   floors do not scale exactly with their input);
+3. fits ``W / s`` with ``s = 2^e`` the power of two with ``1 <= max|W| / s < 2`` and returns ``fit.scaled(s)``.
+   Dividing by a power of two is exact, so the fit sees the same numbers whatever the scale of ``W`` from the
+   smallest subnormal to the largest float64: no squared norm overflows above ~1e154 or underflows below ~1e-154,
+   and the relative error of the result does not depend on the scale;
 4. refuses a result with NaN or Inf values (a clear ``ValueError``; never a matrix that silently holds them).
 
 Options other than ``threads`` pass through untouched (a family may add any, e.g. data-aware ``inputs=``, whose
@@ -37,7 +30,7 @@ import numpy as np
 from structmat._validation import check_weight
 from structmat.threads import limit_threads
 
-__all__ = ["guarded_fit", "fit_scaled", "is_guarded", "scale_exponent", "normalising_scale"]
+__all__ = ["guarded_fit", "fit_scaled", "is_guarded", "scale_exponent"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,24 +49,6 @@ def scale_exponent(W: np.ndarray) -> int:
     return math.frexp(peak)[1] - 1
 
 
-def normalising_scale(W: np.ndarray) -> float:
-    """``max|W|``, the number every fit divides ``W`` by (1.0 for an all-zero ``W``; module docstring, step 3)."""
-    peak = float(np.max(np.abs(W))) if W.size else 0.0
-    if peak == 0.0 or not math.isfinite(peak):
-        return 1.0
-    return peak
-
-
-def _divided(M, scale: float):
-    """``M.scaled(1 / scale)`` in steps that stay in range (``1 / scale`` itself overflows for a subnormal scale)."""
-    mantissa, exponent = math.frexp(scale)
-    half = -exponent // 2
-    for factor in (1.0 / mantissa, math.ldexp(1.0, half), math.ldexp(1.0, -exponent - half)):
-        if factor != 1.0:
-            M = M.scaled(factor)
-    return M
-
-
 def _check_finite(M, family: str, W: np.ndarray) -> None:
     for name, array in M._arrays().items():
         array = np.asarray(array)
@@ -88,8 +63,7 @@ def fit_scaled(fit, W, *args, threads=None, **options):
     """``fit(W, *args, **options)`` through the four steps of the module docstring; the body of :func:`guarded_fit`,
     also used for fits that are not a family's own (the data-aware path of :func:`structmat.approximate`)."""
     W = check_weight(W)
-    # a fit called from inside another sees a normalised W or a part of one: an exact power of two suffices there
-    scale = math.ldexp(1.0, scale_exponent(W)) if _inside.get() else normalising_scale(W)
+    exponent = scale_exponent(W)
 
     def run(V):
         if _inside.get() and threads is None:
@@ -101,14 +75,13 @@ def fit_scaled(fit, W, *args, threads=None, **options):
         finally:
             _inside.reset(token)
 
-    scaling = scale != 1.0
-    if scaling and getattr(options.get("init"), "scaled", None) is not None:  # a warm start carries W's units
-        options = dict(options, init=_divided(options["init"], scale))
-    M = run(W / scale if scaling else W)
-    if scaling:
+    if exponent and getattr(options.get("init"), "scaled", None) is not None:  # a warm start carries W's units
+        options = dict(options, init=options["init"].scaled(math.ldexp(1.0, -exponent)))
+    M = run(np.ldexp(W, -exponent) if exponent else W)
+    if exponent:
         try:
             with np.errstate(over="ignore"):  # an overflow is reported by the finiteness check below
-                M = M.scaled(scale)
+                M = M.scaled(math.ldexp(1.0, exponent))
         except NotImplementedError:  # a family without scaled() yet: fit W as it is (the tests flag the family)
             logger.warning("%s cannot be scaled (no scaled() method); fitting W unscaled", type(M).__name__)
             M = run(W)
@@ -120,8 +93,7 @@ def guarded_fit(fit):
     """Wrap ``fit(W, budget, *args, **options)`` as described in the module docstring; adds ``threads=``.
 
     Applying it twice is harmless (a guarded function is returned as is), and a guarded fit called from inside
-    another runs without the second thread limit and divides its ``W`` (already normalised, or a part of such a
-    matrix) by the power of two below its largest magnitude only, which is exact (a no-op for a normalised ``W``).
+    another runs without the second thread limit (its ``W`` is already scaled, so its scale step is a no-op).
     """
     if is_guarded(fit):
         return fit
