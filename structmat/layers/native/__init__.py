@@ -1,0 +1,120 @@
+"""Compiled C helpers of the layers' inference fast path, built with the system C compiler at first use.
+
+The sources are this package's ``*.c`` files; the shared library is compiled once per (sources, compiler, flags)
+with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` as for ``structmat bench-c``) into
+``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then renamed, so concurrent
+processes never load a half-written file. The library is called through :mod:`ctypes` on the tensors' memory.
+
+Nothing here is required: without a C compiler, when the build fails, or with ``STRUCTMAT_NATIVE=0`` in the
+environment, :func:`sparse_library` returns None (with one logged warning when a build was attempted) and the
+layers use torch's own kernels. Exports and the training path never call these helpers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["sparse_library", "column_block_masks", "bitmask_rows", "csr_panels", "PANEL_ROWS"]
+
+logger = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).resolve().parent
+#: Input rows per panel of :func:`csr_panels` (the C kernel's PANEL).
+PANEL_ROWS = 64
+_LIBRARY: dict = {}
+
+
+def _build(name: str) -> Path:
+    """Compile ``<name>.c`` into a shared library (once) and return its path; raises CompilerError."""
+    from structmat.speed_c.build import CompilerError, _resolve_compiler, _split_flags, default_cache_dir
+
+    command, flags = _resolve_compiler(None), _split_flags(None)
+    source = SOURCE_DIR / f"{name}.c"
+    digest = hashlib.sha256()
+    for part in (json.dumps(command), json.dumps(flags)):
+        digest.update(part.encode() + b"\0")
+    digest.update(source.read_bytes())
+    target_dir = default_cache_dir().parent / "native" / digest.hexdigest()[:20]
+    library = target_dir / f"lib{name}.so"
+    if library.exists():
+        return library
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_dir, prefix=".build-") as tmp:
+        out = Path(tmp) / library.name
+        argv = command + flags + ["-shared", "-fPIC", str(source), "-o", str(out)]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        except OSError as exc:
+            raise CompilerError(f"could not run the C compiler {command[0]!r}: {exc}") from exc
+        if result.returncode != 0:
+            lines = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] or result.stderr.splitlines()
+            raise CompilerError(f"compiling {source.name} with {' '.join(command + flags)} failed: "
+                                f"{lines[0].strip() if lines else result.returncode}")
+        os.replace(out, library)
+    return library
+
+
+def sparse_library():
+    """The compiled sparse kernels (:mod:`ctypes` library), or None when disabled or not buildable."""
+    if "sparse" in _LIBRARY:
+        return _LIBRARY["sparse"]
+    library = None
+    if os.environ.get("STRUCTMAT_NATIVE", "1") != "0":
+        try:
+            library = ctypes.CDLL(str(_build("sparse_kernels")))
+        except Exception as exc:  # no compiler, failed build, unloadable file: torch's kernels serve instead
+            logger.warning("structmat: compiled sparse kernels unavailable (%s); using torch's CSR kernels", exc)
+        else:
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            library.sm_bitmask_rows.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64]
+            library.sm_bitmask_rows.restype = None
+            library.sm_csr_panels.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr]
+            library.sm_csr_panels.restype = None
+            library.sm_native_has_avx512.restype = ctypes.c_int
+    _LIBRARY["sparse"] = library
+    return library
+
+
+def column_block_masks(crow: np.ndarray, col: np.ndarray, cols: int) -> np.ndarray | None:
+    """The 16-bit masks of the stored columns of every 16-column block of every row (uint16, (rows,
+    ceil(cols / 16))), or None when the column indices are not strictly increasing within each row (then the
+    values are not in block order and the masks cannot describe them)."""
+    crow, col = np.asarray(crow, np.int64), np.asarray(col, np.int64)
+    rows = crow.shape[0] - 1
+    row = np.repeat(np.arange(rows), np.diff(crow))
+    if col.size and np.any((np.diff(col) <= 0) & (row[1:] == row[:-1])):
+        return None
+    nb = (cols + 15) // 16
+    flat = np.zeros(rows * nb, dtype=np.int64)
+    np.add.at(flat, row * nb + col // 16, np.left_shift(1, col % 16))  # distinct bits: the sum is an OR
+    return flat.astype(np.uint16).reshape(rows, nb)
+
+
+def bitmask_rows(library, masks, crow, values, cols: int, x, y) -> None:
+    """``y = x Sᵀ`` (float32 tensors, x (b, cols) and y (b, rows) C-contiguous) with the masks kernel."""
+    rows = crow.shape[0] - 1
+    library.sm_bitmask_rows(rows, cols, x.shape[0], masks.ctypes.data, crow.data_ptr(), values.data_ptr(),
+                            x.data_ptr(), cols, y.data_ptr(), rows)
+
+
+def csr_panels(library, crow, col, values, cols: int, x, y, scratch) -> None:
+    """``y = x Sᵀ`` with the panel kernel; ``scratch``: float32, 64-byte aligned, ``PANEL_ROWS (cols + rows)``."""
+    rows = crow.shape[0] - 1
+    library.sm_csr_panels(rows, cols, x.shape[0], crow.data_ptr(), col.data_ptr(), values.data_ptr(),
+                          x.data_ptr(), cols, y.data_ptr(), rows, scratch.ctypes.data)
+
+
+def aligned_scratch(size: int) -> np.ndarray:
+    """A float32 array of ``size`` entries starting on a 64-byte boundary."""
+    raw = np.empty(size + 16, dtype=np.float32)
+    start = (-raw.ctypes.data // 4) % 16
+    return raw[start:start + size]
