@@ -11,10 +11,9 @@ dense weight is never formed:
 * inference on the CPU: compiled kernels on the parameters' memory (:mod:`structmat.layers.native`, float32, built
   with the system C compiler at first use) where they beat torch's CSR kernels, else those (MKL; int32 indices, no
   copies of the values). From :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into
-  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); for one input row and factors
-  with at least :data:`MASKS_MIN_FILL` values per 16-column block on average, a kernel that expands each block's
-  packed values into vector lanes by a 16-bit column mask (AVX-512 ``vexpandps``) against a dense load of the
-  input; otherwise torch's CSR product;
+  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); below :data:`ROWS_MAX_BATCH`
+  rows, a row kernel reading 16-bit column indices (a derived copy, cached) and multiplying runs of 8 values with
+  vectors of the inputs they name; in between, torch's CSR product;
 * the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
   the values and a scatter-add into the output rows, whose row of each value is rebuilt from ``crow`` in the graph.
 
@@ -37,16 +36,14 @@ from structmat.layers import native
 from structmat.layers.base import FAST_DTYPES, StructuredLinear, check_structure_size, is_tracing
 from structmat.matrices.sparse_product import Sparse, SparseProduct
 
-__all__ = ["SparseProductLinear", "SparseLinear", "PANEL_MIN_BATCH", "MASKS_MIN_FILL"]
+__all__ = ["SparseProductLinear", "SparseLinear", "PANEL_MIN_BATCH", "ROWS_MAX_BATCH"]
 
 #: Input rows from which the fast path runs the compiled panel kernel. Measured with one thread on the 1000×1280
 #: classifier at a quarter of its weights: at 32 rows 0.48–0.55 of ``nn.Linear``'s time against 0.58–0.63 for torch's
 #: CSR product, at 16 rows 0.97–1.0 against 0.66–0.67; at 256 rows 0.34 against 1.1.
 PANEL_MIN_BATCH = 32
-#: Mean stored values per 16-column block from which one input row runs the column-mask kernel: at 4 (a quarter of
-#: the entries) it took 1.8 of ``nn.Linear``'s time against 3.1–3.3 for torch's CSR product; at 2 (the two factors of
-#: a sparse product at the same share) 3.1 against 3.1.
-MASKS_MIN_FILL = 3.0
+#: Input rows up to which the fast path runs the compiled row kernel.
+ROWS_MAX_BATCH = 1
 
 
 def _csr(crow, col, values, shape):
@@ -264,33 +261,36 @@ class SparseProductLinear(StructuredLinear):
     def _fast_product(self, x):
         library = native.sparse_library() if x.dtype == torch.float32 else None
         Z = x
-        for j in range(self.num_factors - 1, -1, -1):
-            crow, col = self._factor(j)
-            rows, cols = self.factor_shapes[j]
-            values = self.values[j].detach().contiguous()
+        for j, rows, crow, col, values, short_columns in self._fast_factors():
             if library is not None and Z.shape[0] >= PANEL_MIN_BATCH:
                 out = Z.new_empty((Z.shape[0], rows))
-                native.csr_panels(library, crow, col, values, cols, Z, out, self._panel_scratch())
-            elif library is not None and Z.shape[0] == 1 and self._column_masks(j) is not None:
-                out = Z.new_empty((1, rows))
-                native.bitmask_rows(library, self._column_masks(j), crow, values, cols, Z, out)
+                native.csr_panels(library, crow, col, values, Z.shape[1], Z, out, self._panel_scratch())
+            elif library is not None and Z.shape[0] <= ROWS_MAX_BATCH and short_columns is not None:
+                out = Z.new_empty((Z.shape[0], rows))
+                native.csr_rows(library, crow, short_columns, values, Z, out)
             else:
                 S = self._cached(f"csr_{j}", lambda: _csr(crow, col, values, self.factor_shapes[j]))
                 out = (S @ Z.T).T.contiguous()
             Z = out
         return Z
 
-    def _column_masks(self, j: int):
-        """Factor j's 16-bit column masks per 16-column block (:func:`native.column_block_masks`), or None when its
-        blocks hold fewer than :data:`MASKS_MIN_FILL` values on average (then torch's CSR product is faster)."""
+    def _fast_factors(self) -> list[tuple]:
+        """Per factor in the order they apply: ``(j, rows, crow, col, values, short_columns)``, the values a view of
+        the parameter's memory and ``short_columns`` the column indices as uint16 NumPy for the row kernel (a
+        derived copy; None beyond 65536 columns). Cached until the module's tensors are moved or replaced."""
         def build():
-            rows, cols = self.factor_shapes[j]
-            if self.values[j].numel() < MASKS_MIN_FILL * rows * ((cols + 15) // 16):
-                return None
-            crow, col = (t.cpu().numpy() for t in self._factor(j))
-            return native.column_block_masks(crow, col, cols)
+            plan = []
+            for j in range(self.num_factors - 1, -1, -1):
+                crow, col = self._factor(j)
+                rows, cols = self.factor_shapes[j]
+                short = col.cpu().numpy().astype(np.uint16) if cols <= 1 << 16 else None
+                plan.append((j, rows, crow, col, self.values[j].detach(), short))
+            return plan
 
-        return self._cached(f"masks_{j}", build)
+        return self._cached("fast_factors", build)
+
+    def _any_param(self) -> torch.Tensor:  # the forward's dtype check, without walking the parameter list
+        return self.values[0] if len(self.values) else super()._any_param()
 
     def _panel_scratch(self):
         """The panel kernel's scratch (64-byte aligned float32), one per calling thread."""

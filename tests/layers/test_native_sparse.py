@@ -1,6 +1,6 @@
-"""The compiled sparse kernels of the inference fast path: column masks, the mask and panel products against dense
-products (shapes off the 16-column and 64-row grids, empty rows, values ending at the array's end), the layers'
-choice between them, and torch's CSR product when no compiled library is available."""
+"""The compiled sparse kernels of the inference fast path: the row and panel products against dense products (shapes
+off the 8-value and 64-row grids, empty rows), the layers' choice between them, and torch's CSR product when no
+compiled library is available."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import scipy.sparse
 import torch
 
 from structmat.layers import native
-from structmat.layers.sparse_product import MASKS_MIN_FILL, PANEL_MIN_BATCH, SparseLinear, SparseProductLinear
+from structmat.layers.sparse_product import PANEL_MIN_BATCH, ROWS_MAX_BATCH, SparseLinear, SparseProductLinear
 from structmat.matrices.sparse_product import SparseProduct
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -29,26 +29,17 @@ def _random_csr(rows, cols, density, seed):
     return scipy.sparse.csr_array(dense)
 
 
-def test_column_masks_mark_the_stored_columns():
-    crow, col = np.array([0, 3, 3, 5]), np.array([0, 15, 16, 1, 33])
-    masks = native.column_block_masks(crow, col, 34)
-    assert masks.dtype == np.uint16 and masks.shape == (3, 3)
-    assert masks.tolist() == [[1 | 1 << 15, 1, 0], [0, 0, 0], [1 << 1, 0, 1 << 1]]
-    assert native.column_block_masks(np.array([0, 2]), np.array([5, 3]), 8) is None  # unsorted: no block order
-
-
 @pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05)])
 @pytest.mark.parametrize("batch", [1, 3, 6, 70, 130])
-def test_mask_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
+def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
     S = _random_csr(rows, cols, density, seed=rows)
     crow, col = torch.from_numpy(S.indptr.astype(np.int32)), torch.from_numpy(S.indices.astype(np.int32))
     values = torch.from_numpy(S.data.copy())
     x = torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32))
     expected = x.double().numpy() @ S.toarray().astype(np.float64).T
     tol = 1e-5 * max(np.abs(expected).max(), 1.0)
-    masks = native.column_block_masks(S.indptr, S.indices, cols)
     y = torch.full((batch, rows), np.nan, dtype=torch.float32)
-    native.bitmask_rows(library, masks, crow, values, cols, x, y)
+    native.csr_rows(library, crow, S.indices.astype(np.uint16), values, x, y)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)
     y = torch.full((batch, rows), np.nan, dtype=torch.float32)
     scratch = native.aligned_scratch(native.PANEL_ROWS * (rows + cols))
@@ -63,7 +54,7 @@ def _product(seed=0):
 
 
 @pytest.mark.parametrize("native_library", [True, False])
-@pytest.mark.parametrize("batch", [1, 5, PANEL_MIN_BATCH + 3])
+@pytest.mark.parametrize("batch", [ROWS_MAX_BATCH, ROWS_MAX_BATCH + 4, PANEL_MIN_BATCH + 3])
 def test_layers_fast_path_with_and_without_the_compiled_kernels(native_library, batch, rng, monkeypatch):
     if not native_library:
         monkeypatch.setitem(native._LIBRARY, "sparse", None)
@@ -75,10 +66,6 @@ def test_layers_fast_path_with_and_without_the_compiled_kernels(native_library, 
         y = layer(x)
     assert y.shape == (batch, 40) and y.is_contiguous()
     np.testing.assert_allclose(y.numpy(), expected, atol=1e-5 * np.abs(expected).max())
-    # which factors are dense enough for the mask kernel at one input row
-    fills = [v.numel() / (r * ((c + 15) // 16)) for v, (r, c) in zip(layer.values, layer.factor_shapes)]
-    assert [layer._column_masks(j) is not None for j in range(2)] == [f >= MASKS_MIN_FILL for f in fills]
-    assert fills[0] >= MASKS_MIN_FILL > fills[1]
 
 
 def test_the_compiled_kernels_can_be_switched_off(monkeypatch):
@@ -87,7 +74,7 @@ def test_the_compiled_kernels_can_be_switched_off(monkeypatch):
     assert native.sparse_library() is None
 
 
-def test_mask_kernel_follows_value_updates(rng):
+def test_row_kernel_follows_value_updates(rng):
     layer = SparseLinear(50, 40, share=0.5, seed=3)
     x = torch.from_numpy(rng.standard_normal((1, 50)).astype(np.float32))
     with torch.no_grad():

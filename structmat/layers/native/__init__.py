@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["sparse_library", "column_block_masks", "bitmask_rows", "csr_panels", "PANEL_ROWS"]
+__all__ = ["sparse_library", "csr_rows", "csr_panels", "aligned_scratch", "PANEL_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,35 +75,20 @@ def sparse_library():
             logger.warning("structmat: compiled sparse kernels unavailable (%s); using torch's CSR kernels", exc)
         else:
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            library.sm_bitmask_rows.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64]
-            library.sm_bitmask_rows.restype = None
+            library.sm_csr_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64]
+            library.sm_csr_rows.restype = None
             library.sm_csr_panels.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr]
             library.sm_csr_panels.restype = None
-            library.sm_native_has_avx512.restype = ctypes.c_int
     _LIBRARY["sparse"] = library
     return library
 
 
-def column_block_masks(crow: np.ndarray, col: np.ndarray, cols: int) -> np.ndarray | None:
-    """The 16-bit masks of the stored columns of every 16-column block of every row (uint16, (rows,
-    ceil(cols / 16))), or None when the column indices are not strictly increasing within each row (then the
-    values are not in block order and the masks cannot describe them)."""
-    crow, col = np.asarray(crow, np.int64), np.asarray(col, np.int64)
+def csr_rows(library, crow, col16, values, x, y) -> None:
+    """``y = x Sᵀ`` one input row at a time (float32 tensors, x (b, cols) and y (b, rows) C-contiguous; ``crow``
+    int32, ``col16`` the column indices as uint16 NumPy)."""
     rows = crow.shape[0] - 1
-    row = np.repeat(np.arange(rows), np.diff(crow))
-    if col.size and np.any((np.diff(col) <= 0) & (row[1:] == row[:-1])):
-        return None
-    nb = (cols + 15) // 16
-    flat = np.zeros(rows * nb, dtype=np.int64)
-    np.add.at(flat, row * nb + col // 16, np.left_shift(1, col % 16))  # distinct bits: the sum is an OR
-    return flat.astype(np.uint16).reshape(rows, nb)
-
-
-def bitmask_rows(library, masks, crow, values, cols: int, x, y) -> None:
-    """``y = x Sᵀ`` (float32 tensors, x (b, cols) and y (b, rows) C-contiguous) with the masks kernel."""
-    rows = crow.shape[0] - 1
-    library.sm_bitmask_rows(rows, cols, x.shape[0], masks.ctypes.data, crow.data_ptr(), values.data_ptr(),
-                            x.data_ptr(), cols, y.data_ptr(), rows)
+    library.sm_csr_rows(rows, x.shape[0], crow.data_ptr(), col16.ctypes.data, values.data_ptr(), x.data_ptr(),
+                        x.shape[1], y.data_ptr(), rows)
 
 
 def csr_panels(library, crow, col, values, cols: int, x, y, scratch) -> None:

@@ -3,165 +3,95 @@
  *
  * Two kernels, chosen by the caller by batch size:
  *
- * - sm_bitmask_rows: small batches. Each row of S is read as ceil(cols / 16) column blocks of 16, each described by
- *   a 16-bit mask of its stored columns; the row's values, packed in column order (exactly CSR's data array when
- *   the column indices are sorted within rows), are expanded into the 16 lanes of the block (AVX-512
- *   vexpandps) and multiplied with a dense load of x: no gathers, and the matrix streams 2 bytes of mask per block
- *   plus 4 bytes per value instead of 4 + 4 per value (CSR) or 4 per entry (dense). Four rows of S are swept
- *   together so that the four chains "next value = this value + popcount(mask)" overlap. Without AVX-512 the same
- *   masks are walked bit by bit (portable C).
+ * - sm_csr_rows: one input row at a time (small batches). 16-bit column indices are read four at a time with one
+ *   8-byte load and split with shifts, the inputs they name are loaded one by one into the lanes of a vector, and
+ *   each run of 8 stored values is one vector multiply-add. On AMD Zen cores this beats AVX-512 gathers (about
+ *   5 ns per 16-lane gather) and a column-mask format expanded with vexpandps (one expand per 16-column block
+ *   costs about as much as the dense product's whole work on those 16 entries); see docs/benchmarks/speed.md.
+ *   Without AVX2 and FMA: plain C with four accumulators.
  * - sm_csr_panels: large batches. The batch is cut into panels of 64 rows; each panel of X is transposed into a
  *   (cols x 64) scratch that stays in L2, and every stored value adds value * (a 64-wide row of that scratch) to
  *   its output row: 4 vector FMAs per value with two alternating accumulator sets (latency hidden), no gathers.
- *   The (rows x 64) result is transposed into Y.
+ *   The (rows x 64) result is transposed into Y. Without AVX-512: plain C over the same panels.
  *
- * Every output element is summed in a fixed order (blocks, then lanes), so results do not depend on the batch
- * size a kernel is called with, only on the kernel.
+ * Every output element is summed in a fixed order, so results depend on the kernel, not on the batch a kernel is
+ * called with.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #define PANEL 64
 
-#if defined(__AVX512F__)
-/* the packed values of one block spread into its mask's lanes: a full 16-float load then a register expand
- * (vexpandps with a memory operand is microcoded on some cores), or a masked load at the end of the array */
-#define EXPAND(mask, p, safe)                                                                                    \
-    ((safe) ? _mm512_maskz_expand_ps((__mmask16)(mask), _mm512_loadu_ps(p))                                     \
-            : _mm512_maskz_expandloadu_ps((__mmask16)(mask), (p)))
-#endif
-
-int sm_native_has_avx512(void)
+#if defined(__AVX2__) && defined(__FMA__)
+/* x[idx[0..7]] as one vector: two 8-byte loads of four 16-bit indices each, split with shifts (loads, not
+ * shuffles or gathers, are what the core has most of), eight scalar loads inserted into the lanes */
+static inline __m256 gather8(const uint16_t *restrict idx, const float *restrict x)
 {
-#if defined(__AVX512F__)
-    return 1;
-#else
-    return 0;
-#endif
+    uint64_t lo, hi;
+    memcpy(&lo, idx, 8);
+    memcpy(&hi, idx + 4, 8);
+    return _mm256_set_ps(x[hi >> 48], x[(hi >> 32) & 0xFFFF], x[(hi >> 16) & 0xFFFF], x[hi & 0xFFFF], x[lo >> 48],
+                         x[(lo >> 32) & 0xFFFF], x[(lo >> 16) & 0xFFFF], x[lo & 0xFFFF]);
 }
 
-#if defined(__AVX512F__)
-/* y[r] (+)= sum over row i of S, for R = 1 input row and four rows of S at a time. */
-static void bitmask_rows_1(int64_t rows, int64_t cols, const uint16_t *restrict masks,
-                           const int32_t *restrict indptr, const float *restrict values,
-                           const float *restrict x, float *restrict y)
+static inline float sum8(__m256 a)
 {
-    const int64_t nb = (cols + 15) / 16, full = cols / 16;
-    const __mmask16 tail = (__mmask16)((1u << (cols % 16)) - 1u);
-    int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-        const float *p0 = values + indptr[i], *p1 = values + indptr[i + 1];
-        const float *p2 = values + indptr[i + 2], *p3 = values + indptr[i + 3];
-        const uint16_t *k0 = masks + i * nb, *k1 = k0 + nb, *k2 = k1 + nb, *k3 = k2 + nb;
-        const int safe = (int64_t)indptr[i + 4] + 16 <= (int64_t)indptr[rows];
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-               a3 = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const __m512 xv = b < full ? _mm512_loadu_ps(x + 16 * b) : _mm512_maskz_loadu_ps(tail, x + 16 * b);
-            const unsigned m0 = k0[b], m1 = k1[b], m2 = k2[b], m3 = k3[b];
-            a0 = _mm512_fmadd_ps(EXPAND(m0, p0, safe), xv, a0);
-            a1 = _mm512_fmadd_ps(EXPAND(m1, p1, safe), xv, a1);
-            a2 = _mm512_fmadd_ps(EXPAND(m2, p2, safe), xv, a2);
-            a3 = _mm512_fmadd_ps(EXPAND(m3, p3, safe), xv, a3);
-            p0 += __builtin_popcount(m0);
-            p1 += __builtin_popcount(m1);
-            p2 += __builtin_popcount(m2);
-            p3 += __builtin_popcount(m3);
-        }
-        y[i] = _mm512_reduce_add_ps(a0);
-        y[i + 1] = _mm512_reduce_add_ps(a1);
-        y[i + 2] = _mm512_reduce_add_ps(a2);
-        y[i + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; i < rows; ++i) {
-        const float *p = values + indptr[i];
-        const uint16_t *k = masks + i * nb;
-        const int safe = (int64_t)indptr[i + 1] + 16 <= (int64_t)indptr[rows];
-        __m512 a = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const __m512 xv = b < full ? _mm512_loadu_ps(x + 16 * b) : _mm512_maskz_loadu_ps(tail, x + 16 * b);
-            a = _mm512_fmadd_ps(EXPAND(k[b], p, safe), xv, a);
-            p += __builtin_popcount(k[b]);
-        }
-        y[i] = _mm512_reduce_add_ps(a);
-    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
+#endif
 
-/* Four input rows (x, x + ldx, ...) against one row of S at a time: each expanded block serves four FMAs. */
-static void bitmask_rows_4(int64_t rows, int64_t cols, const uint16_t *restrict masks,
-                           const int32_t *restrict indptr, const float *restrict values,
-                           const float *restrict x, int64_t ldx, float *restrict y, int64_t ldy)
+/* y = S x for one input row: per row of S, its values in runs of 16 against two vectors of the gathered inputs
+ * (two accumulator chains), a run of 8, then the last values one by one. */
+static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t *restrict idx,
+                    const float *restrict data, const float *restrict x, float *restrict y)
 {
-    const int64_t nb = (cols + 15) / 16, full = cols / 16;
-    const __mmask16 tail = (__mmask16)((1u << (cols % 16)) - 1u);
     for (int64_t i = 0; i < rows; ++i) {
-        const float *p = values + indptr[i];
-        const uint16_t *k = masks + i * nb;
-        const int safe = (int64_t)indptr[i + 1] + 16 <= (int64_t)indptr[rows];
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-               a3 = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const __mmask16 lanes = b < full ? (__mmask16)0xFFFF : tail;
-            const __m512 v = EXPAND(k[b], p, safe);
-            a0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(lanes, x + 16 * b), a0);
-            a1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(lanes, x + ldx + 16 * b), a1);
-            a2 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(lanes, x + 2 * ldx + 16 * b), a2);
-            a3 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(lanes, x + 3 * ldx + 16 * b), a3);
-            p += __builtin_popcount(k[b]);
+        int64_t p = indptr[i];
+        const int64_t end = indptr[i + 1];
+        float tail = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+        __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps();
+        for (; p + 16 <= end; p += 16) {
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(data + p), gather8(idx + p, x), a);
+            c = _mm256_fmadd_ps(_mm256_loadu_ps(data + p + 8), gather8(idx + p + 8, x), c);
         }
-        y[i] = _mm512_reduce_add_ps(a0);
-        y[ldy + i] = _mm512_reduce_add_ps(a1);
-        y[2 * ldy + i] = _mm512_reduce_add_ps(a2);
-        y[3 * ldy + i] = _mm512_reduce_add_ps(a3);
-    }
-}
+        if (p + 8 <= end) {
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(data + p), gather8(idx + p, x), a);
+            p += 8;
+        }
+        for (; p < end; ++p)
+            tail += data[p] * x[idx[p]];
+        y[i] = sum8(_mm256_add_ps(a, c)) + tail;
 #else
-static void bitmask_rows_1(int64_t rows, int64_t cols, const uint16_t *restrict masks,
-                           const int32_t *restrict indptr, const float *restrict values,
-                           const float *restrict x, float *restrict y)
-{
-    const int64_t nb = (cols + 15) / 16;
-    for (int64_t i = 0; i < rows; ++i) {
-        const float *p = values + indptr[i];
-        const uint16_t *k = masks + i * nb;
-        float lane[16] = {0};
-        for (int64_t b = 0; b < nb; ++b) {
-            for (unsigned m = k[b]; m; m &= m - 1u) {
-                const int l = __builtin_ctz(m);
-                lane[l] += *p++ * x[16 * b + l];
-            }
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        for (; p + 4 <= end; p += 4) {
+            a0 += data[p] * x[idx[p]];
+            a1 += data[p + 1] * x[idx[p + 1]];
+            a2 += data[p + 2] * x[idx[p + 2]];
+            a3 += data[p + 3] * x[idx[p + 3]];
         }
-        float acc = 0.0f;
-        for (int l = 0; l < 16; ++l)
-            acc += lane[l];
-        y[i] = acc;
+        for (; p < end; ++p)
+            tail += data[p] * x[idx[p]];
+        y[i] = ((a0 + a1) + (a2 + a3)) + tail;
+#endif
     }
 }
 
-static void bitmask_rows_4(int64_t rows, int64_t cols, const uint16_t *restrict masks,
-                           const int32_t *restrict indptr, const float *restrict values,
-                           const float *restrict x, int64_t ldx, float *restrict y, int64_t ldy)
+/* Y (batch x rows, leading dimension ldy) = X (batch x cols, leading dimension ldx) Sᵀ, one input row at a time;
+ * S in CSR with 16-bit column indices (cols <= 65536). */
+void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint16_t *indices, const float *values,
+                 const float *x, int64_t ldx, float *y, int64_t ldy)
 {
-    for (int r = 0; r < 4; ++r)
-        bitmask_rows_1(rows, cols, masks, indptr, values, x + r * ldx, y + r * ldy);
-}
-#endif
-
-/* Y (batch x rows, leading dimension ldy) = X (batch x cols, leading dimension ldx) Sᵀ, S in CSR with the
- * column masks of its 16-column blocks (rows x ceil(cols / 16), row-major). */
-void sm_bitmask_rows(int64_t rows, int64_t cols, int64_t batch, const uint16_t *masks, const int32_t *indptr,
-                     const float *values, const float *x, int64_t ldx, float *y, int64_t ldy)
-{
-    int64_t r = 0;
-    for (; r + 4 <= batch; r += 4)
-        bitmask_rows_4(rows, cols, masks, indptr, values, x + r * ldx, ldx, y + r * ldy, ldy);
-    for (; r < batch; ++r)
-        bitmask_rows_1(rows, cols, masks, indptr, values, x + r * ldx, y + r * ldy);
+    for (int64_t r = 0; r < batch; ++r)
+        csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy);
 }
 
 /* Y = X Sᵀ by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte aligned). */
