@@ -11,7 +11,7 @@ dense weight is never formed:
 * inference on the CPU: compiled kernels on the parameters' memory (:mod:`structmat.layers.native`, float32, built
   with the system C compiler at first use) where they beat torch's CSR kernels, else those (MKL; int32 indices, no
   copies of the values). From :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into
-  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); below :data:`ROWS_MAX_BATCH`
+  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH`
   rows, a row kernel reading 16-bit column indices (a derived copy, cached) and multiplying runs of 8 values with
   vectors of the inputs they name; in between, torch's CSR product;
 * the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
