@@ -1,6 +1,6 @@
-"""The compiled sparse kernels of the inference fast path: the row and panel products against dense products (shapes
-off the 8-value and 64-row grids, empty rows), the layers' choice between them, and torch's CSR product when no
-compiled library is available."""
+"""The compiled sparse kernels of the inference fast path: the row, chunk and panel products against dense products
+(shapes off the 8-value, 16-lane, 32-column and 64-row grids, empty rows, full rows), the layers' choice between
+them, and torch's CSR product when no compiled library is available."""
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def _random_csr(rows, cols, density, seed):
     return scipy.sparse.csr_array(dense)
 
 
-@pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05)])
+@pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05), (9, 40, 1.0)])
 @pytest.mark.parametrize("batch", [1, 3, 6, 70, 130])
 def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
     S = _random_csr(rows, cols, density, seed=rows)
@@ -46,10 +46,21 @@ def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, dens
     assert scratch.ctypes.data % 64 == 0
     native.csr_panels(library, crow, col, values, cols, x, y, scratch)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)
+    plan = native.chunk_plan(library, crow, col, values, cols)
+    if plan is None:  # built without AVX-512, or fewer than 32 columns
+        assert cols < 32 or not library.sm_chunks_available()
+        return
+    chunk_ptr, window, lanes, padded = plan[0]
+    assert chunk_ptr[-1] == window.size and padded.size == 16 * window.size and padded.ctypes.data % 64 == 0
+    assert window.min() >= 0 and window.max() <= cols - 32 and lanes.max() < 32
+    y = torch.full((batch, rows), np.nan, dtype=torch.float32)
+    native.chunk_rows(library, plan, x, y)
+    np.testing.assert_allclose(y.numpy(), expected, atol=tol)
+    assert native.chunk_plan(library, crow, col, values, cols, min_fill=S.nnz / window.size + 0.1) is None
 
 
 def _product(seed=0):
-    factors = [_random_csr(40, 24, 0.4, seed), _random_csr(24, 50, 0.15, seed + 1)]
+    factors = [_random_csr(40, 48, 0.8, seed), _random_csr(48, 50, 0.1, seed + 1)]
     return SparseProduct(factors)
 
 
@@ -66,6 +77,8 @@ def test_layers_fast_path_with_and_without_the_compiled_kernels(native_library, 
         y = layer(x)
     assert y.shape == (batch, 40) and y.is_contiguous()
     np.testing.assert_allclose(y.numpy(), expected, atol=1e-5 * np.abs(expected).max())
+    if native_library and native.sparse_library().sm_chunks_available():  # the dense factor chunked, the other not
+        assert [f.chunks(native.sparse_library()) is not None for f in layer._fast_factors()] == [False, True]
 
 
 def test_the_compiled_kernels_can_be_switched_off(monkeypatch):

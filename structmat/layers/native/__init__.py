@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["sparse_library", "csr_rows", "csr_panels", "aligned_scratch", "PANEL_ROWS"]
+__all__ = ["sparse_library", "csr_rows", "chunk_plan", "chunk_rows", "csr_panels", "aligned_scratch", "PANEL_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ def sparse_library():
             library.sm_csr_rows.restype = None
             library.sm_csr_panels.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr]
             library.sm_csr_panels.restype = None
+            library.sm_chunk_count.argtypes = [i64, i64, ptr, ptr]
+            library.sm_chunk_count.restype = i64
+            library.sm_chunk_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+            library.sm_chunk_build.restype = None
+            library.sm_chunk_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64]
+            library.sm_chunk_rows.restype = None
+            library.sm_chunks_available.restype = ctypes.c_int
     _LIBRARY["sparse"] = library
     return library
 
@@ -91,6 +98,30 @@ def csr_rows(library, crow, col16, values, x, y) -> None:
                         x.shape[1], y.data_ptr(), rows)
 
 
+def chunk_plan(library, crow, col, values, cols: int, min_fill: float = 0.0):
+    """The chunked layout of the row kernel for AVX-512 (see ``sm_chunk_build`` in ``sparse_kernels.c``): chunk
+    pointers per row (int32), each chunk's window start column (int32), 16 lane numbers (uint8) and 16 values
+    (float32, zero-padded), with their addresses. None when the library was built without AVX-512, ``cols < 32``, or
+    the chunks would hold fewer than ``min_fill`` values on average."""
+    if cols < 32 or not library.sm_chunks_available():
+        return None
+    rows = crow.shape[0] - 1
+    count = library.sm_chunk_count(rows, cols, crow.data_ptr(), col.data_ptr())
+    if values.numel() < min_fill * count:
+        return None
+    # lanes and values 64-byte aligned: a 64-byte load across two cache lines costs two
+    arrays = (np.empty(rows + 1, np.int32), np.empty(count, np.int32), _aligned(16 * count, np.uint8),
+              _aligned(16 * count, np.float32))
+    addresses = tuple(a.ctypes.data for a in arrays)
+    library.sm_chunk_build(rows, cols, crow.data_ptr(), col.data_ptr(), values.data_ptr(), *addresses)
+    return arrays, addresses
+
+
+def chunk_rows(library, plan, x, y) -> None:
+    """``y = x Sᵀ`` one input row at a time with the chunked layout of :func:`chunk_plan`."""
+    library.sm_chunk_rows(y.shape[1], x.shape[0], *plan[1], x.data_ptr(), x.shape[1], y.data_ptr(), y.shape[1])
+
+
 def csr_panels(library, crow, col, values, cols: int, x, y, scratch) -> None:
     """``y = x Sᵀ`` with the panel kernel; ``scratch``: float32, 64-byte aligned, ``PANEL_ROWS (cols + rows)``."""
     rows = crow.shape[0] - 1
@@ -100,6 +131,11 @@ def csr_panels(library, crow, col, values, cols: int, x, y, scratch) -> None:
 
 def aligned_scratch(size: int) -> np.ndarray:
     """A float32 array of ``size`` entries starting on a 64-byte boundary."""
-    raw = np.empty(size + 16, dtype=np.float32)
-    start = (-raw.ctypes.data // 4) % 16
+    return _aligned(size, np.float32)
+
+
+def _aligned(size: int, dtype) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size + 64 // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data // itemsize) % (64 // itemsize)
     return raw[start:start + size]

@@ -94,6 +94,97 @@ void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint1
         csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy);
 }
 
+/* Chunked rows (AVX-512): each row of S cut into chunks of at most 16 consecutive stored values whose columns lie in
+ * a window of 32 columns starting at the chunk's first column (or at cols - 32 near the end); per chunk the window's
+ * start column, 16 lane numbers (column - start, one byte each) and 16 values, zero-padded. One chunk is two vector
+ * loads of x, one two-source permute (vpermt2ps) that puts each value's input in its lane, and one FMA: about 8
+ * values per chunk at a quarter density, no gathers, no mask registers (padding lanes multiply zeros). */
+int sm_chunks_available(void)
+{
+#if defined(__AVX512F__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The number of chunks of S (cols >= 32). */
+int64_t sm_chunk_count(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices)
+{
+    int64_t count = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t p = indptr[i]; p < indptr[i + 1];) {
+            const int64_t start = indices[p] < cols - 32 ? indices[p] : cols - 32;
+            const int64_t q0 = p;
+            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 32)
+                ++p;
+            ++count;
+        }
+    }
+    return count;
+}
+
+/* Fill chunk_ptr (rows + 1), window (chunks), lanes (16 per chunk) and padded (16 per chunk) from the CSR matrix. */
+void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices, const float *values,
+                    int32_t *chunk_ptr, int32_t *window, uint8_t *lanes, float *padded)
+{
+    int64_t c = 0;
+    chunk_ptr[0] = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t p = indptr[i]; p < indptr[i + 1]; ++c) {
+            const int64_t start = indices[p] < cols - 32 ? indices[p] : cols - 32;
+            int l = 0;
+            window[c] = (int32_t)start;
+            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 32; ++p, ++l) {
+                lanes[16 * c + l] = (uint8_t)(indices[p] - start);
+                padded[16 * c + l] = values[p];
+            }
+            for (; l < 16; ++l) {
+                lanes[16 * c + l] = 0;
+                padded[16 * c + l] = 0.0f;
+            }
+        }
+        chunk_ptr[i + 1] = (int32_t)c;
+    }
+}
+
+void sm_chunk_rows(int64_t rows, int64_t batch, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
+                   const uint8_t *restrict lanes, const float *restrict padded, const float *restrict x, int64_t ldx,
+                   float *restrict y, int64_t ldy)
+{
+#if defined(__AVX512F__)
+#define SM_CHUNK(acc, k)                                                                                         \
+    acc = _mm512_fmadd_ps(                                                                                       \
+        _mm512_loadu_ps(padded + 16 * (k)),                                                                      \
+        _mm512_permutex2var_ps(_mm512_loadu_ps(xr + window[k]),                                                  \
+                               _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k)))),       \
+                               _mm512_loadu_ps(xr + window[k] + 16)),                                            \
+        acc)
+    for (int64_t r = 0; r < batch; ++r) {
+        const float *restrict xr = x + r * ldx;
+        for (int64_t i = 0; i < rows; ++i) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
+                   a3 = _mm512_setzero_ps();
+            int64_t k = chunk_ptr[i];
+            const int64_t end = chunk_ptr[i + 1];
+            for (; k + 4 <= end; k += 4) {  /* four accumulators: the FMA latency is hidden */
+                SM_CHUNK(a0, k);
+                SM_CHUNK(a1, k + 1);
+                SM_CHUNK(a2, k + 2);
+                SM_CHUNK(a3, k + 3);
+            }
+            for (; k < end; ++k)
+                SM_CHUNK(a0, k);
+            y[r * ldy + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        }
+    }
+#undef SM_CHUNK
+#else
+    (void)rows, (void)batch, (void)chunk_ptr, (void)window, (void)lanes, (void)padded, (void)x, (void)ldx, (void)y,
+        (void)ldy;
+#endif
+}
+
 /* Y = X Sᵀ by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte aligned). */
 void sm_csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t *restrict indptr,
                    const int32_t *restrict indices, const float *restrict values, const float *restrict x,
