@@ -4,7 +4,7 @@
  *
  *     cc -O3 -march=native formats.c -o formats && taskset -c 1 ./formats
  *
- * Needs AVX-512F (vexpandps, 16-lane gathers). Prints the best of 300 runs per format, in microseconds, and the
+ * Needs AVX-512F (vexpandps, vpermt2ps, 16-lane gathers). Prints the best of 300 runs per format, in microseconds, and the
  * ratio to the dense loop; every format's output is checked against the dense one.
  */
 #include <immintrin.h>
@@ -153,6 +153,56 @@ static inline float sum8(__m256 a)
 RUN_KERNEL(runs_16bit, gather16, col16)
 RUN_KERNEL(runs_32bit, gather32, col32)
 
+/* chunks (the layers' AVX-512 row kernel): up to 16 consecutive values of a row whose columns lie within the 32
+ * columns from the 16-column boundary at or below the first (two cache-line-aligned loads of x); per chunk the window's start column, 16 lane numbers (bytes) and 16 zero-padded values; one
+ * two-source permute of two loads of x puts each value's input in its lane */
+static int32_t chunk_ptr[ROWS + 1], *window;
+static uint8_t *lanes;
+static float *padded;
+
+static int build_chunks(void)
+{
+    int c = 0;
+    for (int i = 0; i < ROWS; ++i) {
+        for (int p = indptr[i]; p < indptr[i + 1]; ++c) {
+            const int start = col32[p] / 16 * 16 < COLS - 32 ? col32[p] / 16 * 16 : COLS - 32;
+            int l = 0;
+            window[c] = start;
+            for (; p < indptr[i + 1] && l < 16 && col32[p] < start + 32; ++p, ++l) {
+                lanes[16 * c + l] = (uint8_t)(col32[p] - start);
+                padded[16 * c + l] = values[p];
+            }
+        }
+        chunk_ptr[i + 1] = c;
+    }
+    return c;
+}
+
+#define CHUNK(acc, k)                                                                                            \
+    acc = _mm512_fmadd_ps(_mm512_load_ps(padded + 16 * (size_t)(k)),                                            \
+                          _mm512_permutex2var_ps(_mm512_loadu_ps(x + window[k]),                                 \
+                                                 _mm512_cvtepu8_epi32(_mm_load_si128(                            \
+                                                     (const __m128i *)(lanes + 16 * (size_t)(k)))),             \
+                                                 _mm512_loadu_ps(x + window[k] + 16)),                           \
+                          acc)
+
+static void chunks(float *y)
+{
+    for (int i = 0; i < ROWS; ++i) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        int k = chunk_ptr[i];
+        for (; k + 4 <= chunk_ptr[i + 1]; k += 4) {
+            CHUNK(a0, k);
+            CHUNK(a1, k + 1);
+            CHUNK(a2, k + 2);
+            CHUNK(a3, k + 3);
+        }
+        for (; k < chunk_ptr[i + 1]; ++k)
+            CHUNK(a0, k);
+        y[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
 int main(void)
 {
     struct { const char *name; void (*fn)(float *); int exact; } formats[] = {
@@ -160,6 +210,7 @@ int main(void)
         {"CSR, AVX-512 gathers", csr_gather, 1}, {"column masks + vexpandps", mask_expand, 1},
         {"column masks, masked load (floor, wrong)", mask_floor, 0},
         {"CSR runs of 8, 16-bit indices", runs_16bit, 1}, {"CSR runs of 8, 32-bit indices", runs_32bit, 1},
+        {"chunks: 16 values in 32 columns, vpermt2ps", chunks, 1},
     };
     const int count = sizeof(formats) / sizeof(formats[0]);
     float *y = malloc(sizeof(float) * ROWS), *ref = malloc(sizeof(float) * ROWS);
@@ -183,6 +234,12 @@ int main(void)
     }
     for (int j = 0; j < COLS; ++j)
         x[j] = (float)rand() / RAND_MAX - 0.5f;
+    window = malloc(sizeof(int32_t) * nnz);
+    lanes = aligned_alloc(64, 16 * (size_t)nnz);
+    padded = aligned_alloc(64, sizeof(float) * 16 * (size_t)nnz);
+    memset(lanes, 0, 16 * (size_t)nnz);
+    memset(padded, 0, sizeof(float) * 16 * (size_t)nnz);
+    const int nchunks = build_chunks();
     dense_rows(ref);
     for (int k = 0; k < count; ++k) {
         best[k] = 1e9;
@@ -197,7 +254,7 @@ int main(void)
                 return 1;
             }
     }
-    printf("1000 x 1280, %d stored values (share %.3f)\n", nnz, nnz / (double)(ROWS * COLS));
+    printf("1000 x 1280, %d stored values (share %.3f), %d chunks\n", nnz, nnz / (double)(ROWS * COLS), nchunks);
     for (int k = 0; k < count; ++k)
         printf("%-42s %7.1f us  %.2f x dense\n", formats[k].name, 1e6 * best[k], best[k] / best[0]);
     return 0;

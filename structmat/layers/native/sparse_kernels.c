@@ -95,7 +95,9 @@ void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint1
 }
 
 /* Chunked rows (AVX-512): each row of S cut into chunks of at most 16 consecutive stored values whose columns lie in
- * a window of 32 columns starting at the chunk's first column (or at cols - 32 near the end); per chunk the window's
+ * a window of 32 columns starting at the 16-column boundary at or below the chunk's first column (so that both loads
+ * of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 32 near the end;
+ * per chunk the window's
  * start column, 16 lane numbers (column - start, one byte each) and 16 values, zero-padded. One chunk is two vector
  * loads of x, one two-source permute (vpermt2ps) that puts each value's input in its lane, and one FMA: about 8
  * values per chunk at a quarter density, no gathers, no mask registers (padding lanes multiply zeros). */
@@ -114,7 +116,7 @@ int64_t sm_chunk_count(int64_t rows, int64_t cols, const int32_t *indptr, const 
     int64_t count = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1];) {
-            const int64_t start = indices[p] < cols - 32 ? indices[p] : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
             const int64_t q0 = p;
             while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 32)
                 ++p;
@@ -132,7 +134,7 @@ void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int
     chunk_ptr[0] = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1]; ++c) {
-            const int64_t start = indices[p] < cols - 32 ? indices[p] : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
             int l = 0;
             window[c] = (int32_t)start;
             for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 32; ++p, ++l) {
