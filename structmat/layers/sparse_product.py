@@ -14,7 +14,7 @@ dense weight is never formed:
   a cache-resident scratch, four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH`
   rows, a row kernel: with AVX-512 and at least :data:`CHUNK_MIN_FILL` values per chunk, chunks of up to 16 values
   within 32 columns, each one two-source permute of two vector loads of the input and one FMA against its
-  zero-padded values (a derived copy, rebuilt after an optimiser step: about 2.4 times the values' bytes); else
+  zero-padded values (a derived copy, rebuilt after an optimiser step: about 2.6 times the values' bytes); else
   runs of 8 values against vectors of the inputs they name (16-bit column indices, a derived copy); in between,
   torch's CSR product;
 * the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
@@ -51,7 +51,7 @@ PANEL_MIN_BATCH = 32
 ROWS_MAX_BATCH = 3
 #: Mean stored values per chunk (16 values within 32 columns) from which a factor runs the AVX-512 chunk kernel rather
 #: than the CSR row kernel. Per row: about 1.1 ns per chunk against 0.17 ns per stored value, so the two meet near
-#: 6.5 values per chunk (a quarter of the classifier's entries: 8.7 per chunk, 41 against 53 µs; 7 % of a
+#: 6.5 values per chunk (a quarter of the classifier's entries: 8.0 per chunk, 37 against 53–57 µs; 7 % of a
 #: 1000×1000 factor: 3.1 per chunk, 24 against 14 µs).
 CHUNK_MIN_FILL = 6.5
 
