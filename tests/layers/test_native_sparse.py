@@ -30,7 +30,7 @@ def _random_csr(rows, cols, density, seed):
 
 
 @pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05), (9, 40, 1.0)])
-@pytest.mark.parametrize("batch", [1, 3, 6, 70, 130])
+@pytest.mark.parametrize("batch", [1, 5, 70])
 def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
     S = _random_csr(rows, cols, density, seed=rows)
     crow, col = torch.from_numpy(S.indptr.astype(np.int32)), torch.from_numpy(S.indices.astype(np.int32))
