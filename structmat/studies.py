@@ -41,8 +41,8 @@ from structmat._validation import resolve_budget
 from structmat.benchmarks.timing import single_thread
 from structmat.families import get_family
 from structmat.finetune import (
-    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, plot_histories,
-    random_linear_weights, split_indices, write_json,
+    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, random_linear_weights,
+    split_indices, write_json,
 )
 from structmat.fit_process import FitTimeoutError, fit_with_timeout
 
@@ -131,17 +131,18 @@ class Study:
                           for h in (self.dense, *self.heads)]}
 
     def write(self, directory, stem: str) -> list[Path]:
-        """``<stem>.csv``, ``<stem>.json`` (with per-epoch metrics) and ``<stem>.png`` (training curves)."""
+        """``<stem>.csv``, ``<stem>.json`` (with per-epoch metrics) and ``<stem>.png`` (every head before and after
+        fine-tuning, and the training curves: :func:`structmat.study_plot.plot_study`)."""
         from structmat.benchmarks.results import write_rows
+        from structmat.study_plot import plot_study
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / f"{stem}.csv", directory / f"{stem}.json", directory / f"{stem}.png"]
         write_rows(paths[0], self.rows(), STUDY_COLUMNS)
-        write_json(paths[1], self.to_json())
-        curves = {h.family: h.finetune for h in (self.dense, *self.heads) if h.finetune is not None}
-        if curves:
-            plot_histories(curves, paths[2], title=f"fine-tuning ({self.objective}) at budget {self.budget}")
+        data = self.to_json()
+        write_json(paths[1], data)
+        plot_study(data, paths[2])
         return paths
 
 

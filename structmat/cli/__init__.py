@@ -20,6 +20,7 @@ from structmat.cli.benchmarks import BENCHMARK_COMMANDS
 from structmat.cli.compress import COMPRESS_COMMANDS
 from structmat.cli.export import EXPORT_COMMANDS
 from structmat.cli.features import FEATURE_COMMANDS
+from structmat.cli.figures import FIGURE_COMMANDS
 from structmat.cli.matrices import MATRIX_COMMANDS
 from structmat.cli.pyfaust import PYFAUST_COMMANDS
 from structmat.cli.sss import SSS_COMMANDS
@@ -36,6 +37,7 @@ COMMANDS = {
     **PYFAUST_COMMANDS,  # bench-pyfaust
     **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product
     **COMPRESS_COMMANDS,  # compress, bench-compress
+    **FIGURE_COMMANDS,  # figures
 }
 
 #: The commands that neither fit nor train, so take no ``--threads``; every other command does.
