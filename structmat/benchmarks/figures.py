@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import tempfile
 import time
@@ -122,7 +123,7 @@ def draw_c_speed(rows: list[dict], path, *, title: str | None = None) -> None:
         raise ValueError("no structured C timings to draw")
     several = len({r["budget"] for r in cells}) > 1
     cells.sort(key=lambda r: float(r["ratio_to_c_dense"]), reverse=True)
-    fig, ax = plt.subplots(figsize=(9.5, 0.42 * len(cells) + 2.4))
+    fig, ax = plt.subplots(figsize=(9.5, 0.42 * len(cells) + 2.1))
     for y, r in enumerate(cells):
         ratio = float(r["ratio_to_c_dense"])
         basis = float(r["byte_share"] if r["family"] in BYTE_SHARE_FAMILIES else r["share"])
@@ -132,7 +133,7 @@ def draw_c_speed(rows: list[dict], path, *, title: str | None = None) -> None:
         for x, colour in ((basis, "black"), (TARGET_FACTOR * basis, "tab:red")):  # a white halo: readable on any bar
             ax.plot([x], [y], marker="|", color="white", markersize=16, markeredgewidth=4)
             ax.plot([x], [y], marker="|", color=colour, markersize=14, markeredgewidth=1.8)
-        ax.text(ratio * 1.08, y, f"{ratio:.3g}", va="center", fontsize=8)
+        ax.text(max(ratio, TARGET_FACTOR * basis) * 1.12, y, f"{ratio:.3g}", va="center", fontsize=8)
     labels = [f"{r['family']}" + (f" @ {float(r['share']):.2f}" if several else "")
               + (" (bytes)" if r["family"] in BYTE_SHARE_FAMILIES else "") for r in cells]
     ax.set_yticks(range(len(cells)), labels, fontsize=9)
@@ -151,6 +152,12 @@ def draw_c_speed(rows: list[dict], path, *, title: str | None = None) -> None:
     ax.legend(handles, ["dense C loop (1)", "ideal: the share (bytes for families with indices)",
                         f"target: {TARGET_FACTOR:g} × the share", "hatched: slower than the target"],
               fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    from structmat.families import structured_family_names
+
+    absent = [f for f in structured_family_names() if f not in {r["family"] for r in cells}]
+    if absent:
+        ax.text(0.99, 0.01, "not timed in C: " + ", ".join(absent), transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8, style="italic")
     first = cells[0]
     dense_us = _float(first.get("dense_c_ns"))
     shares = sorted({f"{float(r['share']):.2f}" for r in cells})
@@ -236,12 +243,22 @@ def _measure_allocation(csv_path, *, compress_args: Sequence[str], progress) -> 
             "seconds": report["seconds"]}
 
 
-def _record(path, figure: str, command: str, started: str, seconds: float, settings: dict) -> None:
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _record(path, figure: str, command: str, started: str, load_at_start: list, seconds: float,
+            settings: dict) -> None:
+    """The JSON beside a figure's CSV: when, on what (``machine`` is read at the end, with its load then), the
+    load average when the measurement started, and the command."""
     from structmat.benchmarks.machine import machine_info
     from structmat.finetune import write_json
 
-    write_json(path, {"figure": figure, "command": command, "started": started, "seconds": round(seconds, 1),
-                      "machine": machine_info(), "settings": settings})
+    write_json(path, {"figure": figure, "command": command, "started": started, "load_at_start": load_at_start,
+                      "seconds": round(seconds, 1), "machine": machine_info(), "settings": settings})
 
 
 def make_figures(out_dir, figures: Sequence[str] = FIGURES, *, from_csv: bool = False, command: str = "",
@@ -291,7 +308,7 @@ def make_figures(out_dir, figures: Sequence[str] = FIGURES, *, from_csv: bool = 
                 raise FileNotFoundError(f"{csv_path} does not exist: run `structmat figures --only {figure}` "
                                         "without --from-csv to measure it")
         else:
-            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            started, load_at_start = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), _load()
             start = time.perf_counter()
             if figure == "family-curves":
                 if cache is None:
@@ -304,7 +321,8 @@ def make_figures(out_dir, figures: Sequence[str] = FIGURES, *, from_csv: bool = 
                 if not compress_args:
                     raise ValueError("allocation needs the arguments of a `structmat compress` run")
                 settings = _measure_allocation(csv_path, compress_args=compress_args, progress=progress)
-            _record(out_dir / f"{figure}.json", figure, command, started, time.perf_counter() - start, settings)
+            _record(out_dir / f"{figure}.json", figure, command, started, load_at_start, time.perf_counter() - start,
+                    settings)
             written += [csv_path, out_dir / f"{figure}.json"]
         DRAW[figure](read_rows(csv_path), png_path)
         written.append(png_path)

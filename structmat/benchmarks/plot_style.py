@@ -15,10 +15,10 @@ import numpy as np
 
 __all__ = ["family_style", "family_fill", "identical_groups", "group_label", "REFERENCE_STYLE"]
 
-# Twelve colours that stay apart in print and for the common colour-vision deficiencies (Tol's "muted" and
-# "bright" schemes, then black's neighbours); low rank, the reference, is drawn in black.
-_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
-            "#EE6677", "#228833", "#4477AA", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+# Strong, distinct colours in registry order (matplotlib's tab10 without its grey, then teal and wine); low rank,
+# the reference, is black and a dense layer grey. Markers and line styles differ too, so no family depends on colour.
+_COLOURS = ("#1f77b4", "#17becf", "#2ca02c", "#8c564b", "#bcbd22", "#ff7f0e", "#d62728", "#9467bd", "#e377c2",
+            "#AA3377", "#1b9e77", "#004488", "#EE7733")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d", "8")
 _LINESTYLES = ("-", "--", "-.", ":")
 

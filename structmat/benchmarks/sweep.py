@@ -203,11 +203,16 @@ def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:
     """Relative error against parameter share (top) and byte share (bottom), one column per matrix.
 
     The ``lowrank`` family, when swept, is drawn as a black dashed reference line: every family that contains low
-    rank (``structmat.families.CONTAINS_LOWRANK``) should lie on or below it."""
+    rank (``structmat.families.CONTAINS_LOWRANK``) should lie on or below it. Variants whose errors and shares are
+    the same on a matrix (families that return their low-rank member often are) are drawn once there, their legend
+    entry naming each of them; each family keeps one colour, marker and line style
+    (:func:`structmat.benchmarks.plot_style.family_style`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from structmat.benchmarks.plot_style import family_style, group_label, identical_groups
 
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
@@ -215,18 +220,18 @@ def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:
     names = list(dict.fromkeys(r["matrix"] for r in ok))
     variants = list(dict.fromkeys(r["variant"] for r in ok))
     fig, axes = plt.subplots(2, len(names), figsize=(4.8 * len(names), 8), squeeze=False)
-    markers = "os^vD<>pXh*"
     for col, name in enumerate(names):
-        for k, v in enumerate(variants):
+        curves = {}
+        for v in variants:
             cells = sorted((float(r["share"]), float(r["byte_share"]), float(r["relative_error"]))
                            for r in ok if r["matrix"] == name and r["variant"] == v)
-            if not cells:
-                continue
-            share, byte_share, err = zip(*cells)
-            style = dict(marker=markers[k % len(markers)], label=v)
-            if v == "lowrank":
-                style = dict(color="black", linestyle="--", marker="", linewidth=1.5, zorder=5,
-                             label="lowrank (reference)")
+            if cells:
+                curves[v] = cells
+        for group in identical_groups(curves, atol=5e-5):
+            lead = "lowrank" if "lowrank" in group else group[0]
+            share, byte_share, err = zip(*curves[lead])
+            style = {**family_style(lead), "markersize": 5,
+                     "label": group_label([lead] + [g for g in group if g != lead])}
             axes[0, col].plot(share, err, **style)
             axes[1, col].plot(byte_share, err, **style)
         first = next(r for r in ok if r["matrix"] == name)
@@ -238,7 +243,7 @@ def plot_sweep(rows: list[dict], path, *, title: str | None = None) -> None:
             ax.set_ylim(bottom=0)
             ax.set_xlim(left=0)
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+        axes[0, col].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
