@@ -19,6 +19,8 @@ import textwrap
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
 __all__ = ["plot_study"]
 
 _MESSAGE_CHARS = 78  # characters of a message across the whole left panel
@@ -54,12 +56,16 @@ def plot_study(study: Mapping, path, *, title: str | None = None) -> dict:
     from structmat.benchmarks.plot_style import family_style, group_label, identical_groups
 
     key, words = _measure(study["objective"])
+    measure_word = key
     heads = list(study["heads"])  # the dense reference first, then the families in the table's order
     fig = plt.figure(figsize=(15, 0.32 * len(heads) + 4.6))
     grid = fig.add_gridspec(1, 3, width_ratios=(1.25, 1, 1))
     ax_rows, ax_loss, ax_metric = (fig.add_subplot(grid[0, i]) for i in range(3))
 
     # -- left: one row per head
+    values = [v for h in heads for v in (h.get(f"plain_{key}_before"), h.get(f"{key}_before"), h.get(f"{key}_after"))
+              if v is not None]
+    left = max(0.0, np.floor(10 * min(values, default=0.0) - 0.5) / 10)  # the marks spread over the width
     dense = heads[0]
     dense_value = dense.get(f"{key}_after")
     if dense_value is not None:
@@ -81,10 +87,12 @@ def plot_study(study: Mapping, path, *, title: str | None = None) -> dict:
                          markeredgewidth=1.5)
         if after is not None:
             ax_rows.plot([after], [y], "o", color=colour, markersize=7)
-            ax_rows.text(after + 0.015, y, f"{after:.3f}", va="center", fontsize=7.5)
+            text = f"{before:.3f} → {after:.3f}" if before is not None else f"{after:.3f}"
+            ax_rows.text((after + (before if before is not None else after)) / 2, y - 0.3, text, va="center",
+                         ha="center", fontsize=7.5)
         if head["status"] != "ok" or after is None:
-            start = max(v for v in (0.0, plain, before) if v is not None) + 0.03
-            width = max(20, int(_MESSAGE_CHARS * (1.06 - start)))  # what fits between the marks and the edge
+            start = max(v for v in (left, plain, before) if v is not None) + 0.03 * (1.0 - left)
+            width = max(20, int(_MESSAGE_CHARS * (1.0 - start) / (1.0 - left)))  # what fits right of the marks
             reason = textwrap.shorten(f"{head['status']}: {head.get('message') or ''}", width, placeholder=" …")
             ax_rows.text(start, y, reason, va="center", fontsize=7.5, color="tab:red", style="italic", clip_on=True)
     labels = []
@@ -93,7 +101,7 @@ def plot_study(study: Mapping, path, *, title: str | None = None) -> dict:
         labels.append(head["family"] + (f"  ({share:.1%})" if share is not None and head["family"] != "dense" else ""))
     ax_rows.set_yticks(range(len(heads)), labels, fontsize=8.5)
     ax_rows.set_ylim(len(heads) - 0.5, -0.5)
-    ax_rows.set_xlim(0, 1.08)
+    ax_rows.set_xlim(left, 1.0 + 0.04 * (1.0 - left))
     ax_rows.set_xlabel(f"held-out {words}")
     ax_rows.grid(alpha=0.3, axis="x")
     ax_rows.set_title(f"{study['test_count']} held-out rows, before → after fine-tuning", fontsize=10)
@@ -136,8 +144,8 @@ def plot_study(study: Mapping, path, *, title: str | None = None) -> dict:
     if missing:
         ax_loss.text(0.02, 0.02, "no curve (not fine-tuned, see left): " + ", ".join(missing),
                      transform=ax_loss.transAxes, fontsize=7.5, color="tab:red", style="italic")
-    ax_loss.set_title("fine-tuning: validation rows, per epoch", fontsize=10)
-    ax_metric.set_title("epoch 0 is the start", fontsize=10)
+    ax_loss.set_title("fine-tuning: validation loss per epoch", fontsize=10)
+    ax_metric.set_title(f"validation {measure_word} (epoch 0: the fitted start)", fontsize=10)
     fig.suptitle(title or f"{study['objective']} study at budget {study['budget']}: {len(heads) - 1} families",
                  fontsize=11)
     fig.tight_layout()
