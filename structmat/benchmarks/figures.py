@@ -93,7 +93,7 @@ def draw_family_curves(rows: list[dict], path, *, title: str | None = None) -> N
         raise ValueError("no successful fits to draw the family curves from")
     panels = (("plain", "relative_error", "relative error ‖W − M‖_F / ‖W‖_F\n(plain fit to the weight)"),
               ("data-aware", "output_error", "held-out output error ‖(W − M)Xᵀ‖_F / ‖WXᵀ‖_F\n(fit to the outputs)"))
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 6.6))
     for ax, (method, column, ylabel) in zip(axes, panels):
         curves = {}
         for family in dict.fromkeys(r["family"] for r in ok):
@@ -102,7 +102,7 @@ def draw_family_curves(rows: list[dict], path, *, title: str | None = None) -> N
             if cells:
                 curves[family] = cells
         _draw_grouped(ax, curves, ylabel=ylabel)
-        ax.legend(fontsize=7.5, loc="upper right" if method == "plain" else "upper right", framealpha=0.9)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     axes[0].set_title("fitted to W", fontsize=10)
     axes[1].set_title("fitted to W's outputs on the digits' features", fontsize=10)
     fig.suptitle(title or "EfficientNet-Lite0 classifier (1000×1280): error against budget, per family", fontsize=11)
