@@ -58,6 +58,7 @@ EXAMPLES = (
     ("structmat bench-export -m efficientnet_lite0 -b 0.25 --batch 1 32", "ONNX Runtime: each family vs dense"),
     ("structmat bench-pyfaust -m gaussian:256x256", "needs pip install 'structmat[faust]'"),
     ("structmat bench-sampled --dataset mnist", "training-time layers on an MLP"),
+    ("structmat figures -o docs/figures --from-csv", "the documentation's plots, redrawn from their CSVs"),
 )
 
 _SHARED = {"--verbose", "--threads"}
