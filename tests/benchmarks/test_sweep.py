@@ -168,6 +168,6 @@ def test_sweep_statistics_reach_pool_workers_as_bytes(rng, tmp_path):
     rows = {}
     for jobs in (1, 2):
         rows[jobs] = [{k: v for k, v in r.items() if k != "fit_seconds"}
-                      for r in run_sweep({"w": W}, ["lowrank", "monarch"], [0.25, 0.5], inputs=X, jobs=jobs,
+                      for r in run_sweep({"w": W}, ["lowrank", "sparse"], [0.25, 0.5], inputs=X, jobs=jobs,
                                          csv_path=tmp_path / f"sweep{jobs}.csv")]
     assert rows[1] == rows[2] and all(r["method"] == "data-aware" and r["output_error"] > 0 for r in rows[1])
