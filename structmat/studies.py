@@ -21,7 +21,8 @@ registry joins the study. A family whose fit or training fails is reported with 
 on one thread (their seconds are one-core seconds, as in the sweeps); fine-tuning uses torch's thread setting.
 Fine-tuning gets ``max_seconds`` per family; with ``time_budget`` each family's fit (run in a child process killed
 after ``fit_timeout``) and fine-tuning get no more than an equal share of what is left, so the study's length stays
-bounded as families are added. Each family is one task (:func:`head_task`) of :func:`structmat.parallel.run_grid`,
+bounded as families are added; the plain fit measured beside a data-aware start comes second and gets at most a
+third of that share, so the comparison cannot starve the fine-tuning. Each family is one task (:func:`head_task`) of :func:`structmat.parallel.run_grid`,
 so ``jobs``/``executor`` run several families at once, each on one thread, on local processes or Dask workers.
 """
 
@@ -320,27 +321,33 @@ def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str,
 
         inputs = from_file_bytes(inputs_npz, InputStatistics.load)
     test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
-    timeout = fit_timeout
-    if deadline is not None and fit_timeout is not None:
-        timeout = min(fit_timeout, max((deadline - time.time()) / rounds_left, 5.0))
+
+    def fit_timeout_now(part: float = 1.0):
+        """The time limit of a fit started now: at most ``part`` of this family's equal share of what is left."""
+        if deadline is None or fit_timeout is None:
+            return fit_timeout
+        return min(fit_timeout, max(part * (deadline - time.time()) / rounds_left, 5.0))
+
+    t0 = time.perf_counter()
+    try:  # the start of fine-tuning first; the plain fit below is only measured beside it
+        head, fit_seconds = _fit_head(family, budget, weight, bias, fit_timeout_now(), inputs)
+    except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
+        status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
+        logger.warning("%s: %s: %s", family, status, _first_line(exc))
+        head, fit_seconds = None, time.perf_counter() - t0
+        failure = (status, _first_line(exc))
     plain = {}
-    if compare_plain:  # the plain start, measured before fine-tuning only
+    if compare_plain:  # the plain start, measured before fine-tuning only, in at most a third of what is left
         try:
-            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
+            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, fit_timeout_now(1 / 3))
             plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
                          plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
                                                indices=test),
                          plain_fit_seconds=plain_seconds)
         except Exception as exc:
             logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
-    t0 = time.perf_counter()
-    try:
-        head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
-    except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
-        status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
-        logger.warning("%s: %s: %s", family, status, _first_line(exc))
-        return _head_to_json(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0,
-                                        **plain))
+    if head is None:
+        return _head_to_json(HeadResult(family, failure[0], failure[1], fit_seconds=fit_seconds, **plain))
     nparams = int(head.nparams)
     common = dict(nparams=nparams, share=nparams / weight.size,
                   fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
