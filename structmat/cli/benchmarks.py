@@ -86,6 +86,9 @@ def _add_bench_data_aware(sub):
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets (default: 0.1 0.25 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
+    p.add_argument("--fisher", action="store_true",
+                   help="also fit with the logits weighted by the Fisher information of the dense head's softmax "
+                        "(method data-aware-fisher; lowrank, sparse, sparse_product)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the rows (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in the CSV")
@@ -110,7 +113,7 @@ def _run_bench_data_aware(args):
     before = machine_summary()
     rows = run_data_aware_benchmark(cache, family_names(args), args.budget, test_share=args.test_share,
                                     seed=args.seed, repeats=args.repeats, csv_path=out / "data_aware.csv",
-                                    resume=not args.no_resume, progress=not args.quiet)
+                                    resume=not args.no_resume, progress=not args.quiet, fisher=args.fisher)
     print(format_table(rows, ["family", "share", "method", "nparams", "relative_error", "output_error", "agreement",
                               "fit_seconds", "fit_cpu_seconds", "status"]))
     summary = data_aware_summary(rows)
