@@ -228,7 +228,7 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         With ``init="data-aware"``: weight the head's outputs by the Fisher information of the dense head's
         softmax on the training rows (:func:`~structmat.approximators.data_aware.fisher_output_weights`) in the
         fits of the families that keep their structure under row scaling (``lowrank``, ``sparse``,
-        ``sparse_product``), so the budget goes to the logits that decide the top class; ``"none"`` fits every
+        ``sparse_product``, ``monarch``), so the budget goes to the logits that decide the top class; ``"none"`` fits every
         output alike. The ``output_weights`` column says which heads were weighted.
     """
     if objective not in ("distill", "labels"):

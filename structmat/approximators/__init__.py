@@ -34,7 +34,7 @@ def approximate(W, family: str, budget, *, inputs=None, output_weights=None, **o
         Positive weights ``d`` of the outputs: minimise ``‖diag(d) (W − M) Xᵀ‖_F`` (or ``‖diag(d) (W − M)‖_F``
         without inputs), i.e. fit ``diag(d) W`` and return ``diag(d)⁻¹`` times the result, which keeps the
         structure of the families whose :meth:`~structmat.StructuredMatrix.supports_row_scaling` is true
-        (``dense``, ``lowrank``, ``sparse``, ``sparse_product``). Outputs that matter more get more of the budget:
+        (``dense``, ``lowrank``, ``sparse``, ``sparse_product``, ``monarch``). Outputs that matter more get more of the budget:
         :func:`~structmat.approximators.data_aware.fisher_output_weights` weights a classifier's logits by the
         Fisher information of its softmax (after Hsu et al., "Language model compression with weighted low-rank
         factorization", ICLR 2022, who weight rows of a weight matrix by their Fisher information).

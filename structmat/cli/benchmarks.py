@@ -88,7 +88,7 @@ def _add_bench_data_aware(sub):
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
     p.add_argument("--fisher", action="store_true",
                    help="also fit with the logits weighted by the Fisher information of the dense head's softmax "
-                        "(method data-aware-fisher; lowrank, sparse, sparse_product)")
+                        "(method data-aware-fisher; lowrank, sparse, sparse_product, monarch)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the rows (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in the CSV")

@@ -128,7 +128,7 @@ def _add_training_args(p, *, seconds_default):
                    help="Adam learning rate, or 'auto' (default): a short probe from each head's start picks it")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     p.add_argument("--output-weights", choices=["fisher", "none"], default="fisher",
-                   help="data-aware starts of lowrank, sparse and sparse_product: weight the logits by the Fisher "
+                   help="data-aware starts of lowrank, sparse, sparse_product and monarch: weight the logits by the Fisher "
                         "information of the dense head's softmax on the training rows, so the budget goes to the "
                         "classes that decide the top-1 (default), or fit every logit alike (none)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the images (default 0.2)")

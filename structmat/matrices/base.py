@@ -193,6 +193,14 @@ class StructuredMatrix(abc.ABC):
         """Whether :meth:`scale_rows` keeps this family's structure (so fits can weight the outputs)."""
         return bool(cls._row_scale_arrays) or cls.scale_rows is not StructuredMatrix.scale_rows
 
+    def _row_weights(self, weights) -> np.ndarray:
+        """``weights`` checked for :meth:`scale_rows`: a finite float64 vector of length ``m``."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (self.shape[0],) or not np.isfinite(weights).all():
+            raise ValueError(f"weights must be a finite vector of shape ({self.shape[0]},), one per output row; got "
+                             f"shape {weights.shape}")
+        return weights
+
     def scale_rows(self, weights) -> "StructuredMatrix":
         """``diag(weights) @ M`` in the same family and structure (a new matrix; same ``nparams``).
 
@@ -203,10 +211,7 @@ class StructuredMatrix(abc.ABC):
         NotImplementedError
             the family's structure is not kept by scaling its rows (Toeplitz-like, say).
         """
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (self.shape[0],) or not np.isfinite(weights).all():
-            raise ValueError(f"weights must be a finite vector of shape ({self.shape[0]},), one per output row; got "
-                             f"shape {weights.shape}")
+        weights = self._row_weights(weights)
         if not self._row_scale_arrays:
             raise NotImplementedError(f"{type(self).__name__} does not keep its structure under row scaling")
         arrays = dict(self._arrays())

@@ -108,10 +108,7 @@ class SparseProduct(StructuredMatrix):
 
     def scale_rows(self, weights) -> "SparseProduct":
         """``diag(weights) @ M``: the values of the first factor's row ``i`` times ``weights[i]`` (same support)."""
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (self.shape[0],) or not np.isfinite(weights).all():
-            raise ValueError(f"weights must be a finite vector of shape ({self.shape[0]},), one per output row; got "
-                             f"shape {weights.shape}")
+        weights = self._row_weights(weights)
         arrays = dict(self._arrays())
         indptr = arrays["indptr_0"]
         arrays["data_0"] = (arrays["data_0"] * np.repeat(weights, np.diff(indptr))).astype(arrays["data_0"].dtype)

@@ -16,7 +16,7 @@ def _weighted_output_error2(W, M, X, d):
 
 
 def test_the_row_scaled_families_are_the_ones_documented():
-    assert ROW_SCALED == ["dense", "lowrank", "sparse", "sparse_product"]
+    assert ROW_SCALED == ["dense", "lowrank", "monarch", "sparse", "sparse_product"]
 
 
 @pytest.mark.parametrize("family", ROW_SCALED)
@@ -34,7 +34,7 @@ def test_families_that_lose_their_structure_refuse_row_scaling(rng):
     M = structmat.approximate(rng.standard_normal((16, 16)), "toeplitz_like", 0.5)
     with pytest.raises(NotImplementedError, match="row scaling"):
         M.scale_rows(np.ones(16))
-    with pytest.raises(ValueError, match=r"one of \['dense', 'lowrank', 'sparse', 'sparse_product'\]"):
+    with pytest.raises(ValueError, match=r"one of \['dense', 'lowrank', 'monarch', 'sparse', 'sparse_product'\]"):
         structmat.approximate(rng.standard_normal((16, 16)), "toeplitz_like", 0.5, output_weights=np.ones(16))
 
 
@@ -49,7 +49,7 @@ def test_lowrank_with_output_weights_is_the_weighted_optimum(rng):
     np.testing.assert_allclose(M.to_dense(), best, rtol=1e-7, atol=1e-9 * np.abs(best).max())
 
 
-@pytest.mark.parametrize("family", ["sparse", "sparse_product", "lowrank"])
+@pytest.mark.parametrize("family", ["sparse", "sparse_product", "lowrank", "monarch"])
 def test_weighted_fit_is_never_worse_than_the_unweighted_one_in_the_weighted_error(rng, family):
     W = rng.standard_normal((20, 16))
     X = rng.standard_normal((60, 16)) @ rng.standard_normal((16, 16))
