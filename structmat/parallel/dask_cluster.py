@@ -47,6 +47,10 @@ def dask_client(target, *, jobs: int, threads):
         yield target
         return
     with contextlib.ExitStack() as stack:
+        if not logger.isEnabledFor(logging.DEBUG):  # the in-process scheduler logs every worker at INFO
+            distributed_logger = logging.getLogger("distributed")
+            stack.callback(distributed_logger.setLevel, distributed_logger.level)
+            distributed_logger.setLevel(logging.WARNING)
         if target == "local":
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
