@@ -143,8 +143,13 @@ class Study:
         write_rows(paths[0], self.rows(), STUDY_COLUMNS)
         write_json(paths[1], self.to_json())
         curves = {h.family: h.finetune for h in (self.dense, *self.heads) if h.finetune is not None}
+        measure = "agreement" if self.objective == "distill" else "accuracy"
+        starts = {h.family: tuple(None if e is None else getattr(e, measure)
+                                  for e in (h.plain_before, h.before, h.after)) for h in self.heads
+                  if h.plain_before is not None or h.before is not None}
         if curves:
-            plot_histories(curves, paths[2], title=f"fine-tuning ({self.objective}) at budget {self.budget}")
+            plot_histories(curves, paths[2], title=f"fine-tuning ({self.objective}) at budget {self.budget}",
+                           starts=starts if any(s[0] is not None for s in starts.values()) else None)
         return paths
 
 
