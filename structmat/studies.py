@@ -437,5 +437,6 @@ def _head_from_json(data: dict) -> HeadResult:
     data["finetune"] = None if ft is None else FinetuneResult(
         history=tuple(EpochRecord(**r) for r in ft["history"]), best_epoch=ft["best_epoch"],
         stop_reason=ft["stop_reason"], seconds=ft["seconds"], train_count=ft["train_count"],
-        val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"])
+        val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"], lr=ft.get("lr"),
+        lr_probe=tuple(tuple(p) for p in ft.get("lr_probe", ())))
     return HeadResult(**data)

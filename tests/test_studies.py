@@ -119,6 +119,7 @@ def test_data_aware_starts_weight_the_logits_by_fisher_information_where_the_fam
     weighted = compare_heads(cache, ["lowrank", "hodlr"], 0.5, config=config, test_share=0.25)
     unweighted = compare_heads(cache, ["lowrank"], 0.5, config=config, test_share=0.25, output_weights="none")
     assert [h.output_weights for h in weighted.heads] == ["fisher", None]
+    assert weighted.heads[0].finetune.lr == 1e-3   # the learning rate travels back from the head's task
     assert unweighted.heads[0].output_weights is None
     # the weighted start is the weighted fit on the training rows only
     W, _ = cache.head_weights()
