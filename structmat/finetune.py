@@ -610,10 +610,10 @@ def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | 
         finite = [v for n in names for v in starts[n] if v is not None]
         low = max(0.0, min(finite) - 0.05) if finite else 0.0
         accuracy_only = metric_name is not None and "accuracy" in metric_name
-        ax.set(xticks=x, ylim=(low, 1.0),
+        ax.set(xticks=x, ylim=(low, 1.0 + 0.12 * (1.0 - low)),
                ylabel="held-out accuracy" if accuracy_only else "held-out top-1 agreement with the dense head")
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", ncol=3)
     for ax in axes:
         ax.grid(alpha=0.3)
     if title:
