@@ -35,3 +35,7 @@ minilm: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Rewrite docs/cli.md from the parser (the test suite fails while the page and the parser differ).
+cli-docs: $(STAMP)
+	$(BIN)/python -m structmat.cli.docs -o docs/cli.md

@@ -15,7 +15,7 @@ are ranked with the fast Gram-matrix sweep, the winner is realized with the exac
    spectral and bisection orderings of :mod:`structmat.approximators.ordering` are evaluated at the best K (and
    the winner also at the second best).
    Measured on the EfficientNet-Lite0 matrices at shares 0.1/0.25/0.5, a reordering won in 12 of 12 cases
-   (README, "Measured"), so it is on by default; the permutation is stored with the matrix.
+   (docs/benchmarks/sss.md), so it is on by default; the permutation is stored with the matrix.
 3. **State dims**: a greedy per-boundary allocation of causal and anticausal dims by singular value per parameter
    (:func:`~structmat.approximators._sss_identify.greedy_dims`) is tried against the uniform dim.
 4. **Boundaries** (``boundaries="search"``): stage widths following two cosine profiles at the same K and budget;

@@ -1,4 +1,4 @@
-"""The ``structmat bench-pyfaust`` sub-command (issue 8): fit_sparse_product against pyfaust's hierarchical
+"""The ``structmat bench-pyfaust`` sub-command: fit_sparse_product against pyfaust's hierarchical
 factorization at equal non-zeros, with fit times, cached in a resumable CSV (pyfaust takes minutes per cell).
 
 A ``(_add, _run)`` pair collected in :data:`structmat.cli.COMMANDS`; nothing heavy is imported until it runs.

@@ -1,4 +1,4 @@
-"""The ``structmat bench-sss`` sub-command (issue 3): the fast SSS fit against the plain approach on real weights,
+"""The ``structmat bench-sss`` sub-command: the fast SSS fit against the plain approach on real weights,
 side by side in one CSV, or (``--scaling``) the fit time of n×n matrices and its measured exponent.
 
 A ``(_add, _run)`` pair collected in :data:`structmat.cli.COMMANDS`; nothing heavy is imported until it runs.

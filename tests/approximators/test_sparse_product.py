@@ -103,7 +103,7 @@ def test_effort_follows_the_sweep_cost():
 
 def test_default_fit_beats_pyfaust_on_a_gaussian_256_matrix_at_half_the_entries(record_property):
     """pyfaust 3.41's hierarchical factorization, best of three splits at 500 iterations, reached 0.196 on this
-    matrix (``structmat bench-pyfaust -m gaussian:256x256 -b 0.5``, README issue 8); the fast settings alone
+    matrix (``structmat bench-pyfaust -m gaussian:256x256 -b 0.5``, docs/benchmarks/sparse-and-monarch.md); the fast settings alone
     reached 0.206."""
     from structmat.weights import load_weight
 
