@@ -60,6 +60,7 @@ EXAMPLES = (
     ("structmat bench-fits containment --cache CACHE", "families containing low rank vs lowrank"),
     ("structmat bench-fits scaling -n 512 1024 2048 4096 --kind gaussian powerlaw", "fit CPU s against n"),
     ("structmat bench-sampled --dataset mnist", "training-time layers on an MLP"),
+    ("structmat figures -o docs/figures --from-csv", "the documentation's plots, redrawn from their CSVs"),
 )
 
 _SHARED = {"--verbose", "--threads"}
