@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.structmat-installed
 
-.PHONY: demo test test-all venv minilm clean
+.PHONY: demo test test-all venv minilm figures figures-redraw clean
 
 demo: $(STAMP)
 	$(BIN)/structmat demo
@@ -16,6 +16,14 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "slow or not slow"
 
 venv: $(STAMP)
+
+# The documentation's figures (docs/figures): measure and draw (tens of minutes on one core), or only redraw the
+# PNGs from the committed CSVs (seconds).
+figures: $(STAMP)
+	$(BIN)/structmat figures -o docs/figures
+
+figures-redraw: $(STAMP)
+	$(BIN)/structmat figures -o docs/figures --from-csv
 
 # torch first, from the CPU wheel, so that nothing pulls a CUDA build; the model packages need only torch.
 $(STAMP): pyproject.toml

@@ -569,14 +569,21 @@ def write_json(path, data) -> None:
     atomic_write(path, lambda f: f.write(encoded))
 
 
-def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | None = None) -> None:
-    """Training curves: validation loss, and validation agreement (or accuracy), against epochs, one line per head."""
+def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | None = None,
+                   starts: Mapping[str, tuple] | None = None) -> None:
+    """Training curves: validation loss, and validation agreement (or accuracy), against epochs, one line per head.
+
+    ``starts`` (optional) maps a head's name to ``(plain start, fitted start, fine-tuned)`` measures on the
+    held-out rows (None where missing): a third panel then shows them side by side per head, so a study that
+    compares the plain and the data-aware start shows both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = 3 if starts else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
+    ax_loss, ax_metric = axes[0], axes[1]
     colours = plt.get_cmap("tab10" if len(results) <= 10 else "tab20")
     metric_name = None
     for i, (name, result) in enumerate(results.items()):
@@ -592,7 +599,22 @@ def plot_histories(results: Mapping[str, FinetuneResult], path, *, title: str | 
     ax_loss.set(xlabel="epoch", ylabel="validation loss", yscale="log" if positive else "linear")
     ax_metric.set(xlabel="epoch", ylabel=metric_name or "")
     ax_metric.legend(fontsize=8)
-    for ax in (ax_loss, ax_metric):
+    if starts:
+        ax = axes[2]
+        names = list(starts)
+        x = np.arange(len(names))
+        labels = ("plain start", "fitted start", "fine-tuned")
+        for k, label in enumerate(labels):
+            heights = [np.nan if starts[n][k] is None else starts[n][k] for n in names]
+            ax.bar(x + (k - 1) * 0.27, heights, width=0.27, label=label, color=("0.7", "tab:blue", "tab:green")[k])
+        finite = [v for n in names for v in starts[n] if v is not None]
+        low = max(0.0, min(finite) - 0.05) if finite else 0.0
+        accuracy_only = metric_name is not None and "accuracy" in metric_name
+        ax.set(xticks=x, ylim=(low, 1.0 + 0.12 * (1.0 - low)),
+               ylabel="held-out accuracy" if accuracy_only else "held-out top-1 agreement with the dense head")
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", ncol=3)
+    for ax in axes:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -21,7 +21,8 @@ registry joins the study. A family whose fit or training fails is reported with 
 on one thread (their seconds are one-core seconds, as in the sweeps); fine-tuning uses torch's thread setting.
 Fine-tuning gets ``max_seconds`` per family; with ``time_budget`` each family's fit (run in a child process killed
 after ``fit_timeout``) and fine-tuning get no more than an equal share of what is left, so the study's length stays
-bounded as families are added. Each family is one task (:func:`head_task`) of :func:`structmat.parallel.run_grid`,
+bounded as families are added; the plain fit measured beside a data-aware start comes second and gets at most a
+third of that share, so the comparison cannot starve the fine-tuning. Each family is one task (:func:`head_task`) of :func:`structmat.parallel.run_grid`,
 so ``jobs``/``executor`` run several families at once, each on one thread, on local processes or Dask workers.
 """
 
@@ -41,8 +42,8 @@ from structmat._validation import resolve_budget
 from structmat.benchmarks.timing import single_thread
 from structmat.families import get_family
 from structmat.finetune import (
-    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, plot_histories,
-    random_linear_weights, split_indices, write_json,
+    Evaluation, FinetuneResult, TrainingConfig, dense_head, evaluate, finetune, fitted_head, random_linear_weights,
+    split_indices, write_json,
 )
 from structmat.fit_process import FitTimeoutError, fit_with_timeout
 
@@ -71,6 +72,7 @@ class HeadResult:
     plain_output_error: float | None = None  # the same for the plain (Frobenius) fit, when compared
     plain_before: Evaluation | None = None
     plain_fit_seconds: float | None = None
+    output_weights: str | None = None        # "fisher" when the start was fitted with Fisher-weighted outputs
 
     def row(self) -> dict:
         """A flat dict for tables and CSV."""
@@ -81,7 +83,7 @@ class HeadResult:
             "plain_agreement_before": self.plain_before.agreement if self.plain_before else None,
             "plain_accuracy_before": self.plain_before.accuracy if self.plain_before else None,
             "plain_fit_seconds": self.plain_fit_seconds,
-            "output_error": self.output_error,
+            "output_error": self.output_error, "output_weights": self.output_weights,
             "agreement_before": self.before.agreement if self.before else None,
             "agreement_after": self.after.agreement if self.after else None,
             "accuracy_before": self.before.accuracy if self.before else None,
@@ -93,7 +95,7 @@ class HeadResult:
 
 
 STUDY_COLUMNS = ["family", "nparams", "share", "fit_error", "plain_output_error", "plain_agreement_before",
-                 "plain_accuracy_before", "plain_fit_seconds", "output_error", "agreement_before", "agreement_after",
+                 "plain_accuracy_before", "plain_fit_seconds", "output_error", "output_weights", "agreement_before", "agreement_after",
                  "accuracy_before", "accuracy_after", "fit_seconds", "finetune_seconds", "epochs", "best_epoch",
                  "stop_reason", "status", "message"]
 
@@ -104,8 +106,9 @@ def study_columns(objective: str, rows: list[dict] | None = None) -> list[str]:
     plain = ["plain_output_error", f"plain_{measure}_before", "plain_fit_seconds"]
     if rows is not None and not any(r.get(f"plain_{measure}_before") is not None for r in rows):
         plain = []
-    return ["family", "nparams", *plain, "output_error", f"{measure}_before", f"{measure}_after", "fit_seconds",
-            "finetune_seconds", "epochs", "status"]
+    weights = ["output_weights"] if rows is not None and any(r.get("output_weights") for r in rows) else []
+    return ["family", "nparams", *plain, "output_error", *weights, f"{measure}_before", f"{measure}_after",
+            "fit_seconds", "finetune_seconds", "epochs", "status"]
 
 
 @dataclass(frozen=True)
@@ -131,32 +134,35 @@ class Study:
                           for h in (self.dense, *self.heads)]}
 
     def write(self, directory, stem: str) -> list[Path]:
-        """``<stem>.csv``, ``<stem>.json`` (with per-epoch metrics) and ``<stem>.png`` (training curves)."""
+        """``<stem>.csv``, ``<stem>.json`` (with per-epoch metrics) and ``<stem>.png`` (every head before and after
+        fine-tuning, and the training curves: :func:`structmat.study_plot.plot_study`)."""
         from structmat.benchmarks.results import write_rows
+        from structmat.study_plot import plot_study
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / f"{stem}.csv", directory / f"{stem}.json", directory / f"{stem}.png"]
         write_rows(paths[0], self.rows(), STUDY_COLUMNS)
-        write_json(paths[1], self.to_json())
-        curves = {h.family: h.finetune for h in (self.dense, *self.heads) if h.finetune is not None}
-        if curves:
-            plot_histories(curves, paths[2], title=f"fine-tuning ({self.objective}) at budget {self.budget}")
+        data = self.to_json()
+        write_json(paths[1], data)
+        plot_study(data, paths[2])
         return paths
 
 
-def _fit_head(family, budget, weight, bias, timeout, inputs=None):
-    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` (to its outputs on ``inputs`` when given)
-    on one thread, in a child process killed after ``timeout`` seconds when ``timeout`` is given."""
+def _fit_head(family, budget, weight, bias, timeout, inputs=None, output_weights=None):
+    """``(layer, fit seconds)``: the family's layer fitted to ``weight`` (to its outputs on ``inputs`` when given,
+    weighted by ``output_weights`` when given) on one thread, in a child process killed after ``timeout`` seconds
+    when ``timeout`` is given."""
+    options = {} if output_weights is None else {"output_weights": [float(w) for w in output_weights]}
     if timeout is None:
         t0 = time.perf_counter()
         with single_thread():  # fits are timed on one core, as in the sweeps
-            head = fitted_head(family, budget, weight, bias, inputs=inputs)
+            head = fitted_head(family, budget, weight, bias, inputs=inputs, **options)
         return head, time.perf_counter() - t0
     from structmat.layers import layer_from_matrix
     from structmat.metrics import relative_error
 
-    timed = fit_with_timeout(weight, family, budget, timeout, inputs=inputs)
+    timed = fit_with_timeout(weight, family, budget, timeout, inputs=inputs, **options)
     head = layer_from_matrix(timed.matrix, np.asarray(bias, dtype=np.float32))
     head.fit_error = relative_error(weight, timed.matrix)
     return head, timed.seconds
@@ -186,7 +192,7 @@ def _held_out_output_error(weight, head, test_rows) -> float:
 def compare_heads(cache, families, budget, *, objective: str = "distill", init: str = "data-aware",
                   compare_plain: bool | None = None, config: TrainingConfig | None = None, test_share: float = 0.2,
                   seed: int = 0, time_budget: float | None = None, fit_timeout: float | None = None,
-                  progress: bool = False, jobs: int = 1, executor=None) -> Study:
+                  progress: bool = False, jobs: int = 1, executor=None, output_weights: str = "fisher") -> Study:
     """Fit and fine-tune a head of every family in ``families`` on ``cache``; measure on held-out rows.
 
     Parameters
@@ -219,11 +225,19 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         (``jobs=1``, torch's own thread setting), or ``jobs`` at a time on worker processes or Dask workers, one
         thread each. The cache directory must be readable where they run. With ``time_budget``, each family's
         share is then counted per worker: ``jobs`` workers give each family about ``jobs`` times the time.
+    output_weights : {"fisher", "none"}
+        With ``init="data-aware"``: weight the head's outputs by the Fisher information of the dense head's
+        softmax on the training rows (:func:`~structmat.approximators.data_aware.fisher_output_weights`) in the
+        fits of the families that keep their structure under row scaling (``lowrank``, ``sparse``,
+        ``sparse_product``, ``monarch``), so the budget goes to the logits that decide the top class; ``"none"`` fits every
+        output alike. The ``output_weights`` column says which heads were weighted.
     """
     if objective not in ("distill", "labels"):
         raise ValueError(f"objective must be 'distill' or 'labels'; got {objective!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    if output_weights not in ("fisher", "none"):
+        raise ValueError(f"output_weights must be 'fisher' or 'none'; got {output_weights!r}")
     compare_plain = (init == "data-aware") if compare_plain is None else bool(compare_plain)
     config = dataclasses.replace(config or TrainingConfig(), objective=objective, seed=seed)
     start = time.perf_counter()
@@ -269,6 +283,13 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
         from structmat.statistics import InputStatistics
 
         inputs_npz = to_file_bytes(InputStatistics.from_cache(cache, train_pool))
+    fisher = None
+    if init == "data-aware" and output_weights == "fisher":  # from the training rows' logits only
+        from structmat.approximators.data_aware import fisher_output_weights
+
+        rows = np.sort(train_pool)
+        logits = teacher.take(rows) if hasattr(teacher, "take") else np.asarray(teacher)[rows]
+        fisher = fisher_output_weights(logits)
     from structmat.parallel import Task, check_jobs, run_grid
 
     jobs = check_jobs(jobs)
@@ -277,7 +298,8 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
     deadline = None if time_budget is None else time.time() + time_budget - (time.perf_counter() - start)
     common = {"cache_dir": str(cache.directory), "budget": budget, "weight": np.asarray(weight, dtype=np.float64),
               "bias": np.asarray(bias, dtype=np.float64), "objective": objective, "init": init,
-              "compare_plain": compare_plain, "inputs_npz": inputs_npz, "config": dataclasses.asdict(config),
+              "compare_plain": compare_plain, "inputs_npz": inputs_npz, "output_weights": fisher,
+              "config": dataclasses.asdict(config),
               "test_share": test_share, "seed": seed,
               "teacher": None if objective == "distill" else np.asarray(teacher),
               "fit_timeout": fit_timeout, "deadline": deadline, "progress": progress and serial}
@@ -297,10 +319,13 @@ def compare_heads(cache, families, budget, *, objective: str = "distill", init: 
 
 def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str, init: str, compare_plain: bool,
               inputs_npz, config: dict, test_share: float, seed: int, teacher, fit_timeout, deadline,
-              rounds_left: int, progress: bool = False) -> dict:
+              rounds_left: int, progress: bool = False, output_weights=None) -> dict:
     """One family of a study, as a task of :func:`structmat.parallel.run_grid`: fit its head to ``weight`` (to its
     outputs on the training rows, whose statistics ``inputs_npz`` holds, for ``init="data-aware"``), fine-tune it on
     the cache at ``cache_dir`` and measure it on the held-out rows. Returns :func:`_head_to_json`'s dict.
+
+    ``output_weights`` (an array of the head's outputs' weights, or None) weights the data-aware fit of a family
+    that keeps its structure under row scaling; other families are fitted unweighted.
 
     ``deadline`` (``time.time()``, or None) bounds the study: this family gets at most an equal share of what is
     left for the ``rounds_left`` families its worker still has to run, this one included.
@@ -320,32 +345,41 @@ def head_task(cache_dir: str, family: str, budget, weight, bias, objective: str,
 
         inputs = from_file_bytes(inputs_npz, InputStatistics.load)
     test_rows = np.asarray(features.take(np.sort(test)), dtype=np.float64)
-    timeout = fit_timeout
-    if deadline is not None and fit_timeout is not None:
-        timeout = min(fit_timeout, max((deadline - time.time()) / rounds_left, 5.0))
+
+    def fit_timeout_now(part: float = 1.0):
+        """The time limit of a fit started now: at most ``part`` of this family's equal share of what is left."""
+        if deadline is None or fit_timeout is None:
+            return fit_timeout
+        return min(fit_timeout, max(part * (deadline - time.time()) / rounds_left, 5.0))
+
+    weighted = output_weights is not None and inputs is not None and \
+        get_family(family).matrix_class.supports_row_scaling()
+    t0 = time.perf_counter()
+    try:  # the start of fine-tuning first; the plain fit below is only measured beside it
+        head, fit_seconds = _fit_head(family, budget, weight, bias, fit_timeout_now(), inputs,
+                                      output_weights if weighted else None)
+    except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
+        status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
+        logger.warning("%s: %s: %s", family, status, _first_line(exc))
+        head, fit_seconds = None, time.perf_counter() - t0
+        failure = (status, _first_line(exc))
     plain = {}
-    if compare_plain:  # the plain start, measured before fine-tuning only
+    if compare_plain:  # the plain start, measured before fine-tuning only, in at most a third of what is left
         try:
-            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, timeout)
+            plain_head, plain_seconds = _fit_head(family, budget, weight, bias, fit_timeout_now(1 / 3))
             plain = dict(plain_output_error=_held_out_output_error(weight, plain_head, test_rows),
                          plain_before=evaluate(plain_head, features, labels=labels, teacher_logits=teacher,
                                                indices=test),
                          plain_fit_seconds=plain_seconds)
         except Exception as exc:
             logger.warning("%s: plain fit failed: %s", family, _first_line(exc))
-    t0 = time.perf_counter()
-    try:
-        head, fit_seconds = _fit_head(family, budget, weight, bias, timeout, inputs)
-    except Exception as exc:  # a family that cannot fit this budget (or in time) is reported, not fatal
-        status = "fit timed out" if isinstance(exc, FitTimeoutError) else "fit failed"
-        logger.warning("%s: %s: %s", family, status, _first_line(exc))
-        return _head_to_json(HeadResult(family, status, _first_line(exc), fit_seconds=time.perf_counter() - t0,
-                                        **plain))
+    if head is None:
+        return _head_to_json(HeadResult(family, failure[0], failure[1], fit_seconds=fit_seconds, **plain))
     nparams = int(head.nparams)
     common = dict(nparams=nparams, share=nparams / weight.size,
                   fit_error=head.fit_error if init != "fresh" else None, fit_seconds=fit_seconds,
                   output_error=_held_out_output_error(weight, head, test_rows) if init != "fresh" else None,
-                  **plain)
+                  output_weights="fisher" if weighted else None, **plain)
     try:
         seconds = config.max_seconds
         if deadline is not None:
@@ -399,5 +433,6 @@ def _head_from_json(data: dict) -> HeadResult:
     data["finetune"] = None if ft is None else FinetuneResult(
         history=tuple(EpochRecord(**r) for r in ft["history"]), best_epoch=ft["best_epoch"],
         stop_reason=ft["stop_reason"], seconds=ft["seconds"], train_count=ft["train_count"],
-        val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"])
+        val_count=ft["val_count"], config=TrainingConfig(**ft["config"]), backoffs=ft["backoffs"], lr=ft.get("lr"),
+        lr_probe=tuple(tuple(p) for p in ft.get("lr_probe", ())))
     return HeadResult(**data)

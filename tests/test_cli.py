@@ -195,13 +195,13 @@ def test_verbose_after_the_command_and_families_as_one_list(tmp_path, capsys):
 
 
 def test_threads_on_every_command_that_fits_or_trains():
-    from structmat.cli import UNTHREADED_COMMANDS, build_parser
+    from structmat.cli import UNTHREADED_COMMANDS, _leaf_parsers, build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, command in sub.choices.items():
-        leaves = [command] if name != "features" else [c for a in command._actions if a.dest == "features_command"
-                                                          for c in a.choices.values()]
+        leaves = list(_leaf_parsers(command))  # the sub-commands' own actions (features ACTION, bench-fits MODE)
+        assert leaves and (name not in ("features", "bench-fits") or leaves != [command]), name
         for leaf in leaves:
             has = any("--threads" in a.option_strings for a in leaf._actions)
             assert has == (name not in UNTHREADED_COMMANDS), name
@@ -210,3 +210,21 @@ def test_threads_on_every_command_that_fits_or_trains():
 def test_a_run_in_which_every_family_failed_exits_1(tmp_path, capsys):
     code, _, err = run(capsys, "sweep", "-m", "gaussian:8x6", "-f", "ldr", "-b", "3", "-o", tmp_path, "-q")
     assert code == 1 and "no cell of the sweep could be fitted" in err and err.count("\n") == 1
+
+
+def test_sweep_with_inputs(tmp_path, capsys, rng):
+    X = rng.standard_normal((100, 30)) * np.geomspace(0.01, 10, 30)
+    np.save(tmp_path / "X.npy", X)
+    code, out, _ = run(capsys, "sweep", "-m", "gaussian:40x30", "-f", "lowrank", "-b", "0.2", "--inputs",
+                       tmp_path / "X.npy", "--method", "data-aware", "plain", "-o", tmp_path, "-q")
+    assert code == 0 and "output_error" in out and "data-aware" in out
+    header, *lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    rows = [dict(zip(header.split(","), line.split(","))) for line in lines]
+    assert [r["method"] for r in rows] == ["data-aware", "plain"]
+    assert float(rows[0]["output_error"]) < float(rows[1]["output_error"])
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:40x20", "-f", "lowrank", "--inputs", tmp_path / "X.npy",
+                       "-o", tmp_path / "bad", "-q")
+    assert code == 2 and "30 features per row" in err and "gaussian:40x20 40x20" in err
+    code, _, err = run(capsys, "sweep", "-m", "gaussian:40x30", "-f", "lowrank", "--method", "plain", "-q",
+                       "-o", tmp_path / "bad")
+    assert code == 2 and "--method needs --inputs" in err

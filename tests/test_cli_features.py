@@ -66,9 +66,23 @@ def test_bench_data_aware(digits_cache, tmp_path, capsys):
         if method == "data-aware" and (family, share, "plain") in by_cell:
             # measured on held-out rows, so only roughly: the fit on 48 rows must still generalise to 12
             assert float(row["output_error"]) <= 1.05 * float(by_cell[family, share, "plain"]["output_error"])
-    code, out, _ = run(capsys, "bench-data-aware", digits_cache, "-f", "lowrank", "-b", "0.1", "0.3", "-o", tmp_path,
-                       "-q")
-    assert code == 0 and len(read_rows(tmp_path / "data_aware.csv")) == 4   # resumed: nothing refitted
+    summary = read_rows(tmp_path / "data_aware_summary.csv")
+    assert [(r["family"], r["share"]) for r in summary] == [("lowrank", "0.1"), ("lowrank", "0.3")]
+    for r in summary:
+        cell = by_cell["lowrank", r["share"], "data-aware"]
+        plain = by_cell["lowrank", r["share"], "plain"]
+        assert float(r["error_ratio"]) == pytest.approx(float(cell["output_error"]) / float(plain["output_error"]))
+        limit = 3 * float(plain["fit_cpu_seconds"]) + float(cell["stats_cpu_seconds"])
+        assert float(r["time_limit_cpu_seconds"]) == pytest.approx(limit)
+        assert r["time_target_met"] == str(float(cell["fit_cpu_seconds"]) <= limit)
+    assert "machine before" in out
+    # resumed: nothing refitted; --fisher adds only the Fisher-weighted cells, for the families that allow them
+    code, out, _ = run(capsys, "bench-data-aware", digits_cache, "-f", "lowrank", "hodlr", "-b", "0.1", "0.3",
+                       "-o", tmp_path, "-q", "--fisher")
+    rows = read_rows(tmp_path / "data_aware.csv")
+    assert code == 0 and len(rows) == 4 + 4 + 2
+    assert {(r["family"], r["method"]) for r in rows[-6:]} == {("hodlr", "plain"), ("hodlr", "data-aware"),
+                                                             ("lowrank", "data-aware-fisher")}
 
 
 def test_finetune_refuses_a_bad_budget_and_exits_1_when_every_family_fails(digits_cache, tmp_path, capsys):

@@ -105,3 +105,28 @@ def test_study_on_worker_processes_matches_the_serial_one(cache):
         assert b.status == "ok" and (a.nparams, a.fit_error) == (b.nparams, b.fit_error)
         assert (a.before, a.after) == (b.before, b.after)
         assert [r.val_loss for r in a.finetune.history] == [r.val_loss for r in b.finetune.history]
+
+
+def test_data_aware_starts_weight_the_logits_by_fisher_information_where_the_family_allows(cache):
+    import numpy as np
+
+    import structmat
+    from structmat.approximators.data_aware import fisher_output_weights
+    from structmat.finetune import split_indices
+    from structmat.statistics import InputStatistics
+
+    config = TrainingConfig(epochs=1, lr=1e-3)
+    weighted = compare_heads(cache, ["lowrank", "hodlr"], 0.5, config=config, test_share=0.25)
+    unweighted = compare_heads(cache, ["lowrank"], 0.5, config=config, test_share=0.25, output_weights="none")
+    assert [h.output_weights for h in weighted.heads] == ["fisher", None]
+    assert weighted.heads[0].finetune.lr == 1e-3   # the learning rate travels back from the head's task
+    assert unweighted.heads[0].output_weights is None
+    # the weighted start is the weighted fit on the training rows only
+    W, _ = cache.head_weights()
+    train, _ = split_indices(cache.count, 0.25, 0)
+    expected = structmat.approximate(W, "lowrank", 0.5, inputs=InputStatistics.from_cache(cache, train),
+                                     output_weights=fisher_output_weights(cache.logits.take(np.sort(train))))
+    assert weighted.heads[0].fit_error == pytest.approx(structmat.relative_error(W, expected), rel=1e-6)
+    assert weighted.heads[0].fit_error != pytest.approx(unweighted.heads[0].fit_error, rel=1e-6)
+    with pytest.raises(ValueError, match="output_weights must be 'fisher' or 'none'"):
+        compare_heads(cache, ["lowrank"], 0.5, config=config, output_weights="yes")

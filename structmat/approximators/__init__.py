@@ -11,7 +11,7 @@ from structmat.approximators.lowrank import fit_lowrank
 __all__ = ["approximate", "fit_dense", "fit_lowrank"]
 
 
-def approximate(W, family: str, budget, *, inputs=None, **options):
+def approximate(W, family: str, budget, *, inputs=None, output_weights=None, **options):
     """Fit ``W`` by a matrix of ``family`` with at most ``budget`` parameters and the smallest error found.
 
     Without ``inputs`` the error is ``‖W − M‖_F``; with ``inputs`` it is the layer's output error
@@ -30,6 +30,14 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
         own data-aware method gets them as ``fit_<family>(..., inputs=stats)``; any other family is fitted by
         :func:`~structmat.approximators.data_aware.fit_with_inputs`. The plain fit is always a candidate, so the
         output error on these inputs is never worse than without them.
+    output_weights : array_like of shape (out_features,), optional
+        Positive weights ``d`` of the outputs: minimise ``‖diag(d) (W − M) Xᵀ‖_F`` (or ``‖diag(d) (W − M)‖_F``
+        without inputs), i.e. fit ``diag(d) W`` and return ``diag(d)⁻¹`` times the result, which keeps the
+        structure of the families whose :meth:`~structmat.StructuredMatrix.supports_row_scaling` is true
+        (``dense``, ``lowrank``, ``sparse``, ``sparse_product``, ``monarch``). Outputs that matter more get more of the budget:
+        :func:`~structmat.approximators.data_aware.fisher_output_weights` weights a classifier's logits by the
+        Fisher information of its softmax (after Hsu et al., "Language model compression with weighted low-rank
+        factorization", ICLR 2022, who weight rows of a weight matrix by their Fisher information).
     **options
         Passed to the family's ``fit_<family>``, except ``threads``: the most BLAS/OpenMP/torch threads the fit
         uses (default 1, or ``$STRUCTMAT_THREADS``; see :mod:`structmat.threads`).
@@ -59,6 +67,19 @@ def approximate(W, family: str, budget, *, inputs=None, **options):
     from structmat.families import get_family
 
     entry = get_family(family)
+    if output_weights is not None:
+        from structmat.approximators.data_aware import check_output_weights
+
+        W = check_weight(W)
+        weights = check_output_weights(output_weights, W.shape[0])
+        if not entry.matrix_class.supports_row_scaling():
+            from structmat.families import FAMILIES
+
+            able = sorted(f for f, e in FAMILIES.items() if e.matrix_class.supports_row_scaling())
+            raise ValueError(f"output_weights need a family whose structure survives scaling its rows, one of "
+                             f"{able}; {family!r} does not")
+        M = approximate(weights[:, None] * W, family, budget, inputs=inputs, **options)
+        return M.scale_rows(1.0 / weights)
     if inputs is None:
         return entry.fit(W, budget, **options)
     W = check_weight(W)

@@ -29,7 +29,7 @@ import numpy as np
 from structmat.statistics import DEFAULT_RIDGE, InputStatistics
 
 __all__ = ["as_statistics", "OutputObjective", "refine_on_outputs", "fit_with_inputs", "accepts_inputs",
-           "DEFAULT_REFINE_ITERATIONS"]
+           "DEFAULT_REFINE_ITERATIONS", "check_output_weights", "fisher_output_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,57 @@ def as_statistics(inputs, n_features: int) -> InputStatistics:
         raise ValueError(f"inputs must have shape (N, {n_features}) to match the weight's in_features={n_features}; "
                          f"got {stats.n_features} features")
     return stats
+
+
+def check_output_weights(weights, m: int) -> np.ndarray:
+    """``weights`` as a float64 vector of ``m`` positive finite numbers, or one clear error."""
+    array = np.asarray(weights)
+    if array.dtype.kind not in "fiu" or array.dtype.kind == "b":
+        raise TypeError(f"output_weights must be real numbers, one per output row (shape ({m},)); got dtype "
+                        f"{array.dtype}")
+    array = array.astype(np.float64)
+    if array.shape != (m,):
+        raise ValueError(f"output_weights must have shape ({m},), one per output row; got shape {array.shape}")
+    if not (np.isfinite(array).all() and (array > 0).all()):
+        raise ValueError(f"output_weights must be finite and > 0; got min {array.min():g}, max {array.max():g}")
+    return array
+
+
+def fisher_output_weights(logits, *, temperature: float = 1.0, floor: float = 0.1) -> np.ndarray:
+    """Weights of a classifier's outputs for :func:`~structmat.approximate`'s ``output_weights``.
+
+    ``d_i = sqrt(F_i / mean(F) + floor)`` with ``F_i = mean over rows of p_i (1 − p_i)``, ``p = softmax(z / T)``
+    of the layer's logits ``z``: ``p_i (1 − p_i)`` is the diagonal of the Hessian of the distillation loss
+    ``KL(p ‖ softmax(s / T))`` in the student's logits ``s`` at ``s = z`` (the Fisher information of the softmax),
+    so ``Σ_i d_i² ‖(W − M)_i Xᵀ‖²`` is the separable second-order approximation of that loss near the teacher.
+    Logits that are never near the top get little budget; ``floor`` (relative to the mean) keeps every weight
+    positive. Weighting rows by Fisher information follows Hsu et al., "Language model compression with weighted
+    low-rank factorization", ICLR 2022 (FWSVD).
+
+    Parameters
+    ----------
+    logits : array_like of shape (N, m)
+        The dense layer's outputs on the fitting rows (a feature cache's cached logits, say).
+    temperature, floor : float > 0 and >= 0
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise ValueError(f"logits must have shape (N, m) with N, m >= 1; got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError("logits must be finite")
+    if not temperature > 0 or not floor >= 0:
+        raise ValueError(f"temperature must be > 0 and floor >= 0; got {temperature!r}, {floor!r}")
+    fisher = np.zeros(z.shape[1])
+    for start in range(0, z.shape[0], 4096):
+        part = z[start:start + 4096] / temperature
+        p = np.exp(part - part.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        fisher += (p * (1.0 - p)).sum(axis=0)
+    fisher /= z.shape[0]
+    mean = fisher.mean()
+    relative = fisher / mean if mean > 0 else np.ones_like(fisher)
+    weights = np.sqrt(relative + floor)
+    return weights if floor > 0 else np.maximum(weights, 1e-12)
 
 
 def accepts_inputs(fit) -> bool:

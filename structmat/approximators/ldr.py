@@ -266,7 +266,13 @@ def _refined_best(W, candidates, objective, options, label):
     if options["max_iterations"] == 0 or error <= 1e-11:
         return best
     weight = None if objective is None else objective.L
-    refined = _refine(W, best, weight=weight, **{k: v for k, v in options.items() if k != "max_seconds"})
+    # Adam's eps is an absolute floor on the gradients' scale: refine W / max|W| so that W and c·W (e.g. 10^k W,
+    # which the fit guard's power-of-two normalisation leaves a factor up to 2 apart) take the same steps
+    # (equivariant up to rounding: the error moved by 3e-8 under powers of ten without it)
+    peak = float(np.max(np.abs(W))) or 1.0
+    refined = _refine(W / peak, best.scaled(1.0 / peak), weight=weight,
+                      **{k: v for k, v in options.items() if k != "max_seconds"})
+    refined = None if refined is None else refined.scaled(peak)
     if refined is None:
         logger.info("fit_ldr (%s): no step improved the start (error %.4g)", label, error)
         return best

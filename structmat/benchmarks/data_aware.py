@@ -6,8 +6,13 @@ twice: to ``W`` (``‖W − M‖_F``) and to the head's outputs on the training 
 before any fine-tuning: output error ``‖(W − M) Xᵀ‖_F / ‖W Xᵀ‖_F`` and top-1 agreement of ``x Mᵀ + b`` with the
 dense head. Fit seconds are one-thread medians over ``repeats`` fits, wall clock and process CPU time (which stays
 meaningful on a machine shared with other jobs); ``stats_seconds`` (and ``stats_cpu_seconds``) is the time to form
-``C`` once, which every data-aware fit of the cache shares. The CSV is rewritten after every cell and finished
-cells are skipped on a rerun.
+``C`` once, which every data-aware fit of the cache shares. Each data-aware fit gets its own copy of the statistics,
+so the work a fit does on ``C`` (its eigendecomposition, say) is counted in that fit's time, not cached from the
+previous one. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
+
+:func:`data_aware_summary` puts plain and data-aware side by side per family and share and checks the targets:
+held-out output error with inputs at most ``0.85 ×`` the plain fit's, and fit CPU time with inputs at most
+``3 ×`` the plain fit's plus the time to form ``C``.
 """
 
 from __future__ import annotations
@@ -27,11 +32,22 @@ from structmat.benchmarks.timing import single_thread
 from structmat.families import get_family
 from structmat.metrics import output_error, relative_error
 
-__all__ = ["DATA_AWARE_COLUMNS", "run_data_aware_benchmark", "plot_data_aware"]
+__all__ = ["DATA_AWARE_COLUMNS", "SUMMARY_COLUMNS", "run_data_aware_benchmark", "data_aware_summary",
+           "plot_data_aware", "ERROR_RATIO_TARGET", "TIME_RATIO_TARGET"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("plain", "data-aware")
+#: With ``fisher=True``: also the data-aware fit with the logits weighted by the Fisher information of the dense
+#: head's softmax on the training rows, for the families that keep their structure under row scaling.
+FISHER_METHOD = "data-aware-fisher"
+#: Targets: output error with inputs <= ERROR_RATIO_TARGET x plain; fit CPU time <= TIME_RATIO_TARGET x plain + C.
+ERROR_RATIO_TARGET = 0.85
+TIME_RATIO_TARGET = 3.0
+SUMMARY_COLUMNS = ["family", "share", "plain_output_error", "data_aware_output_error", "error_ratio",
+                   "error_target_met", "plain_agreement", "data_aware_agreement", "plain_fit_cpu_seconds",
+                   "data_aware_fit_cpu_seconds", "stats_cpu_seconds", "time_ratio", "time_limit_cpu_seconds",
+                   "time_target_met"]
 DATA_AWARE_COLUMNS = ["family", "share", "method", "nparams", "params_share", "nbytes", "relative_error", "output_error",
                       "agreement", "fit_seconds", "fit_seconds_min", "fit_cpu_seconds", "repeats", "stats_seconds",
                       "stats_cpu_seconds", "train_rows", "test_rows", "status", "message"]
@@ -44,7 +60,7 @@ def _agreement(M, bias, test_rows, dense_top1) -> float:
 
 def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *, test_share: float = 0.2,
                              seed: int = 0, repeats: int = 1, csv_path=None, resume: bool = True,
-                             progress: bool = False) -> list[dict]:
+                             progress: bool = False, fisher: bool = False) -> list[dict]:
     """Fit every family at every share plainly and data-aware on ``cache``'s head; one row per fit.
 
     Parameters
@@ -57,6 +73,9 @@ def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *
         The held-out split (:func:`structmat.finetune.split_indices`); statistics come from the other rows.
     repeats : int
         Fits per cell; the reported time is their median (the matrix of the first fit is measured).
+    fisher : bool
+        Also fit with ``output_weights`` = :func:`~structmat.approximators.data_aware.fisher_output_weights` of the
+        training rows' logits (method ``"data-aware-fisher"``), where the family allows it.
     csv_path : path, optional
         Rewritten after every row; with ``resume`` rows already there are kept and not fitted again.
     """
@@ -84,19 +103,28 @@ def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *
 
     rows = read_rows(csv_path) if (csv_path is not None and resume) else []
     done = {(r["family"], r["share"], r["method"]) for r in rows}
-    cells = [(f, s, m) for f in families for s in shares for m in METHODS if (f, repr(s), m) not in done]
+    methods = METHODS + ((FISHER_METHOD,) if fisher else ())
+    weights = None
+    if fisher:
+        from structmat.approximators.data_aware import fisher_output_weights
+
+        weights = fisher_output_weights(cache.logits.take(np.sort(train)))
+    cells = [(f, s, m) for f in families for s in shares for m in methods if (f, repr(s), m) not in done
+             and (m != FISHER_METHOD or get_family(f).matrix_class.supports_row_scaling())]
     common = dict(stats_seconds=stats_seconds, stats_cpu_seconds=stats_cpu_seconds, train_rows=len(train),
                   test_rows=len(test), repeats=repeats)
     with single_thread():
         for family, share, method in tqdm(cells, desc="data-aware", disable=not progress):
             row = {"family": family, "share": repr(share), "method": method, **common}
-            options = {"inputs": stats} if method == "data-aware" else {}
+            options = {"inputs": stats} if method != "plain" else {}
+            if method == FISHER_METHOD:
+                options["output_weights"] = weights
             seconds, cpu_seconds, M = [], [], None
             try:
                 for _ in range(repeats):
                     t0, c0 = time.perf_counter(), time.process_time()
-                    fitted = get_family(family).fit(W, share) if not options else _fit_with_inputs(W, family, share,
-                                                                                                   stats)
+                    fitted = get_family(family).fit(W, share) if not options else _fit_with_inputs(
+                        W, family, share, _copy(stats), options.get("output_weights"))
                     seconds.append(time.perf_counter() - t0)
                     cpu_seconds.append(time.process_time() - c0)
                     M = M or fitted
@@ -115,15 +143,53 @@ def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *
     return rows
 
 
-def _fit_with_inputs(W, family, share, stats):
+def _copy(stats):
+    """The same statistics (same bytes) without the cached eigendecomposition."""
+    from structmat.statistics import InputStatistics
+
+    return InputStatistics(stats.n_features).merge(stats)
+
+
+def _number(value):
+    return None if value in (None, "") else float(value)
+
+
+def data_aware_summary(rows: list[dict]) -> list[dict]:
+    """One row per family and share with both fits: output errors and their ratio, agreements, median fit CPU
+    seconds, and whether the targets are met (``ERROR_RATIO_TARGET``, ``TIME_RATIO_TARGET``)."""
+    cells = {}
+    for r in rows:
+        if r.get("status") == "ok":
+            cells[(r["family"], str(r["share"]), r["method"])] = r
+    out = []
+    for (family, share, method), aware in cells.items():
+        plain = cells.get((family, share, "plain"))
+        if method != "data-aware" or plain is None:
+            continue
+        e_plain, e_aware = _number(plain["output_error"]), _number(aware["output_error"])
+        t_plain, t_aware = _number(plain["fit_cpu_seconds"]), _number(aware["fit_cpu_seconds"])
+        t_stats = _number(aware["stats_cpu_seconds"]) or 0.0
+        ratio = e_aware / e_plain if e_plain else None
+        limit = TIME_RATIO_TARGET * t_plain + t_stats
+        out.append({"family": family, "share": share, "plain_output_error": e_plain,
+                    "data_aware_output_error": e_aware, "error_ratio": ratio,
+                    "error_target_met": ratio is not None and ratio <= ERROR_RATIO_TARGET,
+                    "plain_agreement": _number(plain["agreement"]), "data_aware_agreement": _number(aware["agreement"]),
+                    "plain_fit_cpu_seconds": t_plain, "data_aware_fit_cpu_seconds": t_aware,
+                    "stats_cpu_seconds": t_stats, "time_ratio": t_aware / t_plain if t_plain else None,
+                    "time_limit_cpu_seconds": limit, "time_target_met": t_aware <= limit})
+    return out
+
+
+def _fit_with_inputs(W, family, share, stats, output_weights=None):
     from structmat.approximators import approximate
 
-    return approximate(W, family, share, inputs=stats)
+    return approximate(W, family, share, inputs=stats, output_weights=output_weights)
 
 
 def plot_data_aware(rows: list[dict], path, *, title: str | None = None) -> None:
     """Held-out output error (left) and agreement with the dense head (right) against share; one colour per
-    family, dashed = plain fit, solid = data-aware fit."""
+    family, dashed = plain fit, solid = data-aware fit, dotted = data-aware with Fisher-weighted logits."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,13 +202,14 @@ def plot_data_aware(rows: list[dict], path, *, title: str | None = None) -> None
     colours = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, family in enumerate(families):
-        for method, style in (("plain", "--"), ("data-aware", "-")):
+        for method, style in (("plain", "--"), ("data-aware", "-"), (FISHER_METHOD, ":")):
             cells = sorted((float(r["params_share"]), float(r["output_error"]), float(r["agreement"]))
                            for r in ok if r["family"] == family and r["method"] == method)
             if not cells:
                 continue
             share, error, agreement = zip(*cells)
-            kwargs = dict(linestyle=style, marker="o" if method == "data-aware" else "x", color=colours(i % colours.N),
+            kwargs = dict(linestyle=style, marker={"plain": "x", "data-aware": "o"}.get(method, "^"),
+                          color=colours(i % colours.N),
                           label=f"{family}" if method == "data-aware" else None)
             axes[0].plot(share, error, **kwargs)
             axes[1].plot(share, agreement, **kwargs)
@@ -157,6 +224,9 @@ def plot_data_aware(rows: list[dict], path, *, title: str | None = None) -> None
 
     handles += [Line2D([], [], color="grey", linestyle="--", marker="x"), Line2D([], [], color="grey", marker="o")]
     labels += ["plain fit (‖W − M‖)", "data-aware fit (‖(W − M)Xᵀ‖)"]
+    if any(r["method"] == FISHER_METHOD for r in ok):
+        handles.append(Line2D([], [], color="grey", linestyle=":", marker="^"))
+        labels.append("data-aware, Fisher-weighted logits")
     fig.legend(handles, labels, loc="center right", fontsize=8)
     fig.suptitle(title or "plain vs data-aware fits, before fine-tuning")
     fig.tight_layout(rect=(0, 0, 0.82, 1))

@@ -17,7 +17,7 @@ from typing import Sequence
 from structmat.benchmarks.results import read_rows
 from structmat.families import CONTAINS_LOWRANK
 
-__all__ = ["compare_with_lowrank", "summarize", "main"]
+__all__ = ["compare_with_lowrank", "summarize", "markdown_table", "main"]
 
 #: Relative slack for "at or below": rounding of the SVDs, not a quality margin.
 TOLERANCE = 1e-9
@@ -58,7 +58,9 @@ def summarize(comparison: list[dict]) -> list[dict]:
     return out
 
 
-def _markdown(rows: list[dict], columns: list[str]) -> str:
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """``rows`` restricted to ``columns`` as a Markdown table (floats with five decimals)."""
+
     def cell(v):
         return f"{v:.5f}" if isinstance(v, float) else str(v)
 
@@ -85,11 +87,11 @@ def main(argv=None) -> None:
             tables = [("relative_error", compare_with_lowrank(rows, cell=("matrix", "budget")))]
         for title, comparison in tables:
             print(f"\n{path}: {title}\n")
-            print(_markdown(summarize(comparison), ["family", "cells", "within", "largest_excess", "median_ratio"]))
+            print(markdown_table(summarize(comparison), ["family", "cells", "within", "largest_excess", "median_ratio"]))
             if args.cells:
                 columns = [c for c in comparison[0] if c != "within"] if comparison else []
                 print()
-                print(_markdown(comparison, columns + ["within"]))
+                print(markdown_table(comparison, columns + ["within"]))
 
 
 if __name__ == "__main__":

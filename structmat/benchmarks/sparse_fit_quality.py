@@ -34,7 +34,8 @@ from structmat.benchmarks.results import read_rows, write_rows
 from structmat.benchmarks.timing import single_thread
 
 __all__ = ["conv_layer_inputs", "run_conv_inputs_benchmark", "run_classifier_fit_times", "run_fit_time_scaling",
-           "scaling_exponent", "CONV_COLUMNS", "CLASSIFIER_COLUMNS", "SCALING_COLUMNS"]
+           "scaling_exponent", "plot_classifier_fit_times", "plot_conv", "plot_scaling", "CONV_COLUMNS",
+           "CLASSIFIER_COLUMNS", "SCALING_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,10 +163,12 @@ def run_fit_time_scaling(families: Sequence[str] = ("sparse", "sparse_product"),
 
 def run_classifier_fit_times(cache, families: Sequence[str] = ("sparse", "sparse_product"),
                              shares: Sequence[float] = (0.1, 0.25, 0.5), *, refits: Sequence[str] = (),
-                             repeats: int = 3, test_share: float = 0.2, seed: int = 0, csv_path=None) -> list[dict]:
+                             repeats: int = 3, test_share: float = 0.2, seed: int = 0, csv_path=None,
+                             resume: bool = False) -> list[dict]:
     """One-thread CPU seconds (median of ``repeats``) of the plain fit and of the fit to the outputs of a feature
     cache's head, with the time to form ``C`` from the training rows, and the held-out output error and agreement.
-    ``refits`` adds rows for ``fit_sparse``'s ``refit`` settings (method ``"refit=<name>"``)."""
+    ``refits`` adds rows for ``fit_sparse``'s ``refit`` settings (method ``"refit=<name>"``). With ``resume``, the
+    cells already in ``csv_path`` are kept and not refitted."""
     from structmat.approximators import approximate
     from structmat.approximators.sparse import fit_sparse
     from structmat.finetune import split_indices
@@ -178,7 +181,8 @@ def run_classifier_fit_times(cache, families: Sequence[str] = ("sparse", "sparse
     train, test = split_indices(cache.count, test_share, seed)
     test_rows = np.asarray(cache.features.take(np.sort(test)), dtype=np.float64)
     dense_top1 = (test_rows @ W.T + bias).argmax(axis=1)
-    rows = []
+    rows = read_rows(csv_path) if (csv_path is not None and resume) else []
+    done = {(r["family"], str(r["share"]), r["method"]) for r in rows}
     with single_thread():
         stats_seconds = []
         for _ in range(repeats):
@@ -187,6 +191,7 @@ def run_classifier_fit_times(cache, families: Sequence[str] = ("sparse", "sparse
             stats_seconds.append(time.process_time() - start)
         fits = [(f, s, m, None) for f in families for s in shares for m in ("plain", "data-aware")]
         fits += [("sparse", s, f"refit={r}", r) for s in shares for r in refits]
+        fits = [f for f in fits if (f[0], str(f[1]), f[2]) not in done]
         for family, share, method, refit in fits:
             seconds, M = [], None
             for _ in range(repeats):
@@ -232,6 +237,30 @@ def plot_scaling(rows: list[dict], path) -> None:
            title="fit time against size (dotted: slope 2.3)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_classifier_fit_times(rows: list[dict], path) -> None:
+    """Held-out output error against fit CPU seconds (log x), one marker per (family, method), labelled by share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for family, method in dict.fromkeys((r["family"], r["method"]) for r in rows):
+        mine = sorted((float(r["cpu_seconds"]), float(r["output_error"]), str(r["share"])) for r in rows
+                      if r["family"] == family and r["method"] == method)
+        ax.plot([p[0] for p in mine], [p[1] for p in mine], marker="o", linestyle="", label=f"{family}, {method}")
+        for seconds, error, share in mine:
+            ax.annotate(share, (seconds, error), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", yscale="log", xlabel="fit CPU seconds (one thread, median)",
+           ylabel="held-out output error", title="fits of the cached head: error against fit time (labels: share)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

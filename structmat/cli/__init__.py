@@ -20,6 +20,8 @@ from structmat.cli.benchmarks import BENCHMARK_COMMANDS
 from structmat.cli.compress import COMPRESS_COMMANDS
 from structmat.cli.export import EXPORT_COMMANDS
 from structmat.cli.features import FEATURE_COMMANDS
+from structmat.cli.figures import FIGURE_COMMANDS
+from structmat.cli.fits import FIT_COMMANDS
 from structmat.cli.matrices import MATRIX_COMMANDS
 from structmat.cli.pyfaust import PYFAUST_COMMANDS
 from structmat.cli.sss import SSS_COMMANDS
@@ -34,8 +36,10 @@ COMMANDS = {
     **FEATURE_COMMANDS,  # features, finetune, demo
     **SSS_COMMANDS,  # bench-sss
     **PYFAUST_COMMANDS,  # bench-pyfaust
+    **FIT_COMMANDS,  # bench-fits containment|scaling|ldr|sparse-conv|sparse-classifier|compare
     **TRAINING_COMMANDS,  # bench-sampled, bench-swat, bench-sum-product
     **COMPRESS_COMMANDS,  # compress, bench-compress
+    **FIGURE_COMMANDS,  # figures
 }
 
 #: The commands that neither fit nor train, so take no ``--threads``; every other command does.

@@ -27,6 +27,13 @@ def _add_sweep(sub):
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="kill a fit still running after this many seconds and record it as 'timed out' (a rerun "
                         "tries it again); each limited fit runs in its own process")
+    p.add_argument("--inputs", metavar="X.npy|CACHE_DIR|STATS.npz",
+                   help="the inputs the layers see (rows of shape (N, in_features), a feature cache, or saved input "
+                        "statistics; every matrix must have that in_features): fit to the outputs on them and "
+                        "report the output error beside the relative error")
+    p.add_argument("--method", nargs="+", choices=["data-aware", "plain"], dest="methods",
+                   help="with --inputs: which fits to run per cell (default data-aware; 'data-aware plain' also "
+                        "fits to the weight and measures those fits on the same inputs)")
     add_executor_args(p)
 
 
@@ -37,12 +44,29 @@ def _run_sweep(args):
     out = output_dir(args, "sweep")
     if args.time_limit is not None and not args.time_limit > 0:
         raise UserError(f"--time-limit must be > 0 seconds; got {args.time_limit:g}")
-    rows = run_sweep(load_matrices(args.matrix), family_names(args), args.budget, csv_path=out / "sweep.csv",
+    if args.methods and not args.inputs:
+        raise UserError("--method needs --inputs: the rows the layers see, against which data-aware fits are made "
+                        "and output errors measured")
+    matrices = load_matrices(args.matrix)
+    inputs = None
+    if args.inputs:
+        import structmat
+
+        inputs = structmat.InputStatistics.from_path(args.inputs)
+        wrong = {name: W.shape for name, W in matrices.items() if W.shape[1] != inputs.n_features}
+        if wrong:
+            raise UserError(f"--inputs {args.inputs} has {inputs.n_features} features per row, but these matrices "
+                            f"have another in_features: " + ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in wrong.items()))
+    rows = run_sweep(matrices, family_names(args), args.budget, csv_path=out / "sweep.csv",
                      resume=not args.no_resume, progress=not args.quiet,
                      save_dir=(out / "matrices") if args.save_matrices else None, time_limit=args.time_limit,
-                     **executor_args(args))
-    print(format_table(rows, ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error",
-                              "fit_seconds", "status"]))
+                     inputs=inputs, methods=args.methods, **executor_args(args))
+    columns = ["matrix", "variant", "budget", "nparams", "share", "byte_share", "relative_error", "fit_seconds",
+               "status"]
+    if inputs is not None:
+        columns[2:2] = ["method"]
+        columns[-2:-2] = ["output_error"]
+    print(format_table(rows, columns))
     if not any(r["status"] == "ok" for r in rows):
         raise RunFailedError(f"no cell of the sweep could be fitted (see the messages in {out / 'sweep.csv'})")
     plot_sweep(rows, out / "sweep.png")
@@ -62,6 +86,9 @@ def _add_bench_data_aware(sub):
     p.add_argument("--budget", "-b", nargs="+", type=parse_budget, default=list(DEMO_BUDGETS),
                    help="budgets (default: 0.1 0.25 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="fits per cell; fit time is their median (default 1)")
+    p.add_argument("--fisher", action="store_true",
+                   help="also fit with the logits weighted by the Fisher information of the dense head's softmax "
+                        "(method data-aware-fisher; lowrank, sparse, sparse_product, monarch)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the rows (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of skipping cells in the CSV")
@@ -70,8 +97,10 @@ def _add_bench_data_aware(sub):
 
 
 def _run_bench_data_aware(args):
-    from structmat.benchmarks.data_aware import plot_data_aware, run_data_aware_benchmark
-    from structmat.benchmarks.results import format_table
+    from structmat.benchmarks.data_aware import (SUMMARY_COLUMNS, data_aware_summary, plot_data_aware,
+                                                 run_data_aware_benchmark)
+    from structmat.benchmarks.machine import machine_summary
+    from structmat.benchmarks.results import format_table, write_rows
     from structmat.features import FeatureCache
 
     if args.cache:
@@ -81,15 +110,21 @@ def _run_bench_data_aware(args):
 
         cache = demo_cache(quiet=args.quiet)
     out = output_dir(args, "bench-data-aware")
+    before = machine_summary()
     rows = run_data_aware_benchmark(cache, family_names(args), args.budget, test_share=args.test_share,
                                     seed=args.seed, repeats=args.repeats, csv_path=out / "data_aware.csv",
-                                    resume=not args.no_resume, progress=not args.quiet)
+                                    resume=not args.no_resume, progress=not args.quiet, fisher=args.fisher)
     print(format_table(rows, ["family", "share", "method", "nparams", "relative_error", "output_error", "agreement",
-                              "fit_seconds", "status"]))
+                              "fit_seconds", "fit_cpu_seconds", "status"]))
+    summary = data_aware_summary(rows)
+    write_rows(out / "data_aware_summary.csv", summary, SUMMARY_COLUMNS)
+    print(format_table(summary, SUMMARY_COLUMNS))
     if any(r["status"] == "ok" for r in rows):
         plot_data_aware(rows, out / "data_aware.png")
-    print(f"statistics of {rows[0]['train_rows']} training rows formed in {float(rows[0]['stats_seconds']):.2f} s; "
-          f"wrote {out / 'data_aware.csv'} and {out / 'data_aware.png'}")
+    print(f"machine before: {before}\nmachine after:  {machine_summary()}")
+    print(f"statistics of {rows[0]['train_rows']} training rows formed in {float(rows[0]['stats_seconds']):.2f} s "
+          f"({float(rows[0]['stats_cpu_seconds']):.2f} CPU s); wrote {out / 'data_aware.csv'}, "
+          f"{out / 'data_aware_summary.csv'} and {out / 'data_aware.png'}")
 
 
 # ------------------------------------------------------------------------------------------------ bench-threads

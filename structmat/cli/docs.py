@@ -57,7 +57,10 @@ EXAMPLES = (
     ("structmat export M.npz -o layer.onnx", "ONNX or torch.export (.pt2), structure kept"),
     ("structmat bench-export -m efficientnet_lite0 -b 0.25 --batch 1 32", "ONNX Runtime: each family vs dense"),
     ("structmat bench-pyfaust -m gaussian:256x256", "needs pip install 'structmat[faust]'"),
+    ("structmat bench-fits containment --cache CACHE", "families containing low rank vs lowrank"),
+    ("structmat bench-fits scaling -n 512 1024 2048 4096 --kind gaussian powerlaw", "fit CPU s against n"),
     ("structmat bench-sampled --dataset mnist", "training-time layers on an MLP"),
+    ("structmat figures -o docs/figures --from-csv", "the documentation's plots, redrawn from their CSVs"),
 )
 
 _SHARED = {"--verbose", "--threads"}

@@ -127,6 +127,10 @@ def _add_training_args(p, *, seconds_default):
     p.add_argument("--lr", type=_learning_rate, default="auto",
                    help="Adam learning rate, or 'auto' (default): a short probe from each head's start picks it")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    p.add_argument("--output-weights", choices=["fisher", "none"], default="fisher",
+                   help="data-aware starts of lowrank, sparse, sparse_product and monarch: weight the logits by the Fisher "
+                        "information of the dense head's softmax on the training rows, so the budget goes to the "
+                        "classes that decide the top-1 (default), or fit every logit alike (none)")
     p.add_argument("--test-share", type=float, default=0.2, help="held-out share of the images (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", "-o", help=f"directory for CSV, JSON and PNG (default {DEFAULT_OUTPUT}/<command>)")
@@ -198,7 +202,7 @@ def _run_finetune(args):
     study = compare_heads(cache, family_names(args), args.budget, objective=args.objective, init=args.init,
                           config=_training_config(args, args.objective), test_share=args.test_share, seed=args.seed,
                           time_budget=args.time_budget, fit_timeout=args.fit_timeout, progress=not args.quiet,
-                          **executor_args(args))
+                          output_weights=args.output_weights, **executor_args(args))
     _print_study(study, out, f"finetune-{args.objective}-{args.init}")
 
 
@@ -246,7 +250,8 @@ def _run_demo(args):
     study = compare_heads(cache, families, args.budget, objective="distill", config=_training_config(args, "distill"),
                           test_share=args.test_share, seed=args.seed,
                           time_budget=max(args.time_budget - (time.perf_counter() - start) - 15.0, 30.0),
-                          fit_timeout=args.fit_timeout, progress=not args.quiet, **executor_args(args))
+                          fit_timeout=args.fit_timeout, progress=not args.quiet, output_weights=args.output_weights,
+                          **executor_args(args))
     _print_study(study, out, "demo")
 
 

@@ -184,6 +184,42 @@ class StructuredMatrix(abc.ABC):
         arrays = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in self._arrays().items()}
         return type(self)._from_arrays(arrays, self._meta())
 
+    #: Arrays whose first axis is the output (row) axis of ``M`` and in which ``M`` is linear row by row:
+    #: multiplying their row ``i`` by ``d_i`` multiplies row ``i`` of ``M`` by ``d_i`` (see :meth:`scale_rows`).
+    _row_scale_arrays: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def supports_row_scaling(cls) -> bool:
+        """Whether :meth:`scale_rows` keeps this family's structure (so fits can weight the outputs)."""
+        return bool(cls._row_scale_arrays) or cls.scale_rows is not StructuredMatrix.scale_rows
+
+    def _row_weights(self, weights) -> np.ndarray:
+        """``weights`` checked for :meth:`scale_rows`: a finite float64 vector of length ``m``."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (self.shape[0],) or not np.isfinite(weights).all():
+            raise ValueError(f"weights must be a finite vector of shape ({self.shape[0]},), one per output row; got "
+                             f"shape {weights.shape}")
+        return weights
+
+    def scale_rows(self, weights) -> "StructuredMatrix":
+        """``diag(weights) @ M`` in the same family and structure (a new matrix; same ``nparams``).
+
+        Raises
+        ------
+        ValueError
+            ``weights`` is not a finite vector of length ``m``.
+        NotImplementedError
+            the family's structure is not kept by scaling its rows (Toeplitz-like, say).
+        """
+        weights = self._row_weights(weights)
+        if not self._row_scale_arrays:
+            raise NotImplementedError(f"{type(self).__name__} does not keep its structure under row scaling")
+        arrays = dict(self._arrays())
+        for name in self._row_scale_arrays:
+            arrays[name] = (arrays[name] * weights.reshape(-1, *([1] * (arrays[name].ndim - 1)))).astype(
+                arrays[name].dtype)
+        return type(self)._from_arrays(arrays, self._meta())
+
     def scaled(self, factor) -> "StructuredMatrix":
         """``factor * M`` in the same family and structure (a new matrix; exact when ``factor`` is a power of two
         and nothing overflows). The approximators fit ``W / s`` and return ``fit.scaled(s)``, which is what makes

@@ -31,6 +31,7 @@ class Dense(StructuredMatrix):
 
     family = "dense"
     _scale_arrays = ("W",)
+    _row_scale_arrays = ("W",)
 
     def __init__(self, W, dtype=None) -> None:
         W = np.asarray(W)

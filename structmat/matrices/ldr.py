@@ -140,10 +140,11 @@ class LDR(StructuredMatrix):
         return self._product(self.B, self.H, self.A, self.G, Y, self.shape[1])
 
     def to_dense(self) -> np.ndarray:
-        """Horner's rule ``S ← A S Bᵀ + G Hᵀ`` in float64 (≈ 12 N³ flops), then the m×n block."""
+        """Horner's rule ``S ← A S Bᵀ + G Hᵀ`` in float64 (≈ 12 N³ flops), then the m×n block; just ``G Hᵀ`` when
+        ``A = 0`` (the low-rank members), where every Horner step returns it."""
         m, n = self.shape
         Q = self.G.astype(np.float64) @ self.H.astype(np.float64).T
-        S = _ldr_dense(self.A.astype(np.float64), self.B.astype(np.float64), Q)
+        S = Q if not np.any(self.A) else _ldr_dense(self.A.astype(np.float64), self.B.astype(np.float64), Q)
         return np.ascontiguousarray(S[:m, :n], dtype=self.dtype)
 
     def _arrays(self):

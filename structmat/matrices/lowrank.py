@@ -80,6 +80,8 @@ class LowRank(StructuredMatrix):
     def to_dense(self) -> np.ndarray:
         return self.U @ self.V.T
 
+    _row_scale_arrays = ("U",)  # M = U Vᵀ: row i of M is row i of U times Vᵀ
+
     def scaled(self, factor) -> "LowRank":
         """``factor * M`` with both factors multiplied by ``sqrt(|factor|)``, so balanced factors stay balanced
         (exact for even powers of two, within one rounding otherwise)."""

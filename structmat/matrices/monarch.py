@@ -73,6 +73,17 @@ class Monarch(StructuredMatrix):
     family = "monarch"
     _scale_arrays = ("L",)
 
+    def scale_rows(self, weights) -> "Monarch":
+        """``diag(weights) @ M``: output ``l·J + j`` is row ``l`` of ``L[j]``, scaled in place (padding rows keep
+        weight 1)."""
+        weights = self._row_weights(weights)
+        arrays = dict(self._arrays())
+        L = arrays["L"]
+        full = np.ones(L.shape[0] * L.shape[1])
+        full[:weights.size] = weights
+        arrays["L"] = (L * full.reshape(L.shape[1], L.shape[0]).T[:, :, None]).astype(L.dtype)
+        return type(self)._from_arrays(arrays, self._meta())
+
     def __init__(self, R, L, shape=None, dtype=None) -> None:
         R, L = np.asarray(R), np.asarray(L)
         if R.ndim != 3 or L.ndim != 3:

@@ -106,6 +106,14 @@ class SparseProduct(StructuredMatrix):
     family = "sparse_product"
     _scale_arrays = ("data_0",)  # the first factor's values
 
+    def scale_rows(self, weights) -> "SparseProduct":
+        """``diag(weights) @ M``: the values of the first factor's row ``i`` times ``weights[i]`` (same support)."""
+        weights = self._row_weights(weights)
+        arrays = dict(self._arrays())
+        indptr = arrays["indptr_0"]
+        arrays["data_0"] = (arrays["data_0"] * np.repeat(weights, np.diff(indptr))).astype(arrays["data_0"].dtype)
+        return type(self)._from_arrays(arrays, self._meta())
+
     def __init__(self, factors, dtype=None) -> None:
         if isinstance(factors, np.ndarray) or scipy.sparse.issparse(factors):
             raise TypeError("factors must be a sequence of matrices (S_1, ..., S_J); got a single array")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 __all__ = ["ResumableTable"]
 
@@ -35,6 +35,9 @@ class ResumableTable:
     redo : sequence of str
         Values of the ``status`` column that do not count as finished: a re-run runs those cells again and
         replaces their rows (for example ``("timed out", "lost")``).
+    defaults : mapping, optional
+        Values of key columns that rows read back from an older file may lack (a key column added later): such a
+        row gets the default, so it keeps identifying its cell.
 
     Examples
     --------
@@ -49,7 +52,7 @@ class ResumableTable:
     """
 
     def __init__(self, path, columns: Sequence[str], key_columns: Sequence[str], *, order: Iterable = (),
-                 resume: bool = True, redo: Sequence[str] = ()):
+                 resume: bool = True, redo: Sequence[str] = (), defaults: Mapping | None = None):
         self.path = None if path is None else Path(path)
         if self.path is not None and self.path.suffix not in (".csv", ".json"):
             raise ValueError(f"a resumable table is a .csv or .json file; got {self.path}")
@@ -59,12 +62,14 @@ class ResumableTable:
         if missing:
             raise ValueError(f"key_columns {missing} are not among the columns {self.columns}")
         self.redo = tuple(redo)
+        self.defaults = dict(defaults or {})
         self._rank = {}
         for key in order:
             self._rank.setdefault(self._normalise(key), len(self._rank))
         self._rows: dict[tuple, dict] = {}
         if resume and self.path is not None:
             for row in self._read():
+                row = {**row, **{k: v for k, v in self.defaults.items() if row.get(k) in (None, "")}}
                 if row.get("status") not in self.redo:
                     self._rows[self.key_of(row)] = row
 

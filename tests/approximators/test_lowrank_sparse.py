@@ -127,3 +127,33 @@ def test_sparse_values_fitted_to_outputs_are_least_squares():
     gradient = residual @ (X.T @ X)
     rows = np.repeat(np.arange(20), np.diff(M.indptr))
     assert np.abs(gradient[rows, M.indices]).max() <= 1e-7 * np.abs(W @ X.T @ X).max()
+
+
+def test_work_limit_caps_the_steps_and_keeps_the_guarantees(monkeypatch):
+    """A small max_work stops the alternation early (fewer steps, a larger error than unlimited) but never drops
+    rank 0 or the largest rank, so the result is still no worse than lowrank and sparse."""
+    import structmat.approximators.lowrank_sparse as module
+
+    steps = []
+    run = module._Split.run
+
+    def counting(self, iterations, tol):
+        before = self.iterations
+        run(self, iterations, tol)
+        steps.append(self.iterations - before)
+
+    monkeypatch.setattr(module._Split, "run", counting)
+    W = spiky_powerlaw((60, 80), seed=4)
+    free = fit_lowrank_sparse(W, 0.25, max_work=None)
+    unlimited = sum(steps)
+    steps.clear()
+    capped = fit_lowrank_sparse(W, 0.25, max_work=60 * W.size * (3 * 10 + module.SELECTION_COST))
+    assert 0 < sum(steps) <= 70 < unlimited
+    error = structmat.relative_error(W, capped)
+    assert structmat.relative_error(W, free) <= error * (1 + 1e-12)
+    for other in ("lowrank", "sparse"):
+        assert error <= structmat.relative_error(W, structmat.approximate(W, other, 0.25)) * (1 + 1e-12)
+    # the default limit is far above this size: the same fit as without a limit
+    np.testing.assert_array_equal(fit_lowrank_sparse(W, 0.25).to_dense(), free.to_dense())
+    with pytest.raises(ValueError, match="max_work must be a number > 0 or None"):
+        fit_lowrank_sparse(W, 0.25, max_work=0)

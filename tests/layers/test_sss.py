@@ -109,3 +109,25 @@ def test_inference_cache_follows_parameter_updates(rng):
     expected = x.numpy() @ layer.to_matrix().to_dense().T
     np.testing.assert_allclose(second.numpy(), expected, atol=1e-12)
     assert not np.allclose(second.numpy(), first.numpy())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_large_batches_take_the_padded_or_the_stage_path_by_padding(case, rng):
+    """Beyond the sweep's batch sizes, with and without autograd: batched products on padded stages when padding
+    costs little, the stages one by one when it would multiply the work (unequal stages); both equal the matrix."""
+    from structmat.layers import sss as sss_module
+
+    M = CASES[case]()
+    layer = SSSLinear.from_matrix(M, dtype=torch.float64)
+    x = torch.from_numpy(rng.standard_normal((sss_module.FAST_SWEEP_MAX_BATCH + 9, M.shape[1])))
+    expected = x.numpy() @ M.to_dense().T
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(layer(x.clone().requires_grad_(True)).detach().numpy(), expected, atol=1e-12)
+    # the degenerate two-stage form the classifier's fit chose: every row in one stage, every column in the other
+    lowrank = SSS.random((30, 40), m_sizes=[0, 30], n_sizes=[40, 0], state_dim=5, seed=2)
+    layer = SSSLinear.from_matrix(lowrank, dtype=torch.float64)
+    assert layer.padding_factor > sss_module.PADDING_LIMIT
+    y = torch.from_numpy(rng.standard_normal((20, 40)))
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(y).numpy(), y.numpy() @ lowrank.to_dense().T, atol=1e-12)

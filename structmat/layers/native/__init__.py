@@ -1,0 +1,141 @@
+"""Compiled C helpers of the layers' inference fast path, built with the system C compiler at first use.
+
+The sources are this package's ``*.c`` files; the shared library is compiled once per (sources, compiler, flags)
+with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` as for ``structmat bench-c``) into
+``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then renamed, so concurrent
+processes never load a half-written file. The library is called through :mod:`ctypes` on the tensors' memory.
+
+Nothing here is required: without a C compiler, when the build fails, or with ``STRUCTMAT_NATIVE=0`` in the
+environment, :func:`sparse_library` returns None (with one logged warning when a build was attempted) and the
+layers use torch's own kernels. Exports and the training path never call these helpers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["sparse_library", "csr_rows", "chunk_plan", "chunk_rows", "csr_panels", "aligned_scratch", "PANEL_ROWS"]
+
+logger = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).resolve().parent
+#: Input rows per panel of :func:`csr_panels` (the C kernel's PANEL).
+PANEL_ROWS = 64
+_LIBRARY: dict = {}
+
+
+def _build(name: str) -> Path:
+    """Compile ``<name>.c`` into a shared library (once) and return its path; raises CompilerError."""
+    from structmat.speed_c.build import CompilerError, _resolve_compiler, _split_flags, default_cache_dir
+
+    command, flags = _resolve_compiler(None), _split_flags(None)
+    source = SOURCE_DIR / f"{name}.c"
+    digest = hashlib.sha256()
+    for part in (json.dumps(command), json.dumps(flags)):
+        digest.update(part.encode() + b"\0")
+    digest.update(source.read_bytes())
+    target_dir = default_cache_dir().parent / "native" / digest.hexdigest()[:20]
+    library = target_dir / f"lib{name}.so"
+    if library.exists():
+        return library
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_dir, prefix=".build-") as tmp:
+        out = Path(tmp) / library.name
+        argv = command + flags + ["-shared", "-fPIC", str(source), "-o", str(out)]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        except OSError as exc:
+            raise CompilerError(f"could not run the C compiler {command[0]!r}: {exc}") from exc
+        if result.returncode != 0:
+            lines = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] or result.stderr.splitlines()
+            raise CompilerError(f"compiling {source.name} with {' '.join(command + flags)} failed: "
+                                f"{lines[0].strip() if lines else result.returncode}")
+        os.replace(out, library)
+    return library
+
+
+def sparse_library():
+    """The compiled sparse kernels (:mod:`ctypes` library), or None when disabled or not buildable."""
+    if "sparse" in _LIBRARY:
+        return _LIBRARY["sparse"]
+    library = None
+    if os.environ.get("STRUCTMAT_NATIVE", "1") != "0":
+        try:
+            library = ctypes.CDLL(str(_build("sparse_kernels")))
+        except Exception as exc:  # no compiler, failed build, unloadable file: torch's kernels serve instead
+            logger.warning("structmat: compiled sparse kernels unavailable (%s); using torch's CSR kernels", exc)
+        else:
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            library.sm_csr_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64]
+            library.sm_csr_rows.restype = None
+            library.sm_csr_panels.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr]
+            library.sm_csr_panels.restype = None
+            library.sm_chunk_count.argtypes = [i64, i64, ptr, ptr]
+            library.sm_chunk_count.restype = i64
+            library.sm_chunk_build.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+            library.sm_chunk_build.restype = None
+            library.sm_chunk_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64]
+            library.sm_chunk_rows.restype = None
+            library.sm_chunks_available.restype = ctypes.c_int
+    _LIBRARY["sparse"] = library
+    return library
+
+
+def csr_rows(library, crow, col16, values, x, y) -> None:
+    """``y = x Sᵀ`` one input row at a time (float32 tensors, x (b, cols) and y (b, rows) C-contiguous; ``crow``
+    int32, ``col16`` the column indices as uint16 NumPy)."""
+    rows = crow.shape[0] - 1
+    library.sm_csr_rows(rows, x.shape[0], crow.data_ptr(), col16.ctypes.data, values.data_ptr(), x.data_ptr(),
+                        x.shape[1], y.data_ptr(), rows)
+
+
+def chunk_plan(library, crow, col, values, cols: int, min_fill: float = 0.0):
+    """The chunked layout of the row kernel for AVX-512 (see ``sm_chunk_build`` in ``sparse_kernels.c``): chunk
+    pointers per row (int32), each chunk's window start column (int32), 16 lane numbers (uint8) and 16 values
+    (float32, zero-padded), with their addresses. None when the library was built without AVX-512, ``cols < 32``, or
+    the chunks would hold fewer than ``min_fill`` values on average."""
+    if cols < 32 or not library.sm_chunks_available():
+        return None
+    rows = crow.shape[0] - 1
+    count = library.sm_chunk_count(rows, cols, crow.data_ptr(), col.data_ptr())
+    if values.numel() < min_fill * count:
+        return None
+    # lanes and values 64-byte aligned: a 64-byte load across two cache lines costs two
+    arrays = (np.empty(rows + 1, np.int32), np.empty(count, np.int32), _aligned(16 * count, np.uint8),
+              _aligned(16 * count, np.float32))
+    addresses = tuple(a.ctypes.data for a in arrays)
+    library.sm_chunk_build(rows, cols, crow.data_ptr(), col.data_ptr(), values.data_ptr(), *addresses)
+    return arrays, addresses
+
+
+def chunk_rows(library, plan, x, y) -> None:
+    """``y = x Sᵀ`` one input row at a time with the chunked layout of :func:`chunk_plan`."""
+    library.sm_chunk_rows(y.shape[1], x.shape[0], *plan[1], x.data_ptr(), x.shape[1], y.data_ptr(), y.shape[1])
+
+
+def csr_panels(library, crow, col, values, cols: int, x, y, scratch) -> None:
+    """``y = x Sᵀ`` with the panel kernel; ``scratch``: float32, 64-byte aligned, ``PANEL_ROWS (cols + rows)``."""
+    rows = crow.shape[0] - 1
+    library.sm_csr_panels(rows, cols, x.shape[0], crow.data_ptr(), col.data_ptr(), values.data_ptr(),
+                          x.data_ptr(), cols, y.data_ptr(), rows, scratch.ctypes.data)
+
+
+def aligned_scratch(size: int) -> np.ndarray:
+    """A float32 array of ``size`` entries starting on a 64-byte boundary."""
+    return _aligned(size, np.float32)
+
+
+def _aligned(size: int, dtype) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size + 64 // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data // itemsize) % (64 // itemsize)
+    return raw[start:start + size]

@@ -1,0 +1,97 @@
+"""The compiled sparse kernels of the inference fast path: the row, chunk and panel products against dense products
+(shapes off the 8-value, 16-lane, 32-column and 64-row grids, empty rows, full rows), the layers' choice between
+them, and torch's CSR product when no compiled library is available."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from structmat.layers import native
+from structmat.layers.sparse_product import PANEL_MIN_BATCH, ROWS_MAX_BATCH, SparseLinear, SparseProductLinear
+from structmat.matrices.sparse_product import SparseProduct
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def library():
+    library = native.sparse_library()
+    if library is None:
+        pytest.skip("no C compiler: the layers use torch's CSR kernels (tested below)")
+    return library
+
+
+def _random_csr(rows, cols, density, seed):
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal((rows, cols)).astype(np.float32) * (rng.random((rows, cols)) < density)
+    dense[rows // 2] = 0.0  # an empty row
+    return scipy.sparse.csr_array(dense)
+
+
+@pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05), (9, 40, 1.0)])
+@pytest.mark.parametrize("batch", [1, 5, 70])
+def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
+    S = _random_csr(rows, cols, density, seed=rows)
+    crow, col = torch.from_numpy(S.indptr.astype(np.int32)), torch.from_numpy(S.indices.astype(np.int32))
+    values = torch.from_numpy(S.data.copy())
+    x = torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32))
+    expected = x.double().numpy() @ S.toarray().astype(np.float64).T
+    tol = 1e-5 * max(np.abs(expected).max(), 1.0)
+    y = torch.full((batch, rows), np.nan, dtype=torch.float32)
+    native.csr_rows(library, crow, S.indices.astype(np.uint16), values, x, y)
+    np.testing.assert_allclose(y.numpy(), expected, atol=tol)
+    y = torch.full((batch, rows), np.nan, dtype=torch.float32)
+    scratch = native.aligned_scratch(native.PANEL_ROWS * (rows + cols))
+    assert scratch.ctypes.data % 64 == 0
+    native.csr_panels(library, crow, col, values, cols, x, y, scratch)
+    np.testing.assert_allclose(y.numpy(), expected, atol=tol)
+    plan = native.chunk_plan(library, crow, col, values, cols)
+    if plan is None:  # built without AVX-512, or fewer than 32 columns
+        assert cols < 32 or not library.sm_chunks_available()
+        return
+    chunk_ptr, window, lanes, padded = plan[0]
+    assert chunk_ptr[-1] == window.size and padded.size == 16 * window.size and padded.ctypes.data % 64 == 0
+    assert window.min() >= 0 and window.max() <= cols - 32 and lanes.max() < 32
+    y = torch.full((batch, rows), np.nan, dtype=torch.float32)
+    native.chunk_rows(library, plan, x, y)
+    np.testing.assert_allclose(y.numpy(), expected, atol=tol)
+    assert native.chunk_plan(library, crow, col, values, cols, min_fill=S.nnz / window.size + 0.1) is None
+
+
+def _product(seed=0):
+    factors = [_random_csr(40, 48, 0.8, seed), _random_csr(48, 50, 0.1, seed + 1)]
+    return SparseProduct(factors)
+
+
+@pytest.mark.parametrize("native_library", [True, False])
+@pytest.mark.parametrize("batch", [ROWS_MAX_BATCH, ROWS_MAX_BATCH + 4, PANEL_MIN_BATCH + 3])
+def test_layers_fast_path_with_and_without_the_compiled_kernels(native_library, batch, rng, monkeypatch):
+    if not native_library:
+        monkeypatch.setitem(native._LIBRARY, "sparse", None)
+    M = _product()
+    layer = SparseProductLinear.from_matrix(M, rng.standard_normal(40))
+    x = torch.from_numpy(rng.standard_normal((batch, 50)).astype(np.float32))
+    expected = x.double().numpy() @ M.to_dense().T + layer.bias.detach().double().numpy()
+    with torch.inference_mode():
+        y = layer(x)
+    assert y.shape == (batch, 40) and y.is_contiguous()
+    np.testing.assert_allclose(y.numpy(), expected, atol=1e-5 * np.abs(expected).max())
+    if native_library and native.sparse_library().sm_chunks_available():  # the dense factor chunked, the other not
+        assert [f.chunks(native.sparse_library()) is not None for f in layer._fast_factors()] == [False, True]
+
+
+def test_the_compiled_kernels_can_be_switched_off(monkeypatch):
+    monkeypatch.delitem(native._LIBRARY, "sparse", raising=False)
+    monkeypatch.setenv("STRUCTMAT_NATIVE", "0")
+    assert native.sparse_library() is None
+
+
+def test_row_kernel_follows_value_updates(rng):
+    layer = SparseLinear(50, 40, share=0.5, seed=3)
+    x = torch.from_numpy(rng.standard_normal((1, 50)).astype(np.float32))
+    with torch.no_grad():
+        layer(x)
+        layer.values[0].mul_(-2.0)
+        expected = layer._weight_product(x) + layer.bias
+        np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), atol=1e-5)
