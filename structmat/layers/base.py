@@ -86,7 +86,10 @@ def compact_index(values, bound: int, *, device=None) -> torch.Tensor:
         dtype = np.int32
     else:
         raise ValueError(f"an index dimension of {top} exceeds int32; structmat layers store int32 indices at most")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if not array.flags.writeable:  # torch warns on read-only arrays (a memory map, a frozen fit's arrays)
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
 
 
 def check_dtype(dtype) -> None:
