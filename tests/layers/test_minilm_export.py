@@ -14,7 +14,7 @@ from structmat.layers import StructuredLinear, replace_linear
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 FAMILIES = ["lowrank", "sparse", "sparse_product", "monarch", "sss", "hodlr", "hedlr", "hmatrix", "toeplitz_like",
-            "lowrank_sparse", "block_sparse"]
+            "lowrank_sparse", "block_sparse", "ldr"]
 
 
 def minilm():
