@@ -58,6 +58,32 @@ def _agreement(M, bias, test_rows, dense_top1) -> float:
     return float(np.mean(logits.argmax(axis=1) == dense_top1))
 
 
+def head_and_statistics(cache, families: Sequence[str], shares: Sequence, *, repeats: int, test_share: float,
+                        seed: int):
+    """Check the arguments of a head benchmark and prepare it: the cache's dense head ``W, bias`` (float64), the
+    seeded ``train, test`` split, and the input statistics of the training rows with the wall and CPU seconds they
+    took to form."""
+    from structmat.finetune import split_indices
+    from structmat.statistics import InputStatistics
+
+    head = cache.head_weights()
+    if head is None:
+        raise ValueError(f"the feature cache at {cache.directory} holds no dense head to approximate")
+    W, bias = head
+    W = np.asarray(W, dtype=np.float64)
+    bias = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    for family in families:
+        get_family(family)
+    for share in shares:
+        resolve_budget(share, W.shape)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1; got {repeats!r}")
+    train, test = split_indices(cache.count, test_share, seed)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    stats = InputStatistics.from_cache(cache, train)
+    return W, bias, train, test, stats, time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *, test_share: float = 0.2,
                              seed: int = 0, repeats: int = 1, csv_path=None, resume: bool = True,
                              progress: bool = False, fisher: bool = False) -> list[dict]:
@@ -79,25 +105,8 @@ def run_data_aware_benchmark(cache, families: Sequence[str], shares: Sequence, *
     csv_path : path, optional
         Rewritten after every row; with ``resume`` rows already there are kept and not fitted again.
     """
-    from structmat.finetune import split_indices
-    from structmat.statistics import InputStatistics
-
-    head = cache.head_weights()
-    if head is None:
-        raise ValueError(f"the feature cache at {cache.directory} holds no dense head to approximate")
-    W, bias = head
-    W = np.asarray(W, dtype=np.float64)
-    bias = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
-    for family in families:
-        get_family(family)
-    for share in shares:
-        resolve_budget(share, W.shape)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1; got {repeats!r}")
-    train, test = split_indices(cache.count, test_share, seed)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    stats = InputStatistics.from_cache(cache, train)
-    stats_seconds, stats_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    W, bias, train, test, stats, stats_seconds, stats_cpu_seconds = head_and_statistics(
+        cache, families, shares, repeats=repeats, test_share=test_share, seed=seed)
     test_rows = np.asarray(cache.features.take(np.sort(test)), dtype=np.float64)
     dense_top1 = (test_rows @ W.T + bias).argmax(axis=1)
 

@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from structmat._validation import resolve_budget
 from structmat.benchmarks.results import format_table, read_rows, write_rows
 from structmat.benchmarks.timing import single_thread
 from structmat.families import get_family
@@ -59,25 +58,10 @@ def run_ldr_fit_quality(cache, families: Sequence[str] = ("toeplitz_like", "ldr"
                         resume: bool = True, progress: bool = False) -> list[dict]:
     """One row per (family, share, method) with the keys of ``LDR_FIT_QUALITY_COLUMNS`` (module docstring)."""
     from structmat.approximators.data_aware import OutputObjective
-    from structmat.finetune import split_indices
-    from structmat.statistics import InputStatistics
+    from structmat.benchmarks.data_aware import head_and_statistics
 
-    head = cache.head_weights()
-    if head is None:
-        raise ValueError(f"the feature cache at {cache.directory} holds no dense head to approximate")
-    W, bias = head
-    W = np.asarray(W, dtype=np.float64)
-    bias = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
-    for family in families:
-        get_family(family)
-    for share in shares:
-        resolve_budget(share, W.shape)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1; got {repeats!r}")
-    train, test = split_indices(cache.count, test_share, seed)
-    start = time.perf_counter()
-    stats = InputStatistics.from_cache(cache, train)
-    stats_seconds = time.perf_counter() - start
+    W, bias, train, test, stats, stats_seconds, _ = head_and_statistics(
+        cache, families, shares, repeats=repeats, test_share=test_share, seed=seed)
     objective = OutputObjective(W, stats)
     test_rows = np.asarray(cache.features.take(np.sort(test)), dtype=np.float64)
     dense_top1 = (test_rows @ W.T + bias).argmax(axis=1)
