@@ -186,6 +186,15 @@ def run_minilm_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank"
     return rows
 
 
+def image_batches(backbone, dataset, indices, batch: int = 32) -> list:
+    """The dataset's images at ``indices``, transformed for the backbone, in channels-last batches of ``batch``."""
+    out = []
+    for start in range(0, len(indices), batch):
+        chunk = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices[start:start + batch]])
+        out.append(backbone.transform(chunk).contiguous(memory_format=torch.channels_last))
+    return out
+
+
 def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank", "sparse", "dense"),
                                calibration: int = 512, held_out: int = 1000, distill_images: int = 2048,
                                image_size: int = 96, distill_seconds: float = 600.0,
@@ -204,16 +213,9 @@ def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lo
     order = np.random.default_rng(seed).permutation(train_index)
     test_index = test_index[:held_out]
 
-    def images(indices, batch=32):
-        out = []
-        for start in range(0, len(indices), batch):
-            chunk = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices[start:start + batch]])
-            out.append(backbone.transform(chunk).contiguous(memory_format=torch.channels_last))
-        return out
-
-    calibration_batches = images(order[:calibration])
-    train_batches = images(order[calibration:calibration + distill_images])
-    held_out_batches = images(test_index)
+    calibration_batches = image_batches(backbone, dataset, order[:calibration])
+    train_batches = image_batches(backbone, dataset, order[calibration:calibration + distill_images])
+    held_out_batches = image_batches(backbone, dataset, test_index)
     with torch.no_grad():
         reference = torch.cat([model(b).argmax(-1) for b in held_out_batches])
 

@@ -137,6 +137,7 @@ def run_efficientnet(args) -> dict:
     import numpy as np
     import torch
 
+    from structmat.benchmarks.compress_models import image_batches
     from structmat.compress import compress_model, distill_model, save_compressed
     from structmat.features import efficientnet_lite0, mnist5k_dataset
     from structmat.finetune import split_indices
@@ -147,15 +148,8 @@ def run_efficientnet(args) -> dict:
     train_index, test_index = split_indices(len(dataset), 0.2, seed=0)
     order = np.random.default_rng(0).permutation(train_index)
 
-    def images(indices, batch=32):
-        out = []
-        for start in range(0, len(indices), batch):
-            chunk = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices[start:start + batch]])
-            out.append(backbone.transform(chunk).contiguous(memory_format=torch.channels_last))
-        return out
-
-    calibration = images(order[:args.calibration])
-    held_out = images(test_index)
+    calibration = image_batches(backbone, dataset, order[:args.calibration])
+    held_out = image_batches(backbone, dataset, test_index)
     with torch.no_grad():
         reference = torch.cat([model(b).argmax(-1) for b in held_out])
 
@@ -180,7 +174,7 @@ def run_efficientnet(args) -> dict:
            "nparams": report.nparams, "share": report.nparams / report.dense_nparams, "agreement": agreement(small),
            "cpu_seconds": cpu, "wall_seconds": wall, "held_out": len(test_index)}
     if args.cpu:
-        train = images(order[args.calibration:args.calibration + args.distill_images])
+        train = image_batches(backbone, dataset, order[args.calibration:args.calibration + args.distill_images])
         result = distill_model(small, model, train, loss="kl", validation=calibration[:2], seconds=None,
                                cpu_seconds=args.cpu, learning_rate=args.lr, progress=False,
                                metrics_path=out / f"distill-{args.cpu:g}-{args.lr:g}.json")
