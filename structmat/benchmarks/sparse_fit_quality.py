@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from structmat.benchmarks.results import read_rows, write_rows
+from structmat.benchmarks.results import format_table, read_rows, write_rows
 from structmat.benchmarks.timing import single_thread
 
 __all__ = ["conv_layer_inputs", "run_conv_inputs_benchmark", "run_classifier_fit_times", "run_fit_time_scaling",
@@ -326,8 +326,8 @@ def main(argv=None) -> None:
             cache = FeatureCache(args.cache)
         rows = run_classifier_fit_times(cache, args.family, args.budget, refits=args.refit, repeats=args.repeats,
                                         csv_path=out / "classifier_fit_times.csv")
-        for r in rows:
-            print(r)
+        if rows:
+            print(format_table(rows, list(rows[0])))
     elif args.what == "conv":
         inputs = conv_layer_inputs(image_count=args.images, fit_images=args.fit_images, progress=True)
         rows = run_conv_inputs_benchmark(inputs, args.family, args.budget, csv_path=out / "conv_inputs.csv",
