@@ -1,4 +1,5 @@
-"""Numba kernel of the sequential optimal-brain-surgeon pruning (:func:`structmat.approximators.sparse.obs_prune`)."""
+"""Numba kernel of the sequential optimal-brain-surgeon pruning
+(:func:`structmat.approximators._sequential_pruning.sequential_prune`)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ __all__ = ["prune_block"]
 def prune_block(block, keep, U, losses):
     """Prune one block of columns in place, left to right: block (m, b), keep (m, b) bool, U (b, b) upper
     Cholesky factor of the block's ``H⁻¹``, losses (m, b) out: ``q_j = w_j / U_jj`` for pruned entries, subtracted
-    from the block's later columns as ``q_j U_j,j:`` (SparseGPT, Frantar & Alistarh 2023, Algorithm 1)."""
+    from the block's later columns as ``q_j U_j,j:`` (SparseGPT, Frantar & Alistarh 2023, Algorithm 1).
+
+    Rows are independent; each is swept left to right while it stays in the L1 cache."""
     m, b = block.shape
-    for j in range(b):
-        d = U[j, j]
-        for i in range(m):
+    for i in range(m):
+        for j in range(b):
             if keep[i, j]:
                 losses[i, j] = 0.0
             else:
-                q = block[i, j] / d
+                q = block[i, j] / U[j, j]
                 losses[i, j] = q
                 block[i, j] = 0.0
                 for c in range(j + 1, b):

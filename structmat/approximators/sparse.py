@@ -34,12 +34,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scipy.linalg
 from scipy.linalg.lapack import dpotrf, dpotrs
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators._obs_kernels import prune_block
+from structmat.approximators._masked_refit import masked_cg_refit
 from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators._sequential_pruning import sequential_prune
 from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import Constraint
 from structmat.matrices.sparse_product import Sparse
@@ -50,11 +50,13 @@ __all__ = ["fit_sparse", "magnitude_prune", "obs_prune", "refit_on_mask", "REFIT
 logger = logging.getLogger(__name__)
 
 REFITS = ("auto", "exact", "cg", "none")
-#: ``refit="auto"`` solves exactly when the per-row solves cost at most this many sequential pruning passes
-#: (``m·n²`` multiply-adds each); otherwise it runs ``CG_REFIT_STEPS`` conjugate-gradient steps.
-EXACT_REFIT_MAX_WORK = 12.0
+#: ``refit="auto"`` solves exactly when the per-row solves cost at most this many times ``m·n²`` multiply-adds (one
+#: product of the weight with ``H``); otherwise it runs ``CG_REFIT_STEPS`` preconditioned conjugate-gradient steps.
+EXACT_REFIT_MAX_WORK = 0.75
 #: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
-CG_REFIT_STEPS = 4
+CG_REFIT_STEPS = 2
+#: From this many multiply-adds per product (``m n²``) on, the conjugate-gradient steps multiply in float32.
+FLOAT32_PRODUCTS_WORK = 2**27
 #: Columns per lazy update of the sequential pruning (SparseGPT uses 128).
 BLOCK_SIZE = 128
 
@@ -139,20 +141,24 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
     """The dense array of the data-aware sparse fit (module docstring) in the output norm ``norm``, at most
     ``limit`` non-zeros; the better of it and magnitude pruning (``pruned``, computed when not given)."""
     W = norm.W
-    values, mask = obs_prune(W, norm.inverse, limit, block_size=block_size)
-    error2 = None
+    values, mask, _ = sequential_prune(W, norm.inverse, limit, block_size=block_size)
     method = _refit_method(refit, mask)
+    pruned = magnitude_prune(W, limit) if pruned is None else pruned
     if method == "exact":
         values, error2 = refit_on_mask(norm, mask)
-    elif method == "cg":
-        values = _cg_refit(norm, values, mask, CG_REFIT_STEPS)
-    if error2 is None:
-        error2 = norm.error2(values)
-    pruned = magnitude_prune(W, limit) if pruned is None else pruned
-    pruned_error2 = norm.error2(pruned)
-    logger.debug("fit_sparse: output error %.6g (refit %s), magnitude pruning %.6g", np.sqrt(max(error2, 0.0)),
-                 method, np.sqrt(pruned_error2))
-    return values if error2 <= pruned_error2 else pruned
+        error = error2 * norm.energy
+    else:
+        values, error = masked_cg_refit(W, norm.H, values, mask, CG_REFIT_STEPS if method == "cg" else 0,
+                                        product_dtype=_product_dtype(W.shape))
+    worse = norm.exceeds(pruned, error)
+    logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
+    return values if worse else pruned
+
+
+def _product_dtype(shape) -> type:
+    """float32 for the conjugate-gradient products of large weights (``m n² >= FLOAT32_PRODUCTS_WORK``)."""
+    m, n = shape
+    return np.float32 if m * n * n >= FLOAT32_PRODUCTS_WORK else np.float64
 
 
 def _refit_method(refit: str, mask: np.ndarray) -> str:
@@ -166,7 +172,8 @@ def _refit_method(refit: str, mask: np.ndarray) -> str:
 
 def obs_prune(W: np.ndarray, H_inverse: np.ndarray, k: int, *, block_size: int = BLOCK_SIZE):
     """Sequential optimal-brain-surgeon pruning of every row of ``W`` to ``k`` non-zeros in all (module
-    docstring, steps 1 and 2).
+    docstring, steps 1 and 2; :func:`~structmat.approximators._sequential_pruning.sequential_prune` of single
+    entries).
 
     Parameters
     ----------
@@ -184,31 +191,8 @@ def obs_prune(W: np.ndarray, H_inverse: np.ndarray, k: int, *, block_size: int =
     mask : bool ndarray of shape (m, n)
         ``k`` entries.
     """
-    m, n = W.shape
-    diagonal = np.diag(H_inverse)
-    saliency = W * W / diagonal
-    survivors = Constraint("topk", W.shape, k).mask(saliency).sum(axis=0)
-    order = np.argsort(survivors, kind="stable")          # the most pruned columns first
-    Wp = W[:, order]
-    U = scipy.linalg.cholesky(H_inverse[np.ix_(order, order)], lower=False, check_finite=False)
-    mask = np.zeros((m, n), dtype=bool)
-    survivors = survivors[order]
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
-        block = Wp[:, start:stop].copy()
-        U_block = U[start:stop, start:stop]
-        d = np.diag(U_block)
-        keep_count = int(survivors[start:stop].sum())
-        keep = Constraint("topk", block.shape, keep_count).mask(block * block / (d * d)) if keep_count else \
-            np.zeros(block.shape, dtype=bool)
-        losses = np.empty_like(block)
-        prune_block(block, keep, np.ascontiguousarray(U_block), losses)
-        Wp[:, start:stop] = block
-        Wp[:, stop:] -= losses @ U[start:stop, stop:]
-        mask[:, start:stop] = keep
-    inverse_order = np.argsort(order)
-    mask = mask[:, inverse_order]
-    return np.where(mask, Wp[:, inverse_order], 0.0), mask
+    values, mask, _ = sequential_prune(W, H_inverse, k, block_size=block_size)
+    return values, mask
 
 
 def refit_on_mask(norm: OutputNorm, mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -253,27 +237,3 @@ def _solve_spd(A: np.ndarray, b: np.ndarray):
         return None
     x, info = dpotrs(factor, b, lower=1)
     return x if info == 0 else None
-
-
-def _cg_refit(norm: OutputNorm, values: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
-    """``steps`` conjugate-gradient steps on every row's least-squares problem at once (Jacobi-preconditioned),
-    from ``values``; the objective never increases (Hestenes & Stiefel 1952)."""
-    H = norm.H
-    X = np.where(mask, values, 0.0)
-    residual = np.where(mask, norm.WH - X @ H, 0.0)
-    preconditioner = np.where(mask, 1.0 / np.diag(H), 0.0)
-    z = residual * preconditioner
-    direction = z.copy()
-    rz = np.einsum("ij,ij->i", residual, z)
-    for _ in range(steps):
-        Ad = np.where(mask, direction @ H, 0.0)
-        curvature = np.einsum("ij,ij->i", direction, Ad)
-        alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
-        X += alpha[:, None] * direction
-        residual -= alpha[:, None] * Ad
-        z = residual * preconditioner
-        rz_next = np.einsum("ij,ij->i", residual, z)
-        beta = np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0)
-        direction = z + beta[:, None] * direction
-        rz = rz_next
-    return X
