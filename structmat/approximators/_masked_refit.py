@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["top_eigenpairs", "masked_cg_refit", "PRECONDITIONER_RANK"]
+__all__ = ["top_eigenpairs", "masked_cg_refit", "product_dtype", "PRECONDITIONER_RANK"]
 
 #: Directions of ``H`` the preconditioner keeps (the rest is diagonal).
 PRECONDITIONER_RANK = 32
+#: From this many multiply-adds per product (``m n²``) on, :func:`product_dtype` is float32.
+FLOAT32_PRODUCTS_WORK = 2**27
 #: Subspace iterations (each one product of ``H`` with ``n × (rank + 8)``) for the top eigenpairs.
 SUBSPACE_ITERATIONS = 3
+
+
+def product_dtype(shape) -> type:
+    """The dtype of :func:`masked_cg_refit`'s products for an ``m × n`` weight: float32 from ``m n² >=
+    FLOAT32_PRODUCTS_WORK`` on (half the cost; two steps from a close start lose nothing measurable), else
+    float64."""
+    m, n = shape
+    return np.float32 if m * n * n >= FLOAT32_PRODUCTS_WORK else np.float64
 
 
 def top_eigenpairs(H: np.ndarray, rank: int, *, iterations: int = SUBSPACE_ITERATIONS, seed: int = 0):

@@ -37,7 +37,7 @@ import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
-from structmat.approximators._masked_refit import masked_cg_refit
+from structmat.approximators._masked_refit import masked_cg_refit, product_dtype
 from structmat.approximators._output_norm import OutputNorm
 from structmat.approximators._sequential_pruning import sequential_prune
 from structmat.approximators.fit_guard import guarded_fit
@@ -55,8 +55,6 @@ REFITS = ("auto", "exact", "cg", "none")
 EXACT_REFIT_MAX_WORK = 0.75
 #: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
 CG_REFIT_STEPS = 2
-#: From this many multiply-adds per product (``m n²``) on, the conjugate-gradient steps multiply in float32.
-FLOAT32_PRODUCTS_WORK = 2**27
 #: Columns per lazy update of the sequential pruning (SparseGPT uses 128).
 BLOCK_SIZE = 128
 
@@ -149,16 +147,10 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
         error = error2 * norm.energy
     else:
         values, error = masked_cg_refit(W, norm.H, values, mask, CG_REFIT_STEPS if method == "cg" else 0,
-                                        product_dtype=_product_dtype(W.shape))
+                                        product_dtype=product_dtype(W.shape))
     worse = norm.exceeds(pruned, error)
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
     return values if worse else pruned
-
-
-def _product_dtype(shape) -> type:
-    """float32 for the conjugate-gradient products of large weights (``m n² >= FLOAT32_PRODUCTS_WORK``)."""
-    m, n = shape
-    return np.float32 if m * n * n >= FLOAT32_PRODUCTS_WORK else np.float64
 
 
 def _refit_method(refit: str, mask: np.ndarray) -> str:
