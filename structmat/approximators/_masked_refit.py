@@ -50,7 +50,7 @@ def top_eigenpairs(H: np.ndarray, rank: int, *, iterations: int = SUBSPACE_ITERA
     if n <= 4 * (rank + 8):
         lam, V = np.linalg.eigh(H)
         return lam[n - rank:], V[:, n - rank:]
-    Q = np.random.default_rng(seed).standard_normal((n, rank + 8))
+    Q = np.random.default_rng(seed).standard_normal((n, rank + 8)).astype(H.dtype)
     for _ in range(iterations):
         Q, _ = np.linalg.qr(H @ Q)
     lam, Y = np.linalg.eigh(Q.T @ (H @ Q))
@@ -59,37 +59,40 @@ def top_eigenpairs(H: np.ndarray, rank: int, *, iterations: int = SUBSPACE_ITERA
 
 class _LowRankPlusDiagonal:
     """Per row, ``(V_S Λ V_Sᵀ + D_S)⁻¹`` applied to a residual that is zero off the row's support ``S`` (module
-    docstring); ``support`` is the float 0/1 mask."""
+    docstring); ``support`` is the 0/1 mask and ``H_products`` ``H`` in the dtype everything is applied in."""
 
-    def __init__(self, H: np.ndarray, support: np.ndarray, rank: int) -> None:
-        lam, V = top_eigenpairs(H, rank)
+    def __init__(self, H: np.ndarray, support: np.ndarray, rank: int, H_products: np.ndarray) -> None:
+        dtype = H_products.dtype
+        lam, V = top_eigenpairs(H_products, rank)
+        lam, V = lam.astype(np.float64), V.astype(np.float64)
         keep = lam > 0
         lam, V = lam[keep], V[:, keep]
         diagonal = np.diag(H)
         rest = diagonal - np.einsum("ja,a,ja->j", V, lam, V)
         floor = 1e-6 * float(diagonal.mean())
-        self.d_inverse = 1.0 / np.maximum(rest, max(floor, np.finfo(float).tiny))
-        self.support, self.V = support, V
+        d_inverse = 1.0 / np.maximum(rest, max(floor, np.finfo(float).tiny))
         r = lam.size
         upper = np.triu_indices(r)
-        products = (support * self.d_inverse) @ (V[:, upper[0]] * V[:, upper[1]])    # V_Sᵀ D_S⁻¹ V_S, packed
+        products = (support * d_inverse.astype(dtype)) @ (V[:, upper[0]] * V[:, upper[1]]).astype(dtype)
         inner = np.zeros((support.shape[0], r, r))
-        inner[:, upper[0], upper[1]] = products
+        inner[:, upper[0], upper[1]] = products            # V_Sᵀ D_S⁻¹ V_S, packed
         inner[:, upper[1], upper[0]] = products
         inner[:, np.arange(r), np.arange(r)] += 1.0 / lam
-        self.inner_inverse = np.linalg.inv(inner) if r else inner
+        self.inner_inverse = (np.linalg.inv(inner) if r else inner).astype(dtype)
+        self.d_inverse, self.V, self.support = d_inverse.astype(dtype), V.astype(dtype), support
 
     def __call__(self, R: np.ndarray) -> np.ndarray:
         Y = R * self.d_inverse
         if self.V.shape[1]:
             correction = np.einsum("mab,mb->ma", self.inner_inverse, Y @ self.V) @ self.V.T
             correction *= self.support
-            Y -= correction * self.d_inverse
+            correction *= self.d_inverse
+            Y -= correction
         return Y
 
 
 def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.ndarray, steps: int, *,
-                    rank: int = PRECONDITIONER_RANK, product_dtype=np.float64):
+                    error: float | None = None, rank: int = PRECONDITIONER_RANK, product_dtype=np.float64):
     """``steps`` preconditioned conjugate-gradient steps on every row's least squares on ``mask`` (module
     docstring), from ``values`` (zero off ``mask``).
 
@@ -99,11 +102,14 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     values : ndarray of shape (m, n)
     mask : bool ndarray of shape (m, n)
     steps : int >= 0
+    error : float, optional
+        ``tr((W − values) H (W − values)ᵀ)`` when known (the sequential pruning's loss); then the residual at the
+        start is computed in ``product_dtype`` too.
     rank : int
         Directions of ``H`` the preconditioner keeps.
     product_dtype : numpy dtype
-        Of the products of the search directions with ``H`` (float32 halves their cost; the residual at the start
-        and the error are float64 either way).
+        Of the products with ``H`` and of the iteration's vectors (float32 halves their cost); the values and the
+        error are accumulated in float64.
 
     Returns
     -------
@@ -113,33 +119,38 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         ``tr((W − values) H (W − values)ᵀ)``, tracked through the steps (each lowers it by the exact line search's
         amount).
     """
-    support = mask.astype(np.float64)
-    X = values * support
-    E = W - X
-    G = E @ H
-    error_rows = np.einsum("ij,ij->i", E, G)
-    if steps < 1 or not mask.any():
-        return X, float(error_rows.sum())
-    precondition = _LowRankPlusDiagonal(H, support, rank)
-    H_products = H.astype(product_dtype, copy=False)
-    R = G * support
+    X = np.where(mask, values, 0.0)
+    dtype = np.dtype(product_dtype)
+    H_products = H.astype(dtype, copy=False)
+    if error is None or steps < 1 or not mask.any():
+        E = W - X
+        R = E @ H
+        error = float(np.einsum("ij,ij->", E, R))
+        if steps < 1 or not mask.any():
+            return X, error
+        R = R.astype(dtype, copy=False)
+    else:
+        R = (W - X).astype(dtype) @ H_products
+    support = mask.astype(dtype)
+    R *= support
+    precondition = _LowRankPlusDiagonal(H, support, rank, H_products)
     Z = precondition(R)
     direction = Z
-    rz = np.einsum("ij,ij->i", R, Z)
+    rz = np.einsum("ij,ij->i", R, Z).astype(np.float64)
     for step in range(steps):
-        AD = (direction.astype(product_dtype, copy=False) @ H_products).astype(np.float64, copy=False)
+        AD = direction @ H_products
         AD *= support
-        curvature = np.einsum("ij,ij->i", direction, AD)
+        curvature = np.einsum("ij,ij->i", direction, AD).astype(np.float64)
+        slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
         alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
-        slope = np.einsum("ij,ij->i", R, direction)
-        error_rows += alpha * (alpha * curvature - 2.0 * slope)
+        error += float(np.sum(alpha * (alpha * curvature - 2.0 * slope)))
         X += alpha[:, None] * direction
         if step == steps - 1:
             break
-        R -= alpha[:, None] * AD
+        R -= alpha.astype(dtype)[:, None] * AD
         Z = precondition(R)
-        rz_next = np.einsum("ij,ij->i", R, Z)
+        rz_next = np.einsum("ij,ij->i", R, Z).astype(np.float64)
         beta = np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0)
-        direction = Z + beta[:, None] * direction
+        direction = Z + beta.astype(dtype)[:, None] * direction
         rz = rz_next
-    return X, float(error_rows.sum())
+    return X, error

@@ -63,8 +63,8 @@ def _diagonal_blocks(A: np.ndarray, starts: np.ndarray, widths: np.ndarray, bc: 
 
 def _quadratic_forms(part: np.ndarray, matrices: np.ndarray, bc: int) -> np.ndarray:
     """``part[:, g] M_g part[:, g]ᵀ`` per row and group of ``bc`` consecutive columns (part: m × G·bc)."""
-    grouped = part.reshape(part.shape[0], -1, bc)
-    return np.einsum("mgi,gij,mgj->mg", grouped, matrices, grouped)
+    grouped = part.reshape(part.shape[0], -1, bc).transpose(1, 0, 2)          # G × m × bc
+    return np.einsum("gmj,gmj->mg", grouped @ matrices, grouped)
 
 
 def _global_saliency(W: np.ndarray, H_inverse: np.ndarray, group_shape) -> np.ndarray:
@@ -87,8 +87,8 @@ def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray
     if np.all(widths == bc):
         G = len(widths)
         diagonal = U_block.reshape(G, bc, G, bc)[np.arange(G), :, np.arange(G), :]
-        solved = np.einsum("mgi,gij->mgj", block.reshape(block.shape[0], G, bc), np.linalg.inv(diagonal))
-        return np.einsum("mgj,mgj->mg", solved, solved)
+        solved = block.reshape(block.shape[0], G, bc).transpose(1, 0, 2) @ np.linalg.inv(diagonal)
+        return np.einsum("gmj,gmj->mg", solved, solved)
     out = np.empty((block.shape[0], len(widths)))
     start = 0
     for g, w in enumerate(widths):

@@ -169,9 +169,9 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RID
         if unit == "params" and _tiled_by_another(shape, [c[2] for c in candidates]):
             continue
         count = blocks_for_budget(W.shape, shape, limit, unit)
-        values, keep, _ = sequential_prune(W, norm.inverse, count, group_shape=shape)
+        values, keep, loss = sequential_prune(W, norm.inverse, count, group_shape=shape)
         values, error = masked_cg_refit(W, norm.H, values, expand_groups(keep, shape, W.shape), CG_REFIT_STEPS,
-                                        product_dtype=product_dtype(W.shape))
+                                        error=loss, product_dtype=product_dtype(W.shape))
         fitting = error - norm.shift * float(np.einsum("ij,ij->", W - values, W - values))
         M = BlockSparse.from_mask(values, shape, keep)
         logger.debug("fit_block_sparse: shape %s fitted to the inputs, output error² %.6g", shape, fitting)

@@ -139,7 +139,7 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
     """The dense array of the data-aware sparse fit (module docstring) in the output norm ``norm``, at most
     ``limit`` non-zeros; the better of it and magnitude pruning (``pruned``, computed when not given)."""
     W = norm.W
-    values, mask, _ = sequential_prune(W, norm.inverse, limit, block_size=block_size)
+    values, mask, loss = sequential_prune(W, norm.inverse, limit, block_size=block_size)
     method = _refit_method(refit, mask)
     pruned = magnitude_prune(W, limit) if pruned is None else pruned
     if method == "exact":
@@ -147,7 +147,7 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
         error = error2 * norm.energy
     else:
         values, error = masked_cg_refit(W, norm.H, values, mask, CG_REFIT_STEPS if method == "cg" else 0,
-                                        product_dtype=product_dtype(W.shape))
+                                        error=loss, product_dtype=product_dtype(W.shape))
     worse = norm.exceeds(pruned, error)
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
     return values if worse else pruned
