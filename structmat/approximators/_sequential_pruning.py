@@ -99,6 +99,28 @@ def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray
     return out
 
 
+#: Columns the Numba kernel sweeps at once inside a lazy block; the rest of the block is updated by a product.
+KERNEL_WIDTH = 32
+
+
+def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray) -> np.ndarray:
+    """Prune ``block`` in place (entries off ``keep``) with the updates inside it; return the losses ``q``.
+
+    The same two-level blocking as SparseGPT's lazy updates, one level down: the kernel sweeps ``KERNEL_WIDTH``
+    columns, then one product updates the block's later columns (short inner loops cost more than the product)."""
+    losses = np.empty_like(block)
+    width = block.shape[1]
+    for start in range(0, width, KERNEL_WIDTH):
+        stop = min(start + KERNEL_WIDTH, width)
+        part, part_losses = np.ascontiguousarray(block[:, start:stop]), np.empty((block.shape[0], stop - start))
+        prune_block(part, np.ascontiguousarray(keep[:, start:stop]), np.ascontiguousarray(U_block[start:stop, start:stop]),
+                    part_losses)
+        block[:, start:stop], losses[:, start:stop] = part, part_losses
+        if stop < width:
+            block[:, stop:] -= part_losses @ U_block[start:stop, stop:]
+    return losses
+
+
 def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_shape=(1, 1),
                      block_size: int = 128):
     """Prune ``W`` to ``count`` groups of ``group_shape`` for the output error (module docstring).
@@ -132,8 +154,8 @@ def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_
     survivors = _top(_global_saliency(W, H_inverse, group_shape), count).sum(axis=0)
     order = np.argsort(survivors, kind="stable")              # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    Wp = W[:, columns]
-    U = scipy.linalg.cholesky(H_inverse[np.ix_(columns, columns)], lower=False, check_finite=False)
+    Wp = W.take(columns, axis=1)
+    U = scipy.linalg.cholesky(H_inverse.take(columns, axis=0).take(columns, axis=1), lower=False, check_finite=False)
     keep = np.zeros(grid, dtype=bool)
     per_block = max(1, block_size // bc)
     loss, start = 0.0, 0
@@ -144,9 +166,7 @@ def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_
         U_block = U[start:stop, start:stop]
         scores = _row_group_sums(_current_saliency(block, U_block, widths[groups], bc), br)
         kept = _top(scores, int(survivors[groups].sum()))
-        losses = np.empty_like(block)
-        prune_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]),
-                    np.ascontiguousarray(U_block), losses)
+        losses = _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block)
         loss += float(np.einsum("ij,ij->", losses, losses))
         Wp[:, start:stop] = block
         if stop < n:
