@@ -83,3 +83,20 @@ def test_fit_to_outputs():
     # white inputs: saliency is energy and the plain fit is already optimal
     white = fit_block_sparse(W, 0.25, inputs=rng.standard_normal((4000, 40)))
     assert output_error(W, white, rng.standard_normal((4000, 40))) < 1.05 * structmat.relative_error(W, plain)
+
+
+def test_fit_to_outputs_skips_shapes_a_finer_one_tiles_with_a_parameter_budget():
+    from structmat.approximators.block_sparse import _tiled_by_another
+
+    shapes = [(1, 8), (2, 8), (4, 8), (8, 8), (3, 4)]
+    assert [s for s in shapes if not _tiled_by_another(s, shapes)] == [(1, 8), (3, 4)]
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((32, 48))
+    X = rng.standard_normal((300, 48)) @ (rng.standard_normal((48, 48)) * np.geomspace(3, 0.03, 48))
+    aware = fit_block_sparse(W, 0.25, inputs=X)
+    assert aware.block_shape == (1, 8) and aware.nparams <= 0.25 * W.size
+    # with a byte budget coarser blocks store more parameters: every shape is fitted, none worse than the plain fit
+    plain_bytes = fit_block_sparse(W, 0.25, unit="bytes")
+    aware_bytes = fit_block_sparse(W, 0.25, inputs=X, unit="bytes")
+    assert aware_bytes.nbytes <= 0.25 * 4 * W.size
+    assert output_error(W, aware_bytes, X) <= output_error(W, plain_bytes, X)
