@@ -11,12 +11,14 @@ rest, ``H ≈ V Λ Vᵀ + D`` (``V``: the top ``rank`` eigenvectors, found by su
 ``H − V Λ Vᵀ``), restricted to each row's support and inverted by the Woodbury identity,
 ``(V_S Λ V_Sᵀ + D_S)⁻¹ = D_S⁻¹ − D_S⁻¹ V_S (Λ⁻¹ + V_Sᵀ D_S⁻¹ V_S)⁻¹ V_Sᵀ D_S⁻¹``, one ``rank × rank`` matrix per row.
 This is randomized Nyström preconditioning (Frangella, Tropp & Udell, SIAM J. Matrix Anal. Appl. 2023, §3) with a
-diagonal instead of a multiple of the identity for the rest of the spectrum, and restricted to each row's support. On EfficientNet-Lite0's classifier with the digit features, two steps reach the exact values' output
-error within 0.4 % at a quarter of the weights (Jacobi preconditioning: 2.5 % after six steps).
+diagonal instead of a multiple of the identity for the rest of the spectrum, and restricted to each row's support.
+On EfficientNet-Lite0's classifier with the digit features at a quarter of the weights, two steps from the
+pruning's values reach held-out output error 0.0577 against the exact values' 0.0572 (Jacobi preconditioning:
+0.0586 after six steps; a rank of 16 needs three steps for the same).
 
 Every step is an exact line search per row, so the objective never increases; it is tracked along the way, so the
-caller gets the output error without another product. Deterministic (fixed
-steps, a seeded start for the subspace iteration).
+caller gets the output error without another product. Deterministic (fixed steps, a seeded start for the subspace
+iteration).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     X = np.where(mask, values, 0.0)
     dtype = np.dtype(product_dtype)
     H_products = H.astype(dtype, copy=False)
+    if error is not None and (steps < 1 or not mask.any()):
+        return X, error
     if error is None or steps < 1 or not mask.any():
         E = W - X
         R = E @ H

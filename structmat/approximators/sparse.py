@@ -19,11 +19,15 @@ With inputs (their second moment ``C``, regularised to ``H = C + λI``), it mini
    mostly-pruned columns first leaves the kept weights free to absorb their loss. On EfficientNet-Lite0's
    classifier at a quarter of the entries this ordering lowers the fitting objective by 28 % against the natural
    order.
-3. **Exact values.** Given the mask, each row's values solve a least-squares problem,
+3. **Least-squares values.** Given the mask, each row's values solve a least-squares problem,
    ``m_S = (H_SS)⁻¹ (W H)_S`` (or, with fewer pruned than kept entries, the OBS removal of the pruned set
-   ``R``: ``m = w − w_R (H⁻¹_RR)⁻¹ H⁻¹_R,:``). When these solves would cost more than
-   ``EXACT_REFIT_MAX_WORK`` sequential passes, a few conjugate-gradient steps on all rows at once approach the
-   same values instead.
+   ``R``: ``m = w − w_R (H⁻¹_RR)⁻¹ H⁻¹_R,:``). When these solves would cost more than ``EXACT_REFIT_MAX_WORK``
+   products of ``W`` with ``H``, two conjugate-gradient steps on all rows at once approach the same values, with a
+   low-rank-plus-diagonal preconditioner per row (:mod:`structmat.approximators._masked_refit`). On
+   EfficientNet-Lite0's classifier with the digit features (held-out output error, share 0.25): exact values
+   0.0572 in 0.47 CPU s for the solves, the two steps 0.0577 in about 0.1 s, four Jacobi-preconditioned steps
+   0.0592, the pruning's own values 0.0616. At share 0.1 the exact solves are cheap and used; at 0.5 the two
+   steps give 0.0169, as the exact values.
 
 The magnitude-pruned matrix is a candidate too, so the result is never worse than it on the fitting inputs.
 Everything is deterministic (stable orders, fixed iteration counts).
@@ -83,9 +87,9 @@ def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: s
     ridge : float
         Relative regularisation of the inputs' second moment, ``λ = ridge · tr(C) / n`` (with inputs only).
     refit : {"auto", "exact", "cg", "none"}
-        How the kept values are finally set (with inputs only): exact least squares per row, a few
+        How the kept values are finally set (with inputs only): exact least squares per row, two preconditioned
         conjugate-gradient steps, or the values the sequential pruning left; ``"auto"`` is exact unless that would
-        cost more than ``EXACT_REFIT_MAX_WORK`` pruning passes, else conjugate gradients.
+        cost more than ``EXACT_REFIT_MAX_WORK`` products of ``W`` with ``H``, else conjugate gradients.
     block_size : int
         Columns per lazy update of the sequential pruning (with inputs only); it also sets how finely the budget
         is shared between columns.
@@ -106,6 +110,8 @@ def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: s
     (published 1993), eq. (5) (the saliency) and (4) (the update).
     E. Frantar, D. Alistarh, "SparseGPT: massive language models can be accurately pruned in one-shot", ICML 2023,
     Algorithm 1 and §3.2-3.3 (sequential updates through the Cholesky factor of ``H⁻¹``, lazy batches).
+    Z. Frangella, J. A. Tropp, M. Udell, "Randomized Nyström preconditioning", SIAM J. Matrix Anal. Appl. 44 (2023),
+    §3 (the low-rank-plus-diagonal preconditioner of ``refit="cg"``).
 
     Examples
     --------
