@@ -79,3 +79,15 @@ def test_layer_fast_path_with_and_without_the_compiled_kernels(native_library, b
     np.testing.assert_allclose(y2.numpy(), -2.0 * expected + bias, atol=2 * tol)
     with torch.no_grad():  # float64 runs the dense weight
         np.testing.assert_allclose(layer.double()(x.double()).numpy(), -2.0 * expected + bias, atol=2 * tol)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 6])
+def test_inputs_off_cache_line_boundaries(offset, rng):
+    M = BlockSparse.random((45, 70), block_shape=(1, 8), density=0.3, seed=5)
+    layer = layer_from_matrix(M, rng.standard_normal(45))
+    storage = torch.from_numpy(rng.standard_normal(3 * 70 + 16).astype(np.float32))
+    x = storage[offset:offset + 210].view(3, 70)
+    expected = x.double().numpy() @ M.to_dense().T + layer.bias.detach().double().numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
+        assert torch.equal(layer(x), layer(x.clone()))

@@ -5,7 +5,8 @@ with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` a
 ``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then renamed, so concurrent
 processes never load a half-written file. The library is called through :mod:`ctypes` on the tensors' memory.
 
-Two libraries: ``sparse_kernels.c`` (CSR factors: :func:`sparse_library`) and ``block_sparse_kernels.c`` (BSR: :func:`block_sparse_library`,
+Two libraries: ``sparse_kernels.c`` (CSR factors: :func:`sparse_library`, a whole layer in one call through
+:class:`SparseLayerPlan`) and ``block_sparse_kernels.c`` (BSR: :func:`block_sparse_library`,
 :class:`BlockSparsePlan`). Nothing here is required: without a C compiler, when the build fails, or with
 ``STRUCTMAT_NATIVE=0`` in the environment, the loaders return None (with one logged warning when a build was
 attempted) and the layers use torch's own kernels. Exports and the training path never call these helpers.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["sparse_library", "block_sparse_library", "BlockSparsePlan", "csr_rows", "chunk_plan",
+__all__ = ["sparse_library", "block_sparse_library", "SparseLayerPlan", "BlockSparsePlan", "csr_rows", "chunk_plan",
            "chunk_rows", "csr_panels", "aligned_scratch", "PANEL_ROWS"]
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,10 @@ def _declare_sparse(library) -> None:
     library.sm_chunk_rows.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64]
     library.sm_chunk_rows.restype = None
     library.sm_chunks_available.restype = ctypes.c_int
+    library.sm_sparse_rows.argtypes = [ptr, i64, ptr, ptr]
+    library.sm_sparse_rows.restype = ctypes.c_int
+    library.sm_sparse_panels.argtypes = [ptr, i64, ptr, ptr]
+    library.sm_sparse_panels.restype = ctypes.c_int
 
 
 def _declare_block_sparse(library) -> None:
@@ -206,3 +211,66 @@ class BlockSparsePlan:
         elif self._panels(*arguments) != 0:
             raise MemoryError(f"the block-sparse panel kernel could not allocate its scratch for {x.shape[0]} rows")
 
+
+class _Factor(ctypes.Structure):  # sm_factor in sparse_kernels.c
+    _fields_ = [("rows", ctypes.c_int64), ("cols", ctypes.c_int64), ("indptr", ctypes.c_void_p),
+                ("indices", ctypes.c_void_p), ("short_indices", ctypes.c_void_p), ("values", ctypes.c_void_p),
+                ("chunk_ptr", ctypes.c_void_p), ("window", ctypes.c_void_p), ("lanes", ctypes.c_void_p),
+                ("padded", ctypes.c_void_p)]
+
+
+class _Layer(ctypes.Structure):  # sm_sparse_layer in sparse_kernels.c
+    _fields_ = [("out", ctypes.c_int64), ("in_", ctypes.c_int64), ("num_factors", ctypes.c_int64),
+                ("rank", ctypes.c_int64), ("widest", ctypes.c_int64), ("factors", ctypes.c_void_p),
+                ("bias", ctypes.c_void_p), ("U", ctypes.c_void_p), ("V", ctypes.c_void_p)]
+
+
+class SparseLayerPlan:
+    """A whole sparse layer, ``y = S_1 (⋯ (S_J x)) + U (Vᵀ x) + b``, as one C structure, so that a forward pass is one
+    call (``sm_sparse_rows`` / ``sm_sparse_panels`` in ``sparse_kernels.c``).
+
+    Parameters
+    ----------
+    library : the :func:`sparse_library`
+    shape : (out_features, in_features)
+    factors : sequence of ``(rows, cols, crow, col, short_columns, values, chunks)`` in the order they apply (the
+        first reads the input): CSR indices (int32 tensors), the 16-bit column indices (NumPy, or None), the values
+        (float32 tensor) and :func:`chunk_plan`'s result (or None).
+    bias, U, V : float32 tensors or None
+        The bias and the low-rank part's ``U`` (out, rank) and ``V`` (in, rank), C-contiguous.
+
+    The plan holds every array it points to; the kernels allocate their scratch per call (no state shared between
+    threads). ``rows_available``: every factor has a row kernel (16-bit indices or a chunked layout).
+    """
+
+    __slots__ = ("library", "_layer", "_address", "_factors", "_keep", "rows_available")
+
+    def __init__(self, library, shape, factors, bias=None, U=None, V=None) -> None:
+        self.library = library
+        self._keep = [bias, U, V]
+        self._factors = (_Factor * max(len(factors), 1))()
+        widest = max(shape)
+        self.rows_available = True
+        for k, (rows, cols, crow, col, short_columns, values, chunks) in enumerate(factors):
+            chunk_addresses = chunks[1] if chunks is not None else (None,) * 4
+            self._factors[k] = _Factor(rows, cols, crow.data_ptr(), col.data_ptr(),
+                                       None if short_columns is None else short_columns.ctypes.data,
+                                       values.data_ptr(), *chunk_addresses)
+            self._keep += [crow, col, short_columns, values, chunks]
+            self.rows_available &= chunks is not None or short_columns is not None
+            widest = max(widest, rows, cols)
+        rank = 0 if U is None else U.shape[1]
+        self._layer = _Layer(shape[0], shape[1], len(factors), rank, widest, ctypes.addressof(self._factors),
+                             *(None if t is None else t.data_ptr() for t in (bias, U, V)))
+        self._address = ctypes.addressof(self._layer)
+
+    def rows(self, x, y) -> None:
+        """``y = layer(x)`` one input row at a time (float32 tensors, C-contiguous)."""
+        if self.library.sm_sparse_rows(self._address, x.shape[0], x.data_ptr(), y.data_ptr()):
+            raise MemoryError("the sparse row kernels could not allocate their scratch")
+
+    def panels(self, x, y) -> None:
+        """``y = `` the sparse factors applied to ``x`` plus the bias, by panels of 64 rows (the low-rank part is the
+        caller's)."""
+        if self.library.sm_sparse_panels(self._address, x.shape[0], x.data_ptr(), y.data_ptr()):
+            raise MemoryError("the sparse panel kernel could not allocate its scratch")

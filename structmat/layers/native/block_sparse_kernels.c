@@ -120,14 +120,22 @@ static void rows_generic(int64_t m, int64_t n, int64_t br, int64_t bc, const int
     }
 }
 
-/* Y (batch x m, leading dimension ldy) = X (batch x n, leading dimension ldx) Mᵀ + b, one input row at a time. */
+/* Y (batch x m, leading dimension ldy) = X (batch x n, leading dimension ldx) Mᵀ + b, one input row at a time; an
+ * input row that does not start on a 64-byte boundary is copied to one that does (up to ROWS_STACK_FLOATS inputs). */
+#define ROWS_STACK_FLOATS 8192
 void sm_bsr_rows(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, const int32_t *indptr,
                  const int32_t *cols, const float *values, const float *bias, const float *x, int64_t ldx, float *y,
                  int64_t ldy)
 {
+    float stack[ROWS_STACK_FLOATS + 16];
+    float *copy = stack + ((64 - (uintptr_t)stack % 64) % 64) / sizeof(float);
     for (int64_t b = 0; b < batch; ++b) {
         const float *xr = x + b * ldx;
         float *yr = y + b * ldy;
+        if ((uintptr_t)xr % 64 != 0 && n <= ROWS_STACK_FLOATS) { /* cache-line aligned vector loads of the input */
+            memcpy(copy, xr, sizeof(float) * (size_t)n);
+            xr = copy;
+        }
 #ifdef SM_VECTORS
         if (bc == 8 && br == 1) {
             rows_1x8(m, n, indptr, cols, values, bias, xr, yr);
