@@ -10,13 +10,15 @@ dense weight is never formed:
   ``∂values = (∂y xᵀ)`` sampled on the support (``torch.sparse.sampled_addmm``);
 * inference on the CPU: compiled kernels on the parameters' memory (:mod:`structmat.layers.native`, float32, built
   with the system C compiler at first use) where they beat torch's CSR kernels, else those (MKL; int32 indices, no
-  copies of the values). From :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into
-  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH`
-  rows, a row kernel: with AVX-512 and at least :data:`CHUNK_MIN_FILL` values per chunk, chunks of up to 16 values
-  within 32 columns, each one two-source permute of two vector loads of the input and one FMA against its
-  zero-padded values (a derived copy, rebuilt after an optimiser step: about 2.6 times the values' bytes); else
-  runs of 8 values against vectors of the inputs they name (16-bit column indices, a derived copy); in between,
-  torch's CSR product;
+  copies of the values), the whole layer described once to C (:class:`~structmat.layers.native.SparseLayerPlan`) so
+  that a forward pass is one call that also adds the bias (and a subclass's low-rank part at small batches). From
+  :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into a cache-resident scratch,
+  four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH` rows, a row kernel: with
+  AVX-512 and at least :data:`CHUNK_MIN_FILL` values per chunk, chunks of up to 16 values within 64 columns, each two
+  two-source permutes of four vector loads of the input, a blend and one FMA against its zero-padded values (a
+  derived copy, rebuilt after an optimiser step: about 1.5 times the values' bytes at a quarter density); else runs
+  of 8 values against vectors of the inputs they name (16-bit column indices, a derived copy); in between, torch's
+  CSR product. Scratch is per call (no state shared between threads);
 * the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
   the values and a scatter-add into the output rows, whose row of each value is rebuilt from ``crow`` in the graph.
 
@@ -48,10 +50,10 @@ PANEL_MIN_BATCH = 32
 #: above: at one row 0.76 of ``nn.Linear``'s time against 3.1 for torch's CSR product, at two rows 0.70 against
 #: 1.29, at three 0.73 against 1.35, at four 0.81 against 0.82, at six 0.81 against 0.62.
 ROWS_MAX_BATCH = 3
-#: Mean stored values per chunk (16 values within 32 columns) from which a factor runs the AVX-512 chunk kernel rather
-#: than the CSR row kernel. Per row: about 1.1 ns per chunk against 0.17 ns per stored value, so the two meet near
-#: 6.5 values per chunk (a quarter of the classifier's entries: 8.0 per chunk, 37 against 53–57 µs; 7 % of a
-#: 1000×1000 factor: 3.1 per chunk, 24 against 14 µs).
+#: Mean stored values per chunk (16 values within 64 columns) from which a factor runs the AVX-512 chunk kernel rather
+#: than the CSR row kernel. Per row: about 1.05 ns per chunk against 0.15–0.18 ns per stored value (formats.c in
+#: docs/benchmarks/sparse-gemv/), so the two meet near 6–7 values per chunk (a quarter of a 1000×1280 matrix: 14 per
+#: chunk, 23 against 49 µs; a fifth: 12 per chunk, 23 against 41 µs; 7 %: 5 per chunk, 20 against 16 µs).
 CHUNK_MIN_FILL = 6.5
 
 

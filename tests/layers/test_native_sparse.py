@@ -52,12 +52,12 @@ def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, dens
     native.csr_panels(library, crow, col, values, cols, x, y, scratch)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)
     plan = native.chunk_plan(library, crow, col, values, cols)
-    if plan is None:  # built without AVX-512, or fewer than 32 columns
-        assert cols < 32 or not library.sm_chunks_available()
+    if plan is None:  # built without AVX-512, or fewer than 64 columns
+        assert cols < 64 or not library.sm_chunks_available()
         return
     chunk_ptr, window, lanes, padded = plan[0]
     assert chunk_ptr[-1] == window.size and padded.size == 16 * window.size and padded.ctypes.data % 64 == 0
-    assert window.min() >= 0 and window.max() <= cols - 32 and lanes.max() < 32
+    assert window.min() >= 0 and window.max() <= cols - 64 and lanes.max() < 64
     y = torch.full((batch, rows), np.nan, dtype=torch.float32)
     native.chunk_rows(library, plan, x, y)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)

@@ -134,9 +134,9 @@ def csr_rows(library, crow, col16, values, x, y) -> None:
 def chunk_plan(library, crow, col, values, cols: int, min_fill: float = 0.0):
     """The chunked layout of the row kernel for AVX-512 (see ``sm_chunk_build`` in ``sparse_kernels.c``): chunk
     pointers per row (int32), each chunk's window start column (int32), 16 lane numbers (uint8) and 16 values
-    (float32, zero-padded), with their addresses. None when the library was built without AVX-512, ``cols < 32``, or
+    (float32, zero-padded), with their addresses. None when the library was built without AVX-512, ``cols < 64``, or
     the chunks would hold fewer than ``min_fill`` values on average."""
-    if cols < 32 or not library.sm_chunks_available():
+    if cols < 64 or not library.sm_chunks_available():
         return None
     rows = crow.shape[0] - 1
     count = library.sm_chunk_count(rows, cols, crow.data_ptr(), col.data_ptr())

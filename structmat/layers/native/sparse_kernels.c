@@ -97,12 +97,14 @@ void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint1
 }
 
 /* Chunked rows (AVX-512): each row of S cut into chunks of at most 16 consecutive stored values whose columns lie in
- * a window of 32 columns starting at the 16-column boundary at or below the chunk's first column (so that both loads
- * of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 32 near the end;
- * per chunk the window's
- * start column, 16 lane numbers (column - start, one byte each) and 16 values, zero-padded. One chunk is two vector
- * loads of x, one two-source permute (vpermt2ps) that puts each value's input in its lane, and one FMA: about 8
- * values per chunk at a quarter density, no gathers, no mask registers (padding lanes multiply zeros). */
+ * a window of 64 columns starting at the 16-column boundary at or below the chunk's first column (so that the four
+ * loads of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 64 near the
+ * end; per chunk the window's start column, 16 lane numbers (column - start, one byte each) and 16 values,
+ * zero-padded. One chunk is four vector loads of x, two two-source permutes (vpermt2ps) that put each value's input
+ * in its lane from the window's first and second 32 columns, a blend on the lane numbers' bit 5, and one FMA: about
+ * 14 values per chunk at a quarter density, no gathers, no masked loads (padding lanes multiply zeros). Windows of
+ * 32 columns (one permute) held half as many values per chunk and streamed 1.8 times the bytes per value: 31 against
+ * 23 µs on a 1000 x 1280 matrix at a quarter density (docs/benchmarks/sparse-gemv/formats.c). */
 int sm_chunks_available(void)
 {
 #if defined(__AVX512F__)
@@ -112,15 +114,15 @@ int sm_chunks_available(void)
 #endif
 }
 
-/* The number of chunks of S (cols >= 32). */
+/* The number of chunks of S (cols >= 64). */
 int64_t sm_chunk_count(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices)
 {
     int64_t count = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1];) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
             const int64_t q0 = p;
-            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 32)
+            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 64)
                 ++p;
             ++count;
         }
@@ -136,10 +138,10 @@ void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int
     chunk_ptr[0] = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1]; ++c) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
             int l = 0;
             window[c] = (int32_t)start;
-            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 32; ++p, ++l) {
+            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 64; ++p, ++l) {
                 lanes[16 * c + l] = (uint8_t)(indices[p] - start);
                 padded[16 * c + l] = values[p];
             }
@@ -159,12 +161,14 @@ static void chunk_row(int64_t rows, const int32_t *restrict chunk_ptr, const int
 {
 #if defined(__AVX512F__)
 #define SM_CHUNK(acc, k)                                                                                         \
-    acc = _mm512_fmadd_ps(                                                                                       \
-        _mm512_loadu_ps(padded + 16 * (k)),                                                                      \
-        _mm512_permutex2var_ps(_mm512_loadu_ps(xr + window[k]),                                                  \
-                               _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k)))),       \
-                               _mm512_loadu_ps(xr + window[k] + 16)),                                            \
-        acc)
+    do {                                                                                                         \
+        const __m512i lane_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k))));        \
+        const float *w_ = xr + window[k];                                                                        \
+        const __m512 low_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_), lane_, _mm512_loadu_ps(w_ + 16));       \
+        const __m512 high_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_ + 32), lane_, _mm512_loadu_ps(w_ + 48));  \
+        const __mmask16 upper_ = _mm512_test_epi32_mask(lane_, _mm512_set1_epi32(32));                          \
+        acc = _mm512_fmadd_ps(_mm512_load_ps(padded + 16 * (k)), _mm512_mask_blend_ps(upper_, low_, high_), acc); \
+    } while (0)
     for (int64_t i = 0; i < rows; ++i) {
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         int64_t k = chunk_ptr[i];
