@@ -56,6 +56,13 @@ def test_approximate_with_inputs(tmp_path, capsys, rng):
 def test_families(capsys):
     code, out, _ = run(capsys, "families")
     assert code == 0 and "lowrank" in out and "r·(m+n)" in out
+    from structmat.families import FAMILIES
+
+    lines = out.splitlines()
+    column = lines[0].index("nparams")  # long layer paths must not push the formulas out of their column
+    for f in FAMILIES.values():
+        line = next(line for line in lines if line.startswith(f.name + " "))
+        assert line.index(f.nparams_formula) == column, line
 
 
 def test_sweep_command(tmp_path, capsys):

@@ -28,7 +28,8 @@ import math
 import numpy as np
 
 from structmat.approximators._output_norm import OutputNorm
-from structmat.approximators.palm4msa import LIPSCHITZ_MARGIN, _Operand, _start_vector, _topk_mask
+from structmat.approximators._selection import top_k_mask
+from structmat.approximators.palm4msa import LIPSCHITZ_MARGIN, _Operand, _start_vector
 
 __all__ = ["WeightedMixing", "weighted_topk"]
 
@@ -41,7 +42,7 @@ def weighted_topk(U: np.ndarray, k: int, D: np.ndarray) -> np.ndarray:
     """``U`` restricted to the ``k`` entries with the largest ``D ⊙ U²`` (``D`` broadcast; stable ties)."""
     if k >= U.size:
         return U.copy()
-    return np.where(_topk_mask((U * U * D).ravel(), k).reshape(U.shape), U, 0.0)
+    return np.where(top_k_mask(U * U * D, k), U, 0.0)
 
 
 def _floored(diagonal: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from structmat._validation import check_positive_int, check_weight
+from structmat.approximators._selection import top_k_mask
 from structmat.approximators.budget_units import limit_description, resolve_limit
 from structmat.approximators.data_aware import as_statistics
 from structmat.approximators.fit_guard import guarded_fit
@@ -89,34 +90,51 @@ def split_for_rank(shape, limit: int, rank: int, unit: str = "params") -> int:
 
 
 class _Split:
-    """The alternation at one (rank, k), kept so that a candidate can be continued later."""
+    """The alternation at one (rank, k), kept so that a candidate can be continued later.
 
-    def __init__(self, W, W_norm2, rank, k, start):
+    The low-rank part is kept as factors ``L = Q B`` (``Q`` m × r, ``B`` r × n) and the sparse part as sorted flat
+    indices and values; the dense ``m × n`` arrays of a step live in ``scratch``, two buffers that every split of
+    one fit shares (splits run one at a time). Large fits are dominated by memory traffic, and on virtual machines
+    that hand freed memory back to the host, by touching fresh pages: at 4096×4096 a fresh dense array per product
+    cost more than the products.
+    """
+
+    def __init__(self, W, W_norm2, rank, k, start, scratch):
         self.W, self.W_norm2, self.rank, self.k = W, W_norm2, rank, k
+        self.scratch = scratch
         self.iterations = 0
         self.errors = []
         if rank == 0:
-            self.L = None
-            self.V = None
-            self._sparse_step(W.copy())
+            self.Q = self.B = self.V = None
+            np.copyto(scratch[0], W)
+            self._sparse_step()
             self.converged = True
             return
         U, s, Vt = start
-        self.L = (U[:, :rank] * s[:rank]) @ Vt[:rank]
+        self.Q, self.B = U[:, :rank] * s[:rank], Vt[:rank]
         self.V = Vt[:rank].T
-        self._sparse_step(W - self.L)
+        self._residual(self.Q, self.B)
+        self._sparse_step()
         self.converged = k == 0
 
-    def _sparse_step(self, R):
-        """``S = top_k(R)`` (flat indices sorted) and the error ``‖R − S‖``; overwrites the scratch array ``R``."""
+    def _residual(self, Q, B) -> None:
+        """``scratch[0] = W − Q B``."""
+        R = self.scratch[0]
+        np.matmul(Q, B, out=R)
+        np.subtract(self.W, R, out=R)
+
+    def _sparse_step(self):
+        """``S = top_k(R)`` of the residual ``R`` in ``scratch[0]`` (flat indices sorted) and the error ``‖R − S‖``;
+        overwrites both scratch buffers."""
+        R, magnitude = self.scratch
         flat = R.ravel()
         if self.k <= 0:
             self.idx = np.zeros(0, dtype=np.int64)
         elif self.k >= flat.size:
             self.idx = np.arange(flat.size)
         else:
-            self.idx = np.sort(np.argpartition(np.abs(flat), flat.size - self.k)[flat.size - self.k:])
-        self.values = flat[self.idx].copy()
+            self.idx = np.flatnonzero(top_k_mask(np.abs(flat, out=magnitude.ravel()), self.k))
+        self.values = flat[self.idx]
         flat[self.idx] = 0.0  # the residual, computed directly: ‖R‖² − ‖S‖² cancels below ~1e-8
         self.errors.append(math.sqrt(float(np.vdot(flat, flat)) / self.W_norm2) if self.W_norm2 > 0 else 0.0)
 
@@ -129,19 +147,20 @@ class _Split:
         for _ in range(iterations):
             if self.converged:
                 return
-            A = self.W.copy()
+            A = self.scratch[0]
+            np.copyto(A, self.W)
             A.ravel()[self.idx] -= self.values
             Q, _ = scipy.linalg.qr(A @ self.V, mode="economic", check_finite=False)
             B = Q.T @ A
-            L = Q @ B
             V, _ = scipy.linalg.qr(B.T, mode="economic", check_finite=False)
             previous = self.error
-            saved = (self.L, self.V, self.idx, self.values)
-            self.L, self.V = L, V
-            self._sparse_step(self.W - L)
+            saved = (self.Q, self.B, self.V, self.idx, self.values)
+            self.Q, self.B, self.V = Q, B, V
+            self._residual(Q, B)
+            self._sparse_step()
             self.iterations += 1
             if self.error > previous:  # rounding only: the step is a projection; keep the better state
-                self.L, self.V, self.idx, self.values = saved
+                self.Q, self.B, self.V, self.idx, self.values = saved
                 self.errors[-1] = previous
                 self.converged = True
             elif previous - self.error <= tol * previous:
@@ -153,7 +172,7 @@ class _Split:
         indptr = np.zeros(m + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
         if self.rank:
-            U, s, Vt = scipy.linalg.svd(self.L @ self.V, full_matrices=False)  # L = (L V) Vᵀ, V orthonormal
+            U, s, Vt = scipy.linalg.svd(self.Q @ (self.B @ self.V), full_matrices=False)  # L = (L V) Vᵀ
             root = np.sqrt(s)
             Uf, Vf = U * root, (self.V @ Vt.T) * root
         else:
@@ -278,6 +297,7 @@ def _fit_plain(W, limit, unit, ranks, *, search, max_iter, tol, max_work, bar) -
     top = max(ranks)
     start = truncated_svd(W, top, method="auto", seed=0) if top else None
     splits = {}
+    scratch = (np.empty_like(W), np.empty_like(W))
     budget = {"used": 0.0, "limit": np.inf if max_work is None else SEARCH_WORK_SHARE * max_work}
 
     def step_work(r):
@@ -287,7 +307,8 @@ def _fit_plain(W, limit, unit, ranks, *, search, max_iter, tol, max_work, bar) -
         if r not in splits:  # a first iterate costs one product and a selection
             if not required and budget["used"] + W.size * (r + SELECTION_COST) > budget["limit"]:
                 return np.inf  # a refinement candidate the search's work cannot afford
-            splits[r] = _Split(W, W_norm2, r, split_for_rank(W.shape, limit, r, unit), start)
+            splits[r] = _Split(W, W_norm2, r, split_for_rank(W.shape, limit, r, unit), start,
+                               scratch)
             budget["used"] += W.size * (r + SELECTION_COST)
         done = splits[r].iterations
         affordable = max(int((budget["limit"] - budget["used"]) // step_work(r)), 0) if budget["limit"] < np.inf \

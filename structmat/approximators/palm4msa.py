@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from structmat._validation import check_positive_int, check_weight
+from structmat.approximators._selection import top_k_mask
 from structmat.matrices._sparse_product_kernels import csr_matmat, csr_rmatmat, dense_to_csr
 from structmat.matrices.sparse_product import SparseProduct
 
@@ -127,7 +128,7 @@ class Constraint:
         """The boolean pattern the projection of ``U`` keeps."""
         A = np.abs(U)
         if self.kind == "topk":
-            return _topk_mask(A.ravel(), self.k).reshape(A.shape)
+            return top_k_mask(A, self.k)
         if self.kind == "row_topk":
             return _row_topk_mask(A, self.k)
         if self.kind == "col_topk":
@@ -148,19 +149,6 @@ class Constraint:
             return None
         S /= norm
         return S
-
-
-def _topk_mask(a: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` largest entries of a flat array; ties go to the earliest positions (a stable order)."""
-    size = a.size
-    if k >= size:
-        return np.ones(size, dtype=bool)
-    threshold = np.partition(a, size - k)[size - k]
-    mask = a > threshold
-    missing = k - int(np.count_nonzero(mask))
-    if missing > 0:
-        mask[np.flatnonzero(a == threshold)[:missing]] = True
-    return mask
 
 
 def _row_topk_mask(A: np.ndarray, k: int) -> np.ndarray:

@@ -116,13 +116,14 @@ def _run_families(args):
     def ratio(value):
         return "–" if value is None else f"{value:.2f}x"
 
-    print(f"{'family':<16} {'C b=1':>8} {'torch b=1':>9}  {'matrix':<14} {'layer':<44} nparams")
+    width = max(len(f.layer) for f in FAMILIES.values())
+    print(f"{'family':<16} {'C b=1':>8} {'torch b=1':>9}  {'matrix':<14} {'layer':<{width}} nparams")
     for f in FAMILIES.values():
         label = labels.get(f.name)
         c, t = (ratio(label.c_ratio), ratio(label.torch_ratio)) if label else ("–", "–")
         if f.name == "dense":
             c, t = "1.00x", "1.00x"
-        print(f"{f.name:<16} {c:>8} {t:>9}  {f.matrix_class.__name__:<14} {f.layer:<44} {f.nparams_formula}")
+        print(f"{f.name:<16} {c:>8} {t:>9}  {f.matrix_class.__name__:<14} {f.layer:<{width}} {f.nparams_formula}")
     if labels:
         first = next(iter(labels.values()))
         print(f"\nspeed: time / dense at batch 1, one core, {first.matrix} at share {first.share}; measured "
