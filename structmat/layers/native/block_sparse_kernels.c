@@ -155,7 +155,7 @@ void sm_bsr_rows(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, co
     }
 }
 
-/* out[k][0..63] = sum over the blocks p in [start, end) of sum_c values[p][r0 + k][c] xt[cols[p] bc + c][0..63], for
+/* out[k][0..63] += sum over the blocks p in [start, end) of sum_c values[p][r0 + k][c] xt[cols[p] bc + c][0..63], for
  * the G block rows r0 .. r0 + G - 1 (G <= 4): each 64-wide scratch row is loaded once for the G rows. With G <= 2,
  * two accumulator sets alternate over the columns (enough independent chains to hide the FMA latency). BC = 0:
  * the block width is bc, known at run time. */
@@ -182,7 +182,9 @@ void sm_bsr_rows(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, co
     {                                                                                                              \
         const int64_t width = (BC) ? (BC) : bc;                                                                    \
         v16f acc[G][4], acc2[G][4], s0, s1, s2, s3;                                                                \
-        memset(acc, 0, sizeof(acc));                                                                               \
+        for (int k = 0; k < (G); ++k)                                                                              \
+            for (int q = 0; q < 4; ++q)                                                                            \
+                LOAD(acc[k][q], out + k * PANEL + 16 * q);                                                         \
         memset(acc2, 0, sizeof(acc2));                                                                             \
         for (int32_t p = start; p < end; ++p) {                                                                    \
             const float *restrict block = values + br * width * (int64_t)p + r0 * width;                           \
@@ -221,7 +223,6 @@ static void panel_group(int64_t br, int64_t bc, int64_t r0, int64_t g, int32_t s
                                          {panel_group_1_0, panel_group_2_0, panel_group_4_0}};
     table[bc != 8][g == 1 ? 0 : g == 2 ? 1 : 2](br, bc, r0, start, end, cols, values, xt, out);
 #else
-    memset(out, 0, sizeof(float) * PANEL * (size_t)g);
     for (int32_t p = start; p < end; ++p) {
         const float *restrict block = values + br * bc * (int64_t)p + r0 * bc;
         const float *restrict s = xt + bc * (int64_t)cols[p] * PANEL;
@@ -235,17 +236,27 @@ static void panel_group(int64_t br, int64_t bc, int64_t r0, int64_t g, int32_t s
 #endif
 }
 
-/* Y = X Mᵀ + b by panels of 64 input rows. The scratch (64-byte aligned, 64 (ceil(n / bc) bc + 4) floats) is
- * allocated per call: no state is shared between calling threads. Returns 0, or -1 when out of memory. */
+/* Y = X Mᵀ + b by panels of 64 input rows. Each panel of X is transposed into xt (ceil(n / bc) bc rows of 64
+ * lanes, L2-resident) and the products accumulate in yt (one 64-lane row per output row). The blocks are taken in
+ * tiles of TILE_COLS columns, all block-rows through one tile before the next, so that the tile's 32 KiB of xt stays
+ * in L1 while every block-row reads it: over the whole of xt at once, each 64-byte row load came from L2 (one per
+ * multiply-add). The scratch is allocated per call: no state is shared between calling threads. Returns 0, or -1
+ * when out of memory. */
+#define TILE_COLS 128
 int sm_bsr_panels(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, const int32_t *restrict indptr,
                   const int32_t *restrict cols, const float *restrict values, const float *restrict bias,
                   const float *restrict x, int64_t ldx, float *restrict y, int64_t ldy)
 {
-    const int64_t block_rows = (m + br - 1) / br, npad = (n + bc - 1) / bc * bc;
-    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)(PANEL * (npad + 4)));
-    if (scratch == NULL)
+    const int64_t block_rows = (m + br - 1) / br, nb = (n + bc - 1) / bc, npad = nb * bc;
+    const int64_t tile = TILE_COLS / bc > 0 ? TILE_COLS / bc : 1; /* block-columns per tile */
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)(PANEL * (npad + block_rows * br)));
+    int32_t *cursor = malloc(sizeof(int32_t) * (size_t)(block_rows + 1));
+    if (scratch == NULL || cursor == NULL) {
+        free(scratch);
+        free(cursor);
         return -1;
-    float *restrict xt = scratch, *restrict out = scratch + PANEL * npad;
+    }
+    float *restrict xt = scratch, *restrict yt = scratch + PANEL * npad;
     for (int64_t b0 = 0; b0 < batch; b0 += PANEL) {
         const int64_t width = batch - b0 < PANEL ? batch - b0 : PANEL;
         for (int64_t j0 = 0; j0 < npad; j0 += 16) { /* xt[j][r] = x[b0 + r][j], zero past n and past the batch */
@@ -259,20 +270,32 @@ int sm_bsr_panels(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, c
                 for (int64_t j = j0; j < j1; ++j)
                     xt[j * PANEL + r] = 0.0f;
         }
-        for (int64_t I = 0; I < block_rows; ++I) {
-            const int64_t here = m - I * br < br ? m - I * br : br;
-            for (int64_t r0 = 0, g; r0 < here; r0 += g) {
-                g = here - r0 >= 4 ? 4 : here - r0 >= 2 ? 2 : 1;
-                panel_group(br, bc, r0, g, indptr[I], indptr[I + 1], cols, values, xt, out);
-                for (int64_t k = 0; k < g; ++k) {
-                    const int64_t i = I * br + r0 + k;
-                    const float add = bias != NULL ? bias[i] : 0.0f;
-                    for (int64_t r = 0; r < width; ++r)
-                        y[(b0 + r) * ldy + i] = out[k * PANEL + r] + add;
+        memset(yt, 0, sizeof(float) * (size_t)(PANEL * block_rows * br));
+        memcpy(cursor, indptr, sizeof(int32_t) * (size_t)block_rows);
+        for (int64_t t1 = tile; t1 < nb + tile; t1 += tile) { /* the blocks of block-columns [t1 - tile, t1) */
+            for (int64_t I = 0; I < block_rows; ++I) {
+                const int32_t start = cursor[I];
+                int32_t end = start;
+                while (end < indptr[I + 1] && cols[end] < t1)
+                    ++end;
+                if (end == start)
+                    continue;
+                cursor[I] = end;
+                const int64_t here = m - I * br < br ? m - I * br : br;
+                for (int64_t r0 = 0, g; r0 < here; r0 += g) {
+                    g = here - r0 >= 4 ? 4 : here - r0 >= 2 ? 2 : 1;
+                    panel_group(br, bc, r0, g, start, end, cols, values, xt, yt + (I * br + r0) * PANEL);
                 }
             }
         }
+        for (int64_t i0 = 0; i0 < m; i0 += 16) { /* y[b0 + r][i] = yt[i][r] + bias[i], in 16-row strips */
+            const int64_t i1 = i0 + 16 < m ? i0 + 16 : m;
+            for (int64_t r = 0; r < width; ++r)
+                for (int64_t i = i0; i < i1; ++i)
+                    y[(b0 + r) * ldy + i] = yt[i * PANEL + r] + (bias != NULL ? bias[i] : 0.0f);
+        }
     }
     free(scratch);
+    free(cursor);
     return 0;
 }
