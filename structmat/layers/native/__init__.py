@@ -226,8 +226,8 @@ class _Layer(ctypes.Structure):  # sm_sparse_layer in sparse_kernels.c
 
 
 class SparseLayerPlan:
-    """A whole sparse layer, ``y = S_1 (⋯ (S_J x)) + U (Vᵀ x) + b``, as one C structure, so that a forward pass is one
-    call (``sm_sparse_rows`` / ``sm_sparse_panels`` in ``sparse_kernels.c``).
+    """A whole sparse layer, ``y = S_1 (⋯ (S_J x)) + U (Vᵀ x) + b``, as one C structure, so that a forward pass is
+    one call (``sm_sparse_rows`` / ``sm_sparse_panels`` in ``sparse_kernels.c``).
 
     Parameters
     ----------

@@ -45,52 +45,52 @@ static inline int32_t full_end(const int32_t *indptr, const int32_t *cols, int64
 
 #ifdef SM_VECTORS
 /* y[r] = b[r] + sum over the blocks of a block-row, for BR x 8 blocks, U blocks in flight (U * BR >= 4 chains). */
-#define BSR_ROWS8(BR, U)                                                                                          \
-    static void rows_##BR##x8(int64_t m, int64_t n, const int32_t *restrict indptr, const int32_t *restrict cols, \
-                              const float *restrict values, const float *restrict bias, const float *restrict x,  \
-                              float *restrict y)                                                                  \
-    {                                                                                                             \
-        const int64_t block_rows = (m + (BR) - 1) / (BR), last_col = (n + 7) / 8 - 1;                             \
-        const int tail = n % 8 != 0;                                                                              \
-        for (int64_t I = 0; I < block_rows; ++I) {                                                                \
-            v8f acc[U][BR], xv, v;                                                                                \
-            float sum[BR];                                                                                        \
-            memset(acc, 0, sizeof(acc));                                                                          \
-            int32_t p = indptr[I];                                                                                \
-            const int32_t end = full_end(indptr, cols, I, last_col, tail);                                        \
-            for (; p + (U) <= end; p += (U))                                                                      \
-                for (int u = 0; u < (U); ++u) {                                                                   \
-                    const float *restrict block = values + (int64_t)(8 * (BR)) * (p + u);                         \
-                    LOAD(xv, x + 8 * (int64_t)cols[p + u]);                                                       \
-                    for (int r = 0; r < (BR); ++r) {                                                              \
-                        LOAD(v, block + 8 * r);                                                                   \
-                        acc[u][r] += v * xv;                                                                      \
-                    }                                                                                             \
-                }                                                                                                 \
-            for (; p < end; ++p) {                                                                                \
-                const float *restrict block = values + (int64_t)(8 * (BR)) * p;                                   \
-                LOAD(xv, x + 8 * (int64_t)cols[p]);                                                               \
-                for (int r = 0; r < (BR); ++r) {                                                                  \
-                    LOAD(v, block + 8 * r);                                                                       \
-                    acc[0][r] += v * xv;                                                                          \
-                }                                                                                                 \
-            }                                                                                                     \
-            for (int r = 0; r < (BR); ++r) {                                                                      \
-                for (int u = 1; u < (U); ++u)                                                                     \
-                    acc[0][r] += acc[u][r];                                                                       \
-                sum[r] = ((acc[0][r][0] + acc[0][r][4]) + (acc[0][r][1] + acc[0][r][5]))                          \
-                         + ((acc[0][r][2] + acc[0][r][6]) + (acc[0][r][3] + acc[0][r][7]));                       \
-            }                                                                                                     \
-            if (end < indptr[I + 1]) { /* the block past the last column: its first n - 8 last_col columns */     \
-                const float *restrict block = values + (int64_t)(8 * (BR)) * end;                                 \
-                for (int r = 0; r < (BR); ++r)                                                                    \
-                    for (int64_t c = 0; c < n - 8 * last_col; ++c)                                                \
-                        sum[r] += block[8 * r + c] * x[8 * last_col + c];                                         \
-            }                                                                                                     \
-            const int64_t here = m - I * (BR) < (BR) ? m - I * (BR) : (BR);                                       \
-            for (int64_t r = 0; r < here; ++r)                                                                    \
-                y[I * (BR) + r] = (bias != NULL ? bias[I * (BR) + r] : 0.0f) + sum[r];                            \
-        }                                                                                                         \
+#define BSR_ROWS8(BR, U)                                                                                             \
+    static void rows_##BR##x8(int64_t m, int64_t n, const int32_t *restrict indptr, const int32_t *restrict cols,    \
+                              const float *restrict values, const float *restrict bias, const float *restrict x,     \
+                              float *restrict y)                                                                     \
+    {                                                                                                                \
+        const int64_t block_rows = (m + (BR) - 1) / (BR), last_col = (n + 7) / 8 - 1;                                \
+        const int tail = n % 8 != 0;                                                                                 \
+        for (int64_t I = 0; I < block_rows; ++I) {                                                                   \
+            v8f acc[U][BR], xv, v;                                                                                   \
+            float sum[BR];                                                                                           \
+            memset(acc, 0, sizeof(acc));                                                                             \
+            int32_t p = indptr[I];                                                                                   \
+            const int32_t end = full_end(indptr, cols, I, last_col, tail);                                           \
+            for (; p + (U) <= end; p += (U))                                                                         \
+                for (int u = 0; u < (U); ++u) {                                                                      \
+                    const float *restrict block = values + (int64_t)(8 * (BR)) * (p + u);                            \
+                    LOAD(xv, x + 8 * (int64_t)cols[p + u]);                                                          \
+                    for (int r = 0; r < (BR); ++r) {                                                                 \
+                        LOAD(v, block + 8 * r);                                                                      \
+                        acc[u][r] += v * xv;                                                                         \
+                    }                                                                                                \
+                }                                                                                                    \
+            for (; p < end; ++p) {                                                                                   \
+                const float *restrict block = values + (int64_t)(8 * (BR)) * p;                                      \
+                LOAD(xv, x + 8 * (int64_t)cols[p]);                                                                  \
+                for (int r = 0; r < (BR); ++r) {                                                                     \
+                    LOAD(v, block + 8 * r);                                                                          \
+                    acc[0][r] += v * xv;                                                                             \
+                }                                                                                                    \
+            }                                                                                                        \
+            for (int r = 0; r < (BR); ++r) {                                                                         \
+                for (int u = 1; u < (U); ++u)                                                                        \
+                    acc[0][r] += acc[u][r];                                                                          \
+                sum[r] = ((acc[0][r][0] + acc[0][r][4]) + (acc[0][r][1] + acc[0][r][5]))                             \
+                         + ((acc[0][r][2] + acc[0][r][6]) + (acc[0][r][3] + acc[0][r][7]));                          \
+            }                                                                                                        \
+            if (end < indptr[I + 1]) { /* the block past the last column: its first n - 8 last_col columns */        \
+                const float *restrict block = values + (int64_t)(8 * (BR)) * end;                                    \
+                for (int r = 0; r < (BR); ++r)                                                                       \
+                    for (int64_t c = 0; c < n - 8 * last_col; ++c)                                                   \
+                        sum[r] += block[8 * r + c] * x[8 * last_col + c];                                            \
+            }                                                                                                        \
+            const int64_t here = m - I * (BR) < (BR) ? m - I * (BR) : (BR);                                          \
+            for (int64_t r = 0; r < here; ++r)                                                                       \
+                y[I * (BR) + r] = (bias != NULL ? bias[I * (BR) + r] : 0.0f) + sum[r];                               \
+        }                                                                                                            \
     }
 
 BSR_ROWS8(1, 4)
@@ -160,49 +160,49 @@ void sm_bsr_rows(int64_t m, int64_t n, int64_t br, int64_t bc, int64_t batch, co
  * two accumulator sets alternate over the columns (enough independent chains to hide the FMA latency). BC = 0:
  * the block width is bc, known at run time. */
 #ifdef SM_VECTORS
-#define PANEL_STEP(A, c, G)                                                                                         \
-    do {                                                                                                           \
-        const float *restrict s_ = s + (c) * PANEL;                                                                \
-        LOAD(s0, s_);                                                                                              \
-        LOAD(s1, s_ + 16);                                                                                         \
-        LOAD(s2, s_ + 32);                                                                                         \
-        LOAD(s3, s_ + 48);                                                                                         \
-        for (int k = 0; k < (G); ++k) {                                                                            \
-            const float w = block[k * width + (c)];                                                                \
-            A[k][0] += w * s0;                                                                                     \
-            A[k][1] += w * s1;                                                                                     \
-            A[k][2] += w * s2;                                                                                     \
-            A[k][3] += w * s3;                                                                                     \
-        }                                                                                                          \
+#define PANEL_STEP(A, c, G)                                                                                          \
+    do {                                                                                                             \
+        const float *restrict s_ = s + (c) * PANEL;                                                                  \
+        LOAD(s0, s_);                                                                                                \
+        LOAD(s1, s_ + 16);                                                                                           \
+        LOAD(s2, s_ + 32);                                                                                           \
+        LOAD(s3, s_ + 48);                                                                                           \
+        for (int k = 0; k < (G); ++k) {                                                                              \
+            const float w = block[k * width + (c)];                                                                  \
+            A[k][0] += w * s0;                                                                                       \
+            A[k][1] += w * s1;                                                                                       \
+            A[k][2] += w * s2;                                                                                       \
+            A[k][3] += w * s3;                                                                                       \
+        }                                                                                                            \
     } while (0)
-#define PANEL_GROUP(G, BC)                                                                                         \
-    static void panel_group_##G##_##BC(int64_t br, int64_t bc, int64_t r0, int32_t start, int32_t end,            \
-                                       const int32_t *restrict cols, const float *restrict values,                 \
-                                       const float *restrict xt, float *restrict out)                              \
-    {                                                                                                              \
-        const int64_t width = (BC) ? (BC) : bc;                                                                    \
-        v16f acc[G][4], acc2[G][4], s0, s1, s2, s3;                                                                \
-        for (int k = 0; k < (G); ++k)                                                                              \
-            for (int q = 0; q < 4; ++q)                                                                            \
-                LOAD(acc[k][q], out + k * PANEL + 16 * q);                                                         \
-        memset(acc2, 0, sizeof(acc2));                                                                             \
-        for (int32_t p = start; p < end; ++p) {                                                                    \
-            const float *restrict block = values + br * width * (int64_t)p + r0 * width;                           \
-            const float *restrict s = xt + width * (int64_t)cols[p] * PANEL;                                       \
-            int64_t c = 0;                                                                                         \
-            if ((G) <= 2)                                                                                          \
-                for (; c + 2 <= width; c += 2) {                                                                   \
-                    PANEL_STEP(acc, c, G);                                                                            \
-                    PANEL_STEP(acc2, c + 1, G);                                                                       \
-                }                                                                                                  \
-            for (; c < width; ++c)                                                                                 \
-                PANEL_STEP(acc, c, G);                                                                                \
-        }                                                                                                          \
-        for (int k = 0; k < (G); ++k)                                                                              \
-            for (int q = 0; q < 4; ++q) {                                                                          \
-                const v16f t = acc[k][q] + acc2[k][q];                                                             \
-                memcpy(out + k * PANEL + 16 * q, &t, sizeof(t));                                                   \
-            }                                                                                                      \
+#define PANEL_GROUP(G, BC)                                                                                           \
+    static void panel_group_##G##_##BC(int64_t br, int64_t bc, int64_t r0, int32_t start, int32_t end,               \
+                                       const int32_t *restrict cols, const float *restrict values,                   \
+                                       const float *restrict xt, float *restrict out)                                \
+    {                                                                                                                \
+        const int64_t width = (BC) ? (BC) : bc;                                                                      \
+        v16f acc[G][4], acc2[G][4], s0, s1, s2, s3;                                                                  \
+        for (int k = 0; k < (G); ++k)                                                                                \
+            for (int q = 0; q < 4; ++q)                                                                              \
+                LOAD(acc[k][q], out + k * PANEL + 16 * q);                                                           \
+        memset(acc2, 0, sizeof(acc2));                                                                               \
+        for (int32_t p = start; p < end; ++p) {                                                                      \
+            const float *restrict block = values + br * width * (int64_t)p + r0 * width;                             \
+            const float *restrict s = xt + width * (int64_t)cols[p] * PANEL;                                         \
+            int64_t c = 0;                                                                                           \
+            if ((G) <= 2)                                                                                            \
+                for (; c + 2 <= width; c += 2) {                                                                     \
+                    PANEL_STEP(acc, c, G);                                                                           \
+                    PANEL_STEP(acc2, c + 1, G);                                                                      \
+                }                                                                                                    \
+            for (; c < width; ++c)                                                                                   \
+                PANEL_STEP(acc, c, G);                                                                               \
+        }                                                                                                            \
+        for (int k = 0; k < (G); ++k)                                                                                \
+            for (int q = 0; q < 4; ++q) {                                                                            \
+                const v16f t = acc[k][q] + acc2[k][q];                                                               \
+                memcpy(out + k * PANEL + 16 * q, &t, sizeof(t));                                                     \
+            }                                                                                                        \
     }
 PANEL_GROUP(1, 8)
 PANEL_GROUP(2, 8)
