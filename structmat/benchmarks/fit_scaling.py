@@ -4,7 +4,9 @@
 growing n with each family's default options, on one thread, and records per cell the median wall-clock and process
 CPU seconds over ``repeats`` fits (CPU seconds stay meaningful on a machine shared with other jobs) and the relative
 error; a 32×32 fit of every family runs first, untimed, so that compiling the Numba kernels is not counted in the
-smallest size. ``fit_time_exponents`` gives, per family, the exponent ``p`` of ``time ∝ n^p`` between the smallest and the
+smallest size. ``warmup`` untimed fits of the cell's own matrix may precede the timed ones: the first large fit in a
+process also pays for touching fresh memory, which on some virtual machines (the development machine among them:
+1.1 s for the first pass over a fresh 128 MB array, 12 ms for later ones) costs more than the fit's arithmetic. ``fit_time_exponents`` gives, per family, the exponent ``p`` of ``time ∝ n^p`` between the smallest and the
 largest size. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
 
 Run it as ``python -m structmat.benchmarks.fit_scaling -f monarch sss -n 512 1024 2048 4096 -o DIR``.
@@ -34,13 +36,14 @@ __all__ = ["run_fit_scaling", "fit_time_exponents", "plot_fit_scaling", "FIT_SCA
 logger = logging.getLogger(__name__)
 
 FIT_SCALING_COLUMNS = ["family", "kind", "n", "share", "budget_params", "nparams", "relative_error", "cpu_seconds",
-                       "wall_seconds", "repeats", "status", "message"]
+                       "wall_seconds", "repeats", "warmup", "status", "message"]
 
 
 def run_fit_scaling(families: Sequence[str], sizes: Sequence[int] = (512, 1024, 2048, 4096), *, share: float = 0.25,
-                    kind: str = "gaussian", repeats: int = 1, csv_path=None, resume: bool = True,
+                    kind: str = "gaussian", repeats: int = 1, warmup: int = 0, csv_path=None, resume: bool = True,
                     progress: bool = False) -> list[dict]:
-    """Median CPU and wall seconds of each family's default fit of a ``kind`` n×n matrix at ``share``.
+    """Median CPU and wall seconds of each family's default fit of a ``kind`` n×n matrix at ``share``, after
+    ``warmup`` untimed fits of the same matrix.
 
     Returns one row per (family, n) with the keys of ``FIT_SCALING_COLUMNS``.
     """
@@ -58,9 +61,11 @@ def run_fit_scaling(families: Sequence[str], sizes: Sequence[int] = (512, 1024, 
         for n, family in tqdm(cells, desc="fit scaling", disable=not progress):
             W = synthetic_weight(kind, (n, n), seed=0)
             row = {"family": family, "kind": kind, "n": n, "share": share,
-                   "budget_params": resolve_budget(share, W.shape), "repeats": repeats}
+                   "budget_params": resolve_budget(share, W.shape), "repeats": repeats, "warmup": warmup}
             cpu, wall = [], []
             try:
+                for _ in range(warmup):
+                    get_family(family).fit(W, share)
                 for _ in range(repeats):
                     start, start_cpu = time.perf_counter(), time.process_time()
                     M = get_family(family).fit(W, share)
@@ -137,12 +142,14 @@ def main(argv=None) -> None:
     parser.add_argument("--share", type=float, default=0.25)
     parser.add_argument("--kind", default="gaussian", choices=["gaussian", "powerlaw"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--output-dir", "-o", default="structmat-results/fit-scaling")
     parser.add_argument("--quiet", "-q", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     rows = run_fit_scaling(args.family or structured_family_names(), args.sizes, share=args.share, kind=args.kind,
-                           repeats=args.repeats, csv_path=out / "fit_scaling.csv", progress=not args.quiet)
+                           repeats=args.repeats, warmup=args.warmup, csv_path=out / "fit_scaling.csv",
+                           progress=not args.quiet)
     print(format_table(rows, ["family", "n", "nparams", "relative_error", "cpu_seconds", "wall_seconds", "status"]))
     for family, p in fit_time_exponents(rows).items():
         print(f"{family}: CPU time ∝ n^{p:.2f}")

@@ -61,6 +61,9 @@ def _add_bench_fits(sub):
     s.add_argument("--kind", nargs="+", default=["gaussian"], choices=["gaussian", "powerlaw"],
                    help="synthetic matrices: gaussian, powerlaw (singular values i^-0.7, like trained weights)")
     s.add_argument("--repeats", type=int, default=1, help="fits per cell; times are medians (default 1)")
+    s.add_argument("--warmup", type=int, default=0,
+                   help="untimed fits of each cell's matrix before the timed ones: leaves out the cost of touching "
+                        "fresh memory in the first large fit of a process (default 0)")
     _common(s, budgets=False)
 
     ldr = modes.add_parser("ldr", help="Toeplitz-like and LDR fits of a cached head, plain and data-aware",
@@ -153,9 +156,12 @@ def _run_scaling(args, out):
         raise UserError(f"--share must be in (0, 1]; got {args.share:g}")
     if any(n < 2 for n in args.sizes):
         raise UserError(f"--sizes must be >= 2; got {args.sizes}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0; got {args.warmup}")
     written = []
     for kind in dict.fromkeys(args.kind):
         rows = run_fit_scaling(family_names(args), args.sizes, share=args.share, kind=kind, repeats=args.repeats,
+                               warmup=args.warmup,
                                csv_path=out / f"fit_scaling_{kind}.csv", resume=not args.no_resume,
                                progress=not args.quiet)
         print(format_table(rows, ["family", "kind", "n", "nparams", "relative_error", "cpu_seconds", "status"]))

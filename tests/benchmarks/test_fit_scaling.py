@@ -42,3 +42,17 @@ def test_lowrank_reference_pairs_cells_and_flags_excess(tmp_path):
     plot_sweep(rows, tmp_path / "sweep.png")  # low rank drawn as the reference line
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert math.isfinite(summary["monarch"]["largest_excess"])
+
+
+def test_warmup_fits_are_run_and_recorded(tmp_path, monkeypatch):
+    import types
+
+    import structmat.benchmarks.fit_scaling as fit_scaling
+
+    calls = []
+    real = fit_scaling.get_family("lowrank")
+    counting = types.SimpleNamespace(fit=lambda W, share: calls.append(W.shape) or real.fit(W, share))
+    monkeypatch.setattr(fit_scaling, "get_family", lambda name: counting)
+    rows = run_fit_scaling(["lowrank"], [24], share=0.25, repeats=2, warmup=3, csv_path=tmp_path / "f.csv")
+    assert rows[0]["warmup"] == 3 and rows[0]["repeats"] == 2
+    assert calls.count((24, 24)) == 5  # three untimed, two timed
