@@ -91,3 +91,13 @@ def test_inputs_off_cache_line_boundaries(offset, rng):
     with torch.no_grad():
         np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
         assert torch.equal(layer(x), layer(x.clone()))
+
+
+@pytest.mark.parametrize("batch", [1, PANEL_MIN_BATCH])
+def test_layer_without_bias(batch, rng):
+    M = BlockSparse.random((45, 70), block_shape=(4, 8), density=0.3, seed=6)
+    layer = layer_from_matrix(M)
+    x = torch.from_numpy(rng.standard_normal((batch, 70)).astype(np.float32))
+    expected = x.double().numpy() @ M.to_dense().T
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())

@@ -144,3 +144,15 @@ def test_inputs_off_cache_line_boundaries(offset, rng):
     with torch.no_grad():
         np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
         assert torch.equal(layer(x), layer(x.clone()))
+
+
+@pytest.mark.parametrize("batch", [1, PANEL_MIN_BATCH + 40])
+def test_layers_without_bias_on_the_compiled_path(batch, rng):
+    M = _product()
+    x = torch.from_numpy(rng.standard_normal((batch, 50)).astype(np.float32))
+    expected = x.double().numpy() @ M.to_dense().T
+    for layer in (SparseProductLinear.from_matrix(M), LowRankSparseLinear(50, 40, rank=2, nnz=300, bias=False)):
+        if isinstance(layer, LowRankSparseLinear):
+            expected = x.double().numpy() @ layer.to_matrix().to_dense().T
+        with torch.no_grad():
+            np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
