@@ -6,8 +6,9 @@ forward+backward with autograd (the training path). Times are medians over repea
 thread (one torch thread, pinned to one core), measured in one run; ratios are to ``nn.Linear`` of the same shape
 at the same batch size. Each row carries the target of the forward ratio: ``max(1.5 × share, 0.5)`` at batch 1
 and ``1.5 × share`` from batch 256 on, with the byte share (values plus int32 indices over the dense float32
-bytes) for the sparse families; Toeplitz-like and LDR layers save parameters, not time, and have no target. The
-CPU model and SIMD flags are in every row and, with the load and the date, in ``layer_speed.json``.
+bytes) for the families that store indices (as ``structmat bench-c`` judges them); Toeplitz-like and LDR layers
+save parameters, not time, and have no target. The CPU model and SIMD flags are in every row and, with the load and
+the date, in ``layer_speed.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from structmat.benchmarks.results import read_rows, write_rows
 from structmat.benchmarks.sweep import Variant
 from structmat.benchmarks.machine import machine_info
 from structmat.benchmarks.timing import single_thread, time_repeats
+from structmat.speed_c.runner import BYTE_SHARE_FAMILIES
 
 __all__ = ["run_layer_speed", "plot_layer_speed", "LAYER_SPEED_COLUMNS"]
 
@@ -37,8 +39,6 @@ LAYER_SPEED_COLUMNS = [
     "target_ratio", "within_target", "cpu", "simd",
 ]
 
-#: Families judged against their byte share (values plus indices), not their parameter share.
-BYTE_SHARE_FAMILIES = ("sparse", "sparse_product")
 #: Families that save parameters, not time: no speed target.
 NO_SPEED_TARGET = ("toeplitz_like", "ldr")
 

@@ -5,7 +5,9 @@
 vector ``values.0`` on the int32 CSR index buffers ``crow_0`` and ``col_0``. Each of the three paths of
 :class:`~structmat.layers.base.StructuredLinear` is the two parts' own: two thin products for ``U Vᵀ``, and the
 sparse layer's plain (gather and scatter-add; ELLPACK while tracing), training (CSR products with a sparse backward)
-or inference (torch's CSR kernels) path for ``S``. The dense weight is never formed. A part that is empty
+or inference path for ``S``; on the inference path the compiled kernels compute both parts and the bias in one call
+for small batches (the low-rank part as two vector passes), the sparse part and the bias in one call plus a matrix
+product for the low-rank part from 32 rows on. The dense weight is never formed. A part that is empty
 (``rank = 0`` or ``nnz = 0``) costs nothing, and an empty ``S`` stores no indices.
 """
 
@@ -129,6 +131,9 @@ class LowRankSparseLinear(SparseProductLinear):
 
     def _fast_product(self, x):
         return self._combine(x, lambda x: SparseProductLinear._fast_product(self, x))
+
+    def _lowrank_parameters(self):  # the compiled kernels add U (Vᵀ x) in the same call (see SparseProductLinear)
+        return (self.U, self.V) if self.rank else None
 
     # ---------------------------------------------------------------- matrices
     def to_matrix(self, dtype=np.float64) -> LowRankSparse:

@@ -10,13 +10,15 @@ dense weight is never formed:
   ``∂values = (∂y xᵀ)`` sampled on the support (``torch.sparse.sampled_addmm``);
 * inference on the CPU: compiled kernels on the parameters' memory (:mod:`structmat.layers.native`, float32, built
   with the system C compiler at first use) where they beat torch's CSR kernels, else those (MKL; int32 indices, no
-  copies of the values). From :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into
-  a cache-resident scratch, four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH`
-  rows, a row kernel: with AVX-512 and at least :data:`CHUNK_MIN_FILL` values per chunk, chunks of up to 16 values
-  within 32 columns, each one two-source permute of two vector loads of the input and one FMA against its
-  zero-padded values (a derived copy, rebuilt after an optimiser step: about 2.6 times the values' bytes); else
-  runs of 8 values against vectors of the inputs they name (16-bit column indices, a derived copy); in between,
-  torch's CSR product;
+  copies of the values), the whole layer described once to C (:class:`~structmat.layers.native.SparseLayerPlan`) so
+  that a forward pass is one call that also adds the bias (and a subclass's low-rank part at small batches). From
+  :data:`PANEL_MIN_BATCH` input rows on, a panel kernel (64 input rows transposed into a cache-resident scratch,
+  four vector multiply-adds per stored value, no gathers); up to :data:`ROWS_MAX_BATCH` rows, a row kernel: with
+  AVX-512 and at least :data:`CHUNK_MIN_FILL` values per chunk, chunks of up to 16 values within 64 columns, each two
+  two-source permutes of four vector loads of the input, a blend and one FMA against its zero-padded values (a
+  derived copy, rebuilt after an optimiser step: about 1.5 times the values' bytes at a quarter density); else runs
+  of 8 values against vectors of the inputs they name (16-bit column indices, a derived copy); in between, torch's
+  CSR product. Scratch is per call (no state shared between threads);
 * the plain path (exports, bfloat16/float16, other devices): a gather of the input columns, a multiplication by
   the values and a scatter-add into the output rows, whose row of each value is rebuilt from ``crow`` in the graph.
 
@@ -27,7 +29,6 @@ Column indices stay int32 although a dimension below 2**15 would fit int16: the 
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 
 import numpy as np
@@ -49,10 +50,10 @@ PANEL_MIN_BATCH = 32
 #: above: at one row 0.76 of ``nn.Linear``'s time against 3.1 for torch's CSR product, at two rows 0.70 against
 #: 1.29, at three 0.73 against 1.35, at four 0.81 against 0.82, at six 0.81 against 0.62.
 ROWS_MAX_BATCH = 3
-#: Mean stored values per chunk (16 values within 32 columns) from which a factor runs the AVX-512 chunk kernel rather
-#: than the CSR row kernel. Per row: about 1.1 ns per chunk against 0.17 ns per stored value, so the two meet near
-#: 6.5 values per chunk (a quarter of the classifier's entries: 8.0 per chunk, 37 against 53–57 µs; 7 % of a
-#: 1000×1000 factor: 3.1 per chunk, 24 against 14 µs).
+#: Mean stored values per chunk (16 values within 64 columns) from which a factor runs the AVX-512 chunk kernel rather
+#: than the CSR row kernel. Per row: about 1.05 ns per chunk against 0.15–0.18 ns per stored value (formats.c in
+#: docs/benchmarks/sparse-gemv/), so the two meet near 6–7 values per chunk (a quarter of a 1000×1280 matrix: 14 per
+#: chunk, 23 against 49 µs; a fifth: 12 per chunk, 23 against 41 µs; 7 %: 5 per chunk, 20 against 16 µs).
 CHUNK_MIN_FILL = 6.5
 
 
@@ -154,7 +155,8 @@ class _FastFactor:
     def chunks(self, library):
         key = (self.param._version, self.param.data_ptr())
         if key != self._key:
-            self._chunks = native.chunk_plan(library, self.crow, self.col, self.values, self.cols, CHUNK_MIN_FILL)
+            self._chunks = native.chunk_plan(library, self.crow, self.col, self.param.detach(), self.cols,
+                                             CHUNK_MIN_FILL)
             self._key = key
         return self._chunks
 
@@ -289,25 +291,60 @@ class SparseProductLinear(StructuredLinear):
                                   self.factor_shapes[j])
         return Z.T
 
+    def _fast_forward(self, x):
+        """One compiled call (the factors, the low-rank part of a subclass and the bias) up to
+        :data:`ROWS_MAX_BATCH` rows; the panel kernel and the bias in one call from :data:`PANEL_MIN_BATCH` rows on
+        (a low-rank part added by a matrix product); else torch's CSR product."""
+        batch = x.shape[0]
+        rows = batch <= ROWS_MAX_BATCH
+        if x.dtype == torch.float32 and (rows or batch >= PANEL_MIN_BATCH):
+            plan = self._native_plan()
+            if plan is not None and (plan.rows_available or not rows):
+                y = torch.empty((batch, self.out_features), dtype=x.dtype)
+                if rows:
+                    plan.rows(x, y)
+                    return y
+                plan.panels(x, y)
+                lowrank = self._lowrank_parameters()
+                if lowrank is not None:
+                    y.addmm_(x @ lowrank[1], lowrank[0].T)
+                return y
+        return super()._fast_forward(x)
+
     def _fast_product(self, x):
-        library = native.sparse_library() if x.dtype == torch.float32 else None
+        """torch's CSR product, factor by factor (float64, batches between the compiled kernels' ranges, or no
+        compiled library)."""
         Z = x
         for f in self._fast_factors():
-            if library is not None and Z.shape[0] >= PANEL_MIN_BATCH:
-                out = Z.new_empty((Z.shape[0], f.rows))
-                native.csr_panels(library, f.crow, f.col, f.values, f.cols, Z, out, self._panel_scratch())
-            elif library is not None and Z.shape[0] <= ROWS_MAX_BATCH and f.short_columns is not None:
-                out = Z.new_empty((Z.shape[0], f.rows))
-                chunks = f.chunks(library)
-                if chunks is not None:
-                    native.chunk_rows(library, chunks, Z, out)
-                else:
-                    native.csr_rows(library, f.crow, f.short_columns, f.values, Z, out)
-            else:
-                S = self._cached(f"csr_{f.j}", lambda: _csr(f.crow, f.col, f.values, (f.rows, f.cols)))
-                out = (S @ Z.T).T.contiguous()
-            Z = out
+            S = self._cached(f"csr_{f.j}", lambda: _csr(f.crow, f.col, f.values, (f.rows, f.cols)))
+            Z = (S @ Z.T).T.contiguous()
         return Z
+
+    def _lowrank_parameters(self):
+        """``(U, V)`` of a low-rank part added to the factors' product, or None (none here)."""
+        return None
+
+    def _native_plan(self):
+        """The whole layer for the compiled kernels (:class:`~structmat.layers.native.SparseLayerPlan`), rebuilt
+        when a parameter changes storage or version (the chunked layouts are derived copies of the values); None
+        without a compiled library."""
+        library = native.sparse_library()
+        if library is None:
+            return None
+        state = self._cached("native_plan", lambda: [[f.param for f in self._fast_factors()]
+                                                     + [p for p in (self.bias, *(self._lowrank_parameters() or ()))
+                                                        if p is not None], None])
+        key = tuple([(p.data_ptr(), p._version) for p in state[0]])
+        built = state[1]
+        if built is None or built[0] != key:
+            factors = [(f.rows, f.cols, f.crow, f.col, f.short_columns, f.param.detach(),
+                        f.chunks(library) if f.short_columns is not None else None) for f in self._fast_factors()]
+            lowrank = self._lowrank_parameters()
+            U, V = (None, None) if lowrank is None else (lowrank[0].detach(), lowrank[1].detach())
+            bias = None if self.bias is None else self.bias.detach()
+            built = state[1] = (key, native.SparseLayerPlan(library, (self.out_features, self.in_features), factors,
+                                                            bias, U, V))
+        return built[1]
 
     def _fast_factors(self) -> list["_FastFactor"]:
         """The factors in the order they apply, with what the fast path derives from them (cached until the
@@ -319,12 +356,8 @@ class SparseProductLinear(StructuredLinear):
         return self._cached("fast_factors", build)
 
     def _any_param(self) -> torch.Tensor:  # the forward's dtype check, without walking the parameter list
-        return self._fast_factors()[0].param if len(self.values) else super()._any_param()
-
-    def _panel_scratch(self):
-        """The panel kernel's scratch (64-byte aligned float32), one per calling thread."""
-        size = native.PANEL_ROWS * max(rows + cols for rows, cols in self.factor_shapes)
-        return self._cached(f"panel_scratch_{threading.get_ident()}", lambda: native.aligned_scratch(size))
+        return self._cached("any_param", lambda: self.values[0] if len(self.values) else super(
+            SparseProductLinear, self)._any_param())
 
     def to_matrix(self, dtype=np.float64) -> SparseProduct:
         factors = []

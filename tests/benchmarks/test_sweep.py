@@ -84,6 +84,7 @@ def test_speed_targets():
     assert speed_target("sss", 1, 0.25, 0.25) == 0.5
     assert speed_target("sss", 256, 0.25, 0.25) == 0.375
     assert speed_target("sparse", 1, 0.25, 0.5) == 0.75  # judged against the byte share
+    assert speed_target("block_sparse", 256, 0.25, 0.28) == pytest.approx(0.42)  # indices per block count too
     assert speed_target("toeplitz_like", 1, 0.25, 0.25) is None and speed_target("sss", 32, 0.25, 0.25) is None
 
 

@@ -1,6 +1,9 @@
 """The compiled sparse kernels of the inference fast path: the row, chunk and panel products against dense products
 (shapes off the 8-value, 16-lane, 32-column and 64-row grids, empty rows, full rows), the layers' choice between
-them, and torch's CSR product when no compiled library is available."""
+them (one call per forward: factors, low-rank part and bias), thread safety, and torch's CSR product when no
+compiled library is available."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import scipy.sparse
 import torch
 
 from structmat.layers import native
+from structmat.layers.lowrank_sparse import LowRankSparseLinear
 from structmat.layers.sparse_product import PANEL_MIN_BATCH, ROWS_MAX_BATCH, SparseLinear, SparseProductLinear
 from structmat.matrices.sparse_product import SparseProduct
 
@@ -29,7 +33,8 @@ def _random_csr(rows, cols, density, seed):
     return scipy.sparse.csr_array(dense)
 
 
-@pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05), (9, 40, 1.0)])
+@pytest.mark.parametrize("rows, cols, density", [(37, 53, 0.3), (64, 16, 0.9), (5, 200, 0.05), (9, 40, 1.0),
+                                                 (33, 150, 0.3), (20, 64, 0.7)])
 @pytest.mark.parametrize("batch", [1, 5, 70])
 def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, density, batch, rng):
     S = _random_csr(rows, cols, density, seed=rows)
@@ -47,12 +52,12 @@ def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, dens
     native.csr_panels(library, crow, col, values, cols, x, y, scratch)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)
     plan = native.chunk_plan(library, crow, col, values, cols)
-    if plan is None:  # built without AVX-512, or fewer than 32 columns
-        assert cols < 32 or not library.sm_chunks_available()
+    if plan is None:  # built without AVX-512, or fewer than 64 columns
+        assert cols < 64 or not library.sm_chunks_available()
         return
     chunk_ptr, window, lanes, padded = plan[0]
     assert chunk_ptr[-1] == window.size and padded.size == 16 * window.size and padded.ctypes.data % 64 == 0
-    assert window.min() >= 0 and window.max() <= cols - 32 and lanes.max() < 32
+    assert window.min() >= 0 and window.max() <= cols - 64 and lanes.max() < 64
     y = torch.full((batch, rows), np.nan, dtype=torch.float32)
     native.chunk_rows(library, plan, x, y)
     np.testing.assert_allclose(y.numpy(), expected, atol=tol)
@@ -60,7 +65,7 @@ def test_row_and_panel_kernels_match_the_dense_product(library, rows, cols, dens
 
 
 def _product(seed=0):
-    factors = [_random_csr(40, 48, 0.8, seed), _random_csr(48, 50, 0.1, seed + 1)]
+    factors = [_random_csr(40, 72, 0.8, seed), _random_csr(72, 50, 0.1, seed + 1)]
     return SparseProduct(factors)
 
 
@@ -95,3 +100,59 @@ def test_row_kernel_follows_value_updates(rng):
         layer.values[0].mul_(-2.0)
         expected = layer._weight_product(x) + layer.bias
         np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(rank=3, nnz=400), dict(rank=0, nnz=400), dict(rank=3, nnz=0)])
+@pytest.mark.parametrize("batch", [1, ROWS_MAX_BATCH, PANEL_MIN_BATCH + 40])
+def test_lowrank_sparse_layer_runs_both_parts_in_the_compiled_call(kwargs, batch, rng):
+    layer = LowRankSparseLinear(50, 40, seed=1, **kwargs)
+    x = torch.from_numpy(rng.standard_normal((batch, 50)).astype(np.float32))
+    expected = x.double().numpy() @ layer.to_matrix().to_dense().T + layer.bias.detach().double().numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
+        layer.U.mul_(2.0)  # read in place: no stale copy
+        if kwargs["nnz"]:
+            layer.values[0].mul_(-1.0)  # the chunked copy is rebuilt
+        expected = x.double().numpy() @ layer.to_matrix().to_dense().T + layer.bias.detach().double().numpy()
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_fast_path_is_thread_safe(rng):
+    """Scratch is per call: threads running the row and panel kernels on one layer at once get their own results."""
+    M = _product()
+    layer = SparseProductLinear.from_matrix(M, rng.standard_normal(40))
+    inputs = [torch.from_numpy(rng.standard_normal((b, 50)).astype(np.float32)) for b in (1, 2, 70, 100) * 4]
+    with torch.no_grad():
+        expected = [layer(x) for x in inputs]
+
+    def run(k):
+        with torch.no_grad():
+            return all(torch.equal(layer(inputs[k]), expected[k]) for _ in range(20))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(len(inputs))))
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_inputs_off_cache_line_boundaries(offset, rng):
+    """The row kernels copy an input row that does not start on a 64-byte boundary; results do not depend on it."""
+    M = _product()
+    layer = SparseProductLinear.from_matrix(M, rng.standard_normal(40))
+    storage = torch.from_numpy(rng.standard_normal(2 * 50 + 16).astype(np.float32))
+    x = storage[offset:offset + 100].view(2, 50)
+    expected = x.double().numpy() @ M.to_dense().T + layer.bias.detach().double().numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
+        assert torch.equal(layer(x), layer(x.clone()))
+
+
+@pytest.mark.parametrize("batch", [1, PANEL_MIN_BATCH + 40])
+def test_layers_without_bias_on_the_compiled_path(batch, rng):
+    M = _product()
+    x = torch.from_numpy(rng.standard_normal((batch, 50)).astype(np.float32))
+    expected = x.double().numpy() @ M.to_dense().T
+    for layer in (SparseProductLinear.from_matrix(M), LowRankSparseLinear(50, 40, rank=2, nnz=300, bias=False)):
+        if isinstance(layer, LowRankSparseLinear):
+            expected = x.double().numpy() @ layer.to_matrix().to_dense().T
+        with torch.no_grad():
+            np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())

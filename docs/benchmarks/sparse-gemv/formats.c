@@ -2,10 +2,11 @@
  * shape and share in docs/benchmarks/speed.md), stored in several formats, against the dense AVX-512 loop.
  * Reproduces the table "Sparse product at batch 1, formats in C" of docs/benchmarks/speed.md:
  *
- *     cc -O3 -march=native formats.c -o formats && taskset -c 1 ./formats
+ *     cc -O3 -march=native formats.c -o formats -lm && taskset -c 0 ./formats [k]
  *
- * Needs AVX-512F (vexpandps, vpermt2ps, 16-lane gathers). Prints the best of 300 runs per format, in microseconds, and the
- * ratio to the dense loop; every format's output is checked against the dense one.
+ * keeps one entry in k at random (default 4: a quarter). Needs AVX-512F (vexpandps, vpermt2ps, 16-lane gathers).
+ * Prints the best of 300 runs per format, in microseconds, and the ratio to the dense loop; every format's output is
+ * checked against the dense one.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -153,7 +154,7 @@ static inline float sum8(__m256 a)
 RUN_KERNEL(runs_16bit, gather16, col16)
 RUN_KERNEL(runs_32bit, gather32, col32)
 
-/* chunks (the layers' AVX-512 row kernel): up to 16 consecutive values of a row whose columns lie within the 32
+/* chunks (the layers' AVX-512 row kernel until 64-column windows): up to 16 consecutive values of a row whose columns lie within the 32
  * columns from the 16-column boundary at or below the first (two cache-line-aligned loads of x); per chunk the window's start column, 16 lane numbers (bytes) and 16 zero-padded values; one
  * two-source permute of two loads of x puts each value's input in its lane */
 static int32_t chunk_ptr[ROWS + 1], *window;
@@ -203,7 +204,58 @@ static void chunks(float *y)
     }
 }
 
-int main(void)
+/* chunks of up to 16 values within 64 columns (the layers' AVX-512 row kernel): two two-source permutes (columns
+ * 0-31 and 32-63 of the window) and a blend on the lane numbers' bit 5 */
+static int32_t chunk64_ptr[ROWS + 1], *window64;
+static uint8_t *lanes64;
+static float *padded64;
+
+static int build_chunks64(void)
+{
+    int c = 0;
+    for (int i = 0; i < ROWS; ++i) {
+        for (int p = indptr[i]; p < indptr[i + 1]; ++c) {
+            const int start = col32[p] / 16 * 16 < COLS - 64 ? col32[p] / 16 * 16 : COLS - 64;
+            int l = 0;
+            window64[c] = start;
+            for (; p < indptr[i + 1] && l < 16 && col32[p] < start + 64; ++p, ++l) {
+                lanes64[16 * c + l] = (uint8_t)(col32[p] - start);
+                padded64[16 * c + l] = values[p];
+            }
+        }
+        chunk64_ptr[i + 1] = c;
+    }
+    return c;
+}
+
+#define CHUNK64(acc, k)                                                                                          \
+    do {                                                                                                         \
+        const __m512i idx_ = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(lanes64 + 16 * (size_t)(k)))); \
+        const float *w_ = x + window64[k];                                                                       \
+        const __m512 lo_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_), idx_, _mm512_loadu_ps(w_ + 16));         \
+        const __m512 hi_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_ + 32), idx_, _mm512_loadu_ps(w_ + 48));    \
+        const __mmask16 m_ = _mm512_test_epi32_mask(idx_, _mm512_set1_epi32(32));                                \
+        acc = _mm512_fmadd_ps(_mm512_load_ps(padded64 + 16 * (size_t)(k)), _mm512_mask_blend_ps(m_, lo_, hi_), acc); \
+    } while (0)
+
+static void chunks64(float *y)
+{
+    for (int i = 0; i < ROWS; ++i) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        int k = chunk64_ptr[i];
+        for (; k + 4 <= chunk64_ptr[i + 1]; k += 4) {
+            CHUNK64(a0, k);
+            CHUNK64(a1, k + 1);
+            CHUNK64(a2, k + 2);
+            CHUNK64(a3, k + 3);
+        }
+        for (; k < chunk64_ptr[i + 1]; ++k)
+            CHUNK64(a0, k);
+        y[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(float *); int exact; } formats[] = {
         {"dense (AVX-512)", dense_rows, 1}, {"CSR scalar, 4 partial sums", csr_scalar, 1},
@@ -211,10 +263,13 @@ int main(void)
         {"column masks, masked load (floor, wrong)", mask_floor, 0},
         {"CSR runs of 8, 16-bit indices", runs_16bit, 1}, {"CSR runs of 8, 32-bit indices", runs_32bit, 1},
         {"chunks: 16 values in 32 columns, vpermt2ps", chunks, 1},
+        {"chunks: 16 values in 64 cols, 2 vpermt2ps", chunks64, 1},
     };
     const int count = sizeof(formats) / sizeof(formats[0]);
     float *y = malloc(sizeof(float) * ROWS), *ref = malloc(sizeof(float) * ROWS);
+    const int every = argc > 1 ? atoi(argv[1]) : 4;
     double best[16];
+    setvbuf(stdout, NULL, _IONBF, 0);
     int nnz = 0;
     col32 = malloc(sizeof(int32_t) * ROWS * COLS);
     col16 = malloc(sizeof(uint16_t) * ROWS * COLS);
@@ -223,7 +278,7 @@ int main(void)
     srand(1);
     for (int i = 0; i < ROWS; ++i) {
         for (int j = 0; j < COLS; ++j)
-            if (rand() % 4 == 0) {
+            if (rand() % every == 0) {
                 const float v = (float)rand() / RAND_MAX - 0.5f;
                 dense[(size_t)i * COLS + j] = values[nnz] = v;
                 col32[nnz] = j;
@@ -240,6 +295,13 @@ int main(void)
     memset(lanes, 0, 16 * (size_t)nnz);
     memset(padded, 0, sizeof(float) * 16 * (size_t)nnz);
     const int nchunks = build_chunks();
+    window64 = malloc(sizeof(int32_t) * nnz);
+    lanes64 = aligned_alloc(64, 16 * (size_t)nnz);
+    padded64 = aligned_alloc(64, sizeof(float) * 16 * (size_t)nnz);
+    memset(lanes64, 0, 16 * (size_t)nnz);
+    memset(padded64, 0, sizeof(float) * 16 * (size_t)nnz);
+    const int nchunks64 = build_chunks64();
+    printf("%d chunks of 64 columns\n", nchunks64);
     dense_rows(ref);
     for (int k = 0; k < count; ++k) {
         best[k] = 1e9;

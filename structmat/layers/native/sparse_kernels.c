@@ -19,6 +19,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -48,10 +49,11 @@ static inline float sum8(__m256 a)
 }
 #endif
 
-/* y = S x for one input row: per row of S, its values in runs of 16 against two vectors of the gathered inputs
- * (two accumulator chains), a run of 8, then the last values one by one. */
+/* y = base + S x for one input row (base NULL: zero): per row of S, its values in runs of 16 against two vectors of
+ * the gathered inputs (two accumulator chains), a run of 8, then the last values one by one. */
 static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t *restrict idx,
-                    const float *restrict data, const float *restrict x, float *restrict y)
+                    const float *restrict data, const float *restrict x, float *restrict y,
+                    const float *restrict base)
 {
     for (int64_t i = 0; i < rows; ++i) {
         int64_t p = indptr[i];
@@ -69,7 +71,7 @@ static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t
         }
         for (; p < end; ++p)
             tail += data[p] * x[idx[p]];
-        y[i] = sum8(_mm256_add_ps(a, c)) + tail;
+        y[i] = (base != NULL ? base[i] : 0.0f) + (sum8(_mm256_add_ps(a, c)) + tail);
 #else
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         for (; p + 4 <= end; p += 4) {
@@ -80,7 +82,7 @@ static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t
         }
         for (; p < end; ++p)
             tail += data[p] * x[idx[p]];
-        y[i] = ((a0 + a1) + (a2 + a3)) + tail;
+        y[i] = (base != NULL ? base[i] : 0.0f) + (((a0 + a1) + (a2 + a3)) + tail);
 #endif
     }
 }
@@ -91,16 +93,18 @@ void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint1
                  const float *x, int64_t ldx, float *y, int64_t ldy)
 {
     for (int64_t r = 0; r < batch; ++r)
-        csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy);
+        csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy, NULL);
 }
 
 /* Chunked rows (AVX-512): each row of S cut into chunks of at most 16 consecutive stored values whose columns lie in
- * a window of 32 columns starting at the 16-column boundary at or below the chunk's first column (so that both loads
- * of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 32 near the end;
- * per chunk the window's
- * start column, 16 lane numbers (column - start, one byte each) and 16 values, zero-padded. One chunk is two vector
- * loads of x, one two-source permute (vpermt2ps) that puts each value's input in its lane, and one FMA: about 8
- * values per chunk at a quarter density, no gathers, no mask registers (padding lanes multiply zeros). */
+ * a window of 64 columns starting at the 16-column boundary at or below the chunk's first column (so that the four
+ * loads of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 64 near the
+ * end; per chunk the window's start column, 16 lane numbers (column - start, one byte each) and 16 values,
+ * zero-padded. One chunk is four vector loads of x, two two-source permutes (vpermt2ps) that put each value's input
+ * in its lane from the window's first and second 32 columns, a blend on the lane numbers' bit 5, and one FMA: about
+ * 14 values per chunk at a quarter density, no gathers, no masked loads (padding lanes multiply zeros). Windows of
+ * 32 columns (one permute) held half as many values per chunk and streamed 1.8 times the bytes per value: 31 against
+ * 23 µs on a 1000 x 1280 matrix at a quarter density (docs/benchmarks/sparse-gemv/formats.c). */
 int sm_chunks_available(void)
 {
 #if defined(__AVX512F__)
@@ -110,15 +114,15 @@ int sm_chunks_available(void)
 #endif
 }
 
-/* The number of chunks of S (cols >= 32). */
+/* The number of chunks of S (cols >= 64). */
 int64_t sm_chunk_count(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices)
 {
     int64_t count = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1];) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
             const int64_t q0 = p;
-            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 32)
+            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 64)
                 ++p;
             ++count;
         }
@@ -134,10 +138,10 @@ void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int
     chunk_ptr[0] = 0;
     for (int64_t i = 0; i < rows; ++i) {
         for (int64_t p = indptr[i]; p < indptr[i + 1]; ++c) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 32 ? indices[p] / 16 * 16 : cols - 32;
+            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
             int l = 0;
             window[c] = (int32_t)start;
-            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 32; ++p, ++l) {
+            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 64; ++p, ++l) {
                 lanes[16 * c + l] = (uint8_t)(indices[p] - start);
                 padded[16 * c + l] = values[p];
             }
@@ -150,47 +154,55 @@ void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int
     }
 }
 
+/* y = base + S x for one input row (base NULL: zero) with the chunked layout; AVX-512 only. */
+static void chunk_row(int64_t rows, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
+                      const uint8_t *restrict lanes, const float *restrict padded, const float *restrict xr,
+                      float *restrict y, const float *restrict base)
+{
+#if defined(__AVX512F__)
+#define SM_CHUNK(acc, k)                                                                                         \
+    do {                                                                                                         \
+        const __m512i lane_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k))));        \
+        const float *w_ = xr + window[k];                                                                        \
+        const __m512 low_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_), lane_, _mm512_loadu_ps(w_ + 16));       \
+        const __m512 high_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_ + 32), lane_, _mm512_loadu_ps(w_ + 48));  \
+        const __mmask16 upper_ = _mm512_test_epi32_mask(lane_, _mm512_set1_epi32(32));                          \
+        acc = _mm512_fmadd_ps(_mm512_load_ps(padded + 16 * (k)), _mm512_mask_blend_ps(upper_, low_, high_), acc); \
+    } while (0)
+    for (int64_t i = 0; i < rows; ++i) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        int64_t k = chunk_ptr[i];
+        const int64_t end = chunk_ptr[i + 1];
+        for (; k + 4 <= end; k += 4) { /* four accumulators: the FMA latency is hidden */
+            SM_CHUNK(a0, k);
+            SM_CHUNK(a1, k + 1);
+            SM_CHUNK(a2, k + 2);
+            SM_CHUNK(a3, k + 3);
+        }
+        for (; k < end; ++k)
+            SM_CHUNK(a0, k);
+        y[i] = (base != NULL ? base[i] : 0.0f)
+               + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+#undef SM_CHUNK
+#else
+    (void)rows, (void)chunk_ptr, (void)window, (void)lanes, (void)padded, (void)xr, (void)y, (void)base;
+#endif
+}
+
 void sm_chunk_rows(int64_t rows, int64_t batch, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
                    const uint8_t *restrict lanes, const float *restrict padded, const float *restrict x, int64_t ldx,
                    float *restrict y, int64_t ldy)
 {
-#if defined(__AVX512F__)
-#define SM_CHUNK(acc, k)                                                                                         \
-    acc = _mm512_fmadd_ps(                                                                                       \
-        _mm512_loadu_ps(padded + 16 * (k)),                                                                      \
-        _mm512_permutex2var_ps(_mm512_loadu_ps(xr + window[k]),                                                  \
-                               _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k)))),       \
-                               _mm512_loadu_ps(xr + window[k] + 16)),                                            \
-        acc)
-    for (int64_t r = 0; r < batch; ++r) {
-        const float *restrict xr = x + r * ldx;
-        for (int64_t i = 0; i < rows; ++i) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-                   a3 = _mm512_setzero_ps();
-            int64_t k = chunk_ptr[i];
-            const int64_t end = chunk_ptr[i + 1];
-            for (; k + 4 <= end; k += 4) {  /* four accumulators: the FMA latency is hidden */
-                SM_CHUNK(a0, k);
-                SM_CHUNK(a1, k + 1);
-                SM_CHUNK(a2, k + 2);
-                SM_CHUNK(a3, k + 3);
-            }
-            for (; k < end; ++k)
-                SM_CHUNK(a0, k);
-            y[r * ldy + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        }
-    }
-#undef SM_CHUNK
-#else
-    (void)rows, (void)batch, (void)chunk_ptr, (void)window, (void)lanes, (void)padded, (void)x, (void)ldx, (void)y,
-        (void)ldy;
-#endif
+    for (int64_t r = 0; r < batch; ++r)
+        chunk_row(rows, chunk_ptr, window, lanes, padded, x + r * ldx, y + r * ldy, NULL);
 }
 
-/* Y = X Sᵀ by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte aligned). */
-void sm_csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t *restrict indptr,
-                   const int32_t *restrict indices, const float *restrict values, const float *restrict x,
-                   int64_t ldx, float *restrict y, int64_t ldy, float *restrict scratch)
+/* Y = X Sᵀ + bias (bias NULL: none) by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte
+ * aligned). */
+static void csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t *restrict indptr,
+                       const int32_t *restrict indices, const float *restrict values, const float *restrict bias,
+                       const float *restrict x, int64_t ldx, float *restrict y, int64_t ldy, float *restrict scratch)
 {
     float *restrict xt = scratch, *restrict yt = scratch + cols * PANEL;
     for (int64_t b0 = 0; b0 < batch; b0 += PANEL) {
@@ -252,7 +264,141 @@ void sm_csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t *res
             const int64_t i1 = i0 + 16 < rows ? i0 + 16 : rows;
             for (int64_t r = 0; r < width; ++r)
                 for (int64_t i = i0; i < i1; ++i)
-                    y[(b0 + r) * ldy + i] = yt[i * PANEL + r];
+                    y[(b0 + r) * ldy + i] = (bias != NULL ? bias[i] : 0.0f) + yt[i * PANEL + r];
         }
     }
+}
+
+void sm_csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t *indptr, const int32_t *indices,
+                   const float *values, const float *x, int64_t ldx, float *y, int64_t ldy, float *scratch)
+{
+    csr_panels(rows, cols, batch, indptr, indices, values, NULL, x, ldx, y, ldy, scratch);
+}
+
+/* A whole sparse layer in one call: y = S_1 (⋯ (S_J x)) + U (Vᵀ x) + bias, for SparseLinear (J = 1),
+ * SparseProductLinear and LowRankSparseLinear (J <= 1, rank >= 0). Factors are listed in the order they apply
+ * (factors[0] reads x, the last writes y). Per factor, the row kernel uses the chunked layout when chunk_ptr is
+ * not NULL, else the CSR row kernel on short_indices. Scratch (intermediate products, the low-rank coefficients and
+ * the panel kernel's transposes) lives on the stack for small layers and is allocated per call otherwise: no state
+ * is shared between calling threads. */
+typedef struct sm_factor {
+    int64_t rows, cols;
+    const int32_t *indptr, *indices;
+    const uint16_t *short_indices;
+    const float *values;
+    const int32_t *chunk_ptr, *window;
+    const uint8_t *lanes;
+    const float *padded;
+} sm_factor;
+
+typedef struct sm_sparse_layer {
+    int64_t out, in, num_factors, rank, widest; /* widest: the largest dimension of any factor */
+    const sm_factor *factors;
+    const float *bias, *U, *V; /* U (out x rank), V (in x rank), row-major; bias may be NULL */
+} sm_sparse_layer;
+
+#define SM_STACK_FLOATS 8192 /* 32 KiB of stack at most */
+
+static void factor_row(const sm_factor *f, const float *x, float *y, const float *base)
+{
+    if (f->chunk_ptr != NULL)
+        chunk_row(f->rows, f->chunk_ptr, f->window, f->lanes, f->padded, x, y, base);
+    else
+        csr_row(f->rows, f->indptr, f->short_indices, f->values, x, y, base);
+}
+
+/* base = bias + U (Vᵀ x) for one input row; t: rank floats */
+static void lowrank_row(const sm_sparse_layer *L, const float *restrict x, float *restrict t, float *restrict base)
+{
+    const int64_t r = L->rank;
+    for (int64_t k = 0; k < r; ++k)
+        t[k] = 0.0f;
+    for (int64_t j = 0; j < L->in; ++j) {
+        const float xj = x[j];
+        const float *restrict v = L->V + j * r;
+        for (int64_t k = 0; k < r; ++k)
+            t[k] += xj * v[k];
+    }
+    for (int64_t i = 0; i < L->out; ++i) {
+        const float *restrict u = L->U + i * r;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < r; ++k)
+            sum += u[k] * t[k];
+        base[i] = (L->bias != NULL ? L->bias[i] : 0.0f) + sum;
+    }
+}
+
+/* Y (batch x out) = the layer applied to X (batch x in), one input row at a time. An input row that does not start on
+ * a 64-byte boundary is copied to one that does first (the chunk kernel's window loads are then cache-line aligned:
+ * misaligned, the product took about 20 % longer), and the intermediate vectors are aligned too. Returns 0, or -1
+ * when out of memory. */
+#define SM_ROUND16(n) (((n) + 15) / 16 * 16)
+int sm_sparse_rows(const sm_sparse_layer *L, int64_t batch, const float *x, float *y)
+{
+    const int64_t wide = SM_ROUND16(L->widest);
+    const int64_t need = SM_ROUND16(L->in) + 2 * wide + SM_ROUND16(L->rank) + SM_ROUND16(L->out) + 16;
+    float stack[SM_STACK_FLOATS];
+    float *held = need <= SM_STACK_FLOATS ? NULL : malloc(sizeof(float) * (size_t)need);
+    if (need > SM_STACK_FLOATS && held == NULL)
+        return -1;
+    float *scratch = held != NULL ? held : stack;
+    scratch += ((64 - (uintptr_t)scratch % 64) % 64) / sizeof(float);
+    float *copy = scratch, *ping = copy + SM_ROUND16(L->in), *pong = ping + wide, *t = pong + wide,
+          *base = t + SM_ROUND16(L->rank);
+    for (int64_t b = 0; b < batch; ++b) {
+        const float *in = x + b * L->in;
+        float *out = y + b * L->out;
+        const float *add = L->bias;
+        if ((uintptr_t)in % 64 != 0 && L->num_factors > 0) {
+            memcpy(copy, in, sizeof(float) * (size_t)L->in);
+            in = copy;
+        }
+        if (L->rank > 0) {
+            lowrank_row(L, in, t, base);
+            add = base;
+        }
+        if (L->num_factors == 0) {
+            for (int64_t i = 0; i < L->out; ++i)
+                out[i] = add != NULL ? add[i] : 0.0f;
+            continue;
+        }
+        for (int64_t j = 0; j < L->num_factors; ++j) {
+            const int last = j == L->num_factors - 1;
+            float *z = last ? out : (j % 2 == 0 ? ping : pong);
+            factor_row(&L->factors[j], in, z, last ? add : NULL);
+            in = z;
+        }
+    }
+    free(held);
+    return 0;
+}
+
+/* Y = the sparse factors applied to X, plus the bias, by panels of 64 input rows (the low-rank part, if any, is
+ * left to the caller: a matrix product). Returns 0, or -1 when out of memory. */
+int sm_sparse_panels(const sm_sparse_layer *L, int64_t batch, const float *x, float *y)
+{
+    const int64_t inner = L->num_factors > 1 ? (L->widest * batch + 15) / 16 * 16 : 0;
+    if (L->num_factors == 0) {
+        for (int64_t b = 0; b < batch; ++b)
+            for (int64_t i = 0; i < L->out; ++i)
+                y[b * L->out + i] = L->bias != NULL ? L->bias[i] : 0.0f;
+        return 0;
+    }
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)(PANEL * 2 * L->widest + 2 * inner));
+    if (scratch == NULL)
+        return -1;
+    float *ping = scratch + PANEL * 2 * L->widest, *pong = ping + inner;
+    const float *in = x;
+    int64_t ld = L->in;
+    for (int64_t j = 0; j < L->num_factors; ++j) {
+        const sm_factor *f = &L->factors[j];
+        const int last = j == L->num_factors - 1;
+        float *z = last ? y : (j % 2 == 0 ? ping : pong);
+        csr_panels(f->rows, f->cols, batch, f->indptr, f->indices, f->values, last ? L->bias : NULL, in, ld, z,
+                   f->rows, scratch);
+        in = z;
+        ld = f->rows;
+    }
+    free(scratch);
+    return 0;
 }
