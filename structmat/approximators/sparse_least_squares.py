@@ -27,7 +27,9 @@ __all__ = ["SecondMoment", "top_mask", "LEAST_SQUARES_RIDGE"]
 #: least squares on a support follows the inputs into directions they barely excite: on EfficientNet-Lite0's
 #: classifier with the digit features (4000 rows), block_sparse at a quarter of the weights had a weight error of
 #: 7.2 at the library's low-rank default 1e-6, 1.7 at 1e-4 and 1.1 at 1e-3, and held-out output errors of 0.165,
-#: 0.158 and 0.157; lowrank_sparse went from 0.0598 to 0.0592.
+#: 0.158 and 0.157; lowrank_sparse went from 0.0598 to 0.0592. block_sparse's fit by sequential pruning and
+#: conjugate-gradient values, at 1e-6 / 1e-4 / 1e-3 / 1e-2: weight errors 6.5 / 1.6 / 1.1 / 0.91, held-out output
+#: errors 0.157 / 0.151 / 0.151 / 0.150, agreements 0.907 / 0.914 / 0.919 / 0.910.
 LEAST_SQUARES_RIDGE = 1e-3
 
 
