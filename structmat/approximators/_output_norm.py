@@ -75,7 +75,7 @@ class OutputNorm:
                 inverse, info = dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
                 raise ValueError("the input second moment is singular and ridge=0 (dead features, or fewer input "
-                                 "rows than features); pass ridge > 0 (the default is 1e-6) to fit sparse "
+                                 "rows than features); pass ridge > 0 (as the defaults do) to fit sparse "
                                  "matrices to these inputs")
             self._inverse = inverse + np.tril(inverse, -1).T   # potrf/potri leave the upper triangle zero
         return self._inverse
