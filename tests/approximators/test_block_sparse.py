@@ -100,3 +100,13 @@ def test_fit_to_outputs_skips_shapes_a_finer_one_tiles_with_a_parameter_budget()
     aware_bytes = fit_block_sparse(W, 0.25, inputs=X, unit="bytes")
     assert aware_bytes.nbytes <= 0.25 * 4 * W.size
     assert output_error(W, aware_bytes, X) <= output_error(W, plain_bytes, X)
+
+
+def test_singular_inputs_need_a_ridge():
+    rng = np.random.default_rng(5)
+    X = np.zeros((30, 16))
+    X[:, :8] = rng.standard_normal((30, 8))       # eight dead features
+    W = rng.standard_normal((8, 16))
+    with pytest.raises(ValueError, match="singular and ridge=0"):
+        fit_block_sparse(W, 0.5, inputs=X, ridge=0.0)
+    assert output_error(W, fit_block_sparse(W, 0.5, inputs=X), X) <= output_error(W, fit_block_sparse(W, 0.5), X)
