@@ -38,11 +38,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import scipy.sparse
 from scipy.linalg.lapack import dpotrf, dpotrs
 
 from structmat._validation import check_positive_int, check_weight, resolve_budget
 from structmat.approximators._masked_refit import masked_cg_refit, product_dtype
 from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators._selection import top_k_mask
 from structmat.approximators._sequential_pruning import sequential_prune
 from structmat.approximators.fit_guard import guarded_fit
 from structmat.approximators.palm4msa import Constraint
@@ -68,6 +70,20 @@ def magnitude_prune(W: np.ndarray, k: int) -> np.ndarray:
     if k >= W.size:
         return W.copy()
     return np.where(Constraint("topk", W.shape, k).mask(W), W, 0.0)
+
+
+def _largest_entries(W: np.ndarray, k: int) -> Sparse:
+    """``Sparse(magnitude_prune(W, k))``, built from the kept positions: no dense copy, no dense-to-CSR pass (at
+    4096×4096 those were half the fit's time)."""
+    m, n = W.shape
+    kept = top_k_mask(np.abs(W), min(k, W.size))
+    kept &= W != 0.0                                      # exact zeros are not stored
+    counts = np.count_nonzero(kept, axis=1)
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    positions = np.flatnonzero(kept)
+    cols = positions - np.repeat(np.arange(0, m * n, n), counts)
+    return Sparse(scipy.sparse.csr_array((W.ravel()[positions], cols, indptr), shape=W.shape))
 
 
 @guarded_fit
@@ -131,9 +147,9 @@ def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: s
     if refit not in REFITS:
         raise ValueError(f"refit must be one of {REFITS}; got {refit!r}")
     block_size = check_positive_int(block_size, "block_size")
-    pruned = magnitude_prune(W, limit)
     if inputs is None or limit >= np.count_nonzero(W):
-        return Sparse(pruned)
+        return _largest_entries(W, limit)
+    pruned = magnitude_prune(W, limit)
     from structmat.approximators.data_aware import as_statistics
 
     norm = OutputNorm(W, as_statistics(inputs, W.shape[1]), ridge)
