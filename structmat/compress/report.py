@@ -116,13 +116,28 @@ class CompressionReport:
         families = ", ".join(f"{f} {n}" for f, n in t["families"].items())
         lines.append(f"budget {self.budget} ({self.measure}), allocation {self.allocation}; families: {families}; "
                      f"bytes {t['bytes_share']:.1%} of dense")
+        labels = self.speed_labels()
+        if labels:
+            lines.append("measured speed on the reference layer: " + "; ".join(
+                f"{f} {label.describe()}" for f, label in labels.items()))
         if self.seconds:
             lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
+    def speed_labels(self) -> dict:
+        """The shipped speed labels (:mod:`structmat.benchmarks.speed_labels`) of the structured families used:
+        time over dense at batch 1 on the EfficientNet-Lite0 classifier, C kernel and torch layer."""
+        from structmat.benchmarks.speed_labels import speed_labels
+
+        labels = speed_labels()
+        return {f: labels[f] for f in self.totals()["families"] if f != "dense" and f in labels}
+
     def to_json(self) -> dict:
+        labels = {f: {"c_ratio": label.c_ratio, "torch_ratio": label.torch_ratio, "matrix": label.matrix,
+                      "share": label.share, "cpu": label.cpu, "date": label.date}
+                  for f, label in self.speed_labels().items()}
         return {"budget": self.budget, "measure": self.measure, "allocation": self.allocation,
-                "totals": self.totals(), "seconds": self.seconds, "settings": self.settings,
+                "totals": self.totals(), "seconds": self.seconds, "settings": self.settings, "speed_labels": labels,
                 "layers": [r.to_dict() for r in self.layers]}
 
     def write(self, directory, stem: str = "compress") -> list[Path]:

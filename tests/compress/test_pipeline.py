@@ -130,6 +130,12 @@ def test_report_outputs(curve_cache, tmp_path, one_torch_thread):
     assert data["totals"]["nparams"] == report.nparams and len(data["layers"]) == len(report.layers) == 2
     assert paths[1].read_text().splitlines()[0].startswith("name,kind,family")
     assert paths[3].stat().st_size > 1000
+    from structmat.benchmarks.speed_labels import speed_labels
+
+    structured = {layer.family for layer in report.layers} - {"dense"}
+    assert structured and set(data["speed_labels"]) == structured & set(speed_labels())  # labels of the families used
+    for family in data["speed_labels"]:
+        assert f"{family} C " in report.to_text()
 
 
 def test_default_config_is_documented_and_valid():
