@@ -38,6 +38,18 @@ class CompilerError(RuntimeError):
     """No usable C compiler, or the C sources did not compile with the given flags."""
 
 
+def run_compiler(argv: list[str], what: str, *, timeout: float) -> None:
+    """Run one compiler command line; raise CompilerError naming ``what`` and the first error line on failure."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except OSError as exc:
+        raise CompilerError(f"could not run the C compiler {argv[0]!r}: {exc}") from exc
+    if result.returncode != 0:
+        lines = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] or result.stderr.splitlines()
+        first = lines[0].strip() if lines else f"exit status {result.returncode}"
+        raise CompilerError(f"compiling {what} failed: {first}")
+
+
 def default_cache_dir() -> Path:
     """``$STRUCTMAT_CACHE_DIR/speed_c``, else ``$XDG_CACHE_HOME/structmat/speed_c``, else ``~/.cache/...``."""
     if os.environ.get("STRUCTMAT_CACHE_DIR"):
@@ -126,14 +138,7 @@ def compile_driver(*, compiler=None, flags=None, cache_dir=None, force: bool = F
         c_files = [str(p) for p in sources if p.suffix == ".c"] + [str(tmp / "sm_registry.c")]
         argv = command + flags + ["-I", str(SOURCE_DIR)] + c_files + ["-o", str(out), "-lm"]
         logger.info("speed_c: compiling %s", " ".join(shlex.quote(a) for a in argv))
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        except OSError as exc:
-            raise CompilerError(f"could not run the C compiler {command[0]!r}: {exc}") from exc
-        if result.returncode != 0:
-            lines = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] or result.stderr.splitlines()
-            first = lines[0].strip() if lines else f"exit status {result.returncode}"
-            raise CompilerError(f"compiling the C driver with {' '.join(command + flags)} failed: {first}")
+        run_compiler(argv, f"the C driver with {' '.join(command + flags)}", timeout=600)
         info = {"compiler": command, "flags": flags, "kernels": names, "sources": [p.name for p in sources]}
         (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp / "build.json", target_dir / "build.json")

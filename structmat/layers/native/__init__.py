@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -38,7 +37,7 @@ _LIBRARY: dict = {}
 
 def _build(name: str) -> Path:
     """Compile ``<name>.c`` into a shared library (once) and return its path; raises CompilerError."""
-    from structmat.speed_c.build import CompilerError, _resolve_compiler, _split_flags, default_cache_dir
+    from structmat.speed_c.build import _resolve_compiler, _split_flags, default_cache_dir, run_compiler
 
     command, flags = _resolve_compiler(None), _split_flags(None)
     source = SOURCE_DIR / f"{name}.c"
@@ -54,14 +53,7 @@ def _build(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target_dir, prefix=".build-") as tmp:
         out = Path(tmp) / library.name
         argv = command + flags + ["-shared", "-fPIC", str(source), "-o", str(out)]
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        except OSError as exc:
-            raise CompilerError(f"could not run the C compiler {command[0]!r}: {exc}") from exc
-        if result.returncode != 0:
-            lines = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] or result.stderr.splitlines()
-            raise CompilerError(f"compiling {source.name} with {' '.join(command + flags)} failed: "
-                                f"{lines[0].strip() if lines else result.returncode}")
+        run_compiler(argv, f"{source.name} with {' '.join(command + flags)}", timeout=300)
         os.replace(out, library)
     return library
 
