@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import warnings
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +33,18 @@ logger = logging.getLogger(__name__)
 
 #: Idle seconds after which a pool worker exits; until then the next grid reuses it (no start-up, imports done).
 IDLE_SECONDS = 60
+
+
+#: loky's warning when a pool worker exits while tasks wait (see :func:`quiet_worker_restarts`).
+WORKER_STOPPED_WARNING = "A worker stopped while some jobs were given to the executor"
+
+
+def quiet_worker_restarts() -> None:
+    """Ignore loky's ``WORKER_STOPPED_WARNING``. loky gives it when a worker that reached its idle timeout exits just
+    as new tasks arrive, and starts a replacement itself; a worker that dies mid-task reaches
+    :func:`run_processes` as ``BrokenProcessPool`` and is handled there. The warning only alarmed users of
+    ``structmat demo``, which leaves the pool idle while it fine-tunes."""
+    warnings.filterwarnings("ignore", message=WORKER_STOPPED_WARNING, category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ def run_processes(items: Iterable[WorkItem], *, jobs: int, threads, time_limit,
     try:
         while pending or suspects or in_flight:
             if executor is None:
+                quiet_worker_restarts()
                 executor = get_reusable_executor(max_workers=jobs, env=thread_environment(threads),
                                                  timeout=IDLE_SECONDS)
             isolating = bool(suspects) or any(item.index in suspect_indices for item in in_flight.values())

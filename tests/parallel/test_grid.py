@@ -138,3 +138,16 @@ def test_matrices_travel_as_npz_bytes(rng):
     assert back.family == "lowrank" and np.array_equal(back.to_dense(), M.to_dense())
     with pytest.raises(TypeError, match="bytes of a .npz"):
         matrix_from_bytes("M.npz")
+
+
+def test_loky_idle_worker_restarts_do_not_warn_users():
+    import warnings
+
+    from structmat.parallel.local import WORKER_STOPPED_WARNING, quiet_worker_restarts
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_worker_restarts()
+        warnings.warn(WORKER_STOPPED_WARNING + ". This can be caused by a too short worker timeout.", UserWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["another warning"]
