@@ -195,6 +195,14 @@ def image_batches(backbone, dataset, indices, batch: int = 32) -> list:
     return out
 
 
+def top1_agreement(candidate, batches, reference) -> float:
+    """Share of the images in ``batches`` whose top-1 class under ``candidate`` (put in eval mode) is ``reference``'s."""
+    candidate.eval()
+    with torch.no_grad():
+        predicted = torch.cat([candidate(b).argmax(-1) for b in batches])
+    return float((predicted == reference).float().mean())
+
+
 def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank", "sparse", "dense"),
                                calibration: int = 512, held_out: int = 1000, distill_images: int = 2048,
                                image_size: int = 96, distill_seconds: float = 600.0,
@@ -220,10 +228,7 @@ def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lo
         reference = torch.cat([model(b).argmax(-1) for b in held_out_batches])
 
     def agreement(candidate) -> float:
-        candidate.eval()
-        with torch.no_grad():
-            predicted = torch.cat([candidate(b).argmax(-1) for b in held_out_batches])
-        return float((predicted == reference).float().mean())
+        return top1_agreement(candidate, held_out_batches, reference)
 
     settings = {"cache_dir": cache_dir, **(settings or {})}
     rows, small, report = _compare_variants("efficientnet_lite0", model, budget, calibration_batches, agreement,

@@ -139,7 +139,7 @@ def run_efficientnet(args) -> dict:
     import numpy as np
     import torch
 
-    from structmat.benchmarks.compress_models import image_batches
+    from structmat.benchmarks.compress_models import image_batches, top1_agreement
     from structmat.compress import compress_model, distill_model, save_compressed
     from structmat.features import efficientnet_lite0, mnist5k_dataset
     from structmat.finetune import split_indices
@@ -156,9 +156,7 @@ def run_efficientnet(args) -> dict:
         reference = torch.cat([model(b).argmax(-1) for b in held_out])
 
     def agreement(candidate) -> float:
-        candidate.eval()
-        with torch.no_grad():
-            return float((torch.cat([candidate(b).argmax(-1) for b in held_out]) == reference).float().mean())
+        return top1_agreement(candidate, held_out, reference)
 
     settings = {"sequential": args.sequential, "progress": False, "measure_latency": False,
                 "max_slowdown": None if args.max_slowdown == "none" else float(args.max_slowdown)}
