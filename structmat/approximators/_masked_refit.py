@@ -94,7 +94,8 @@ class _LowRankPlusDiagonal:
 
 
 def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.ndarray, steps: int, *,
-                    error: float | None = None, rank: int = PRECONDITIONER_RANK, product_dtype=np.float64):
+                    error: float | None = None, gradient: np.ndarray | None = None, rank: int = PRECONDITIONER_RANK,
+                    product_dtype=np.float64):
     """``steps`` preconditioned conjugate-gradient steps on every row's least squares on ``mask`` (module
     docstring), from ``values`` (zero off ``mask``).
 
@@ -107,6 +108,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     error : float, optional
         ``tr((W − values) H (W − values)ᵀ)`` when known (the sequential pruning's loss); then the residual at the
         start is computed in ``product_dtype`` too.
+    gradient : ndarray of shape (m, n), optional
+        ``(W − values) H`` when known (with ``error``; the sequential pruning gets it at half the cost of the product); overwritten.
     rank : int
         Directions of ``H`` the preconditioner keeps.
     product_dtype : numpy dtype
@@ -133,6 +136,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         if steps < 1 or not mask.any():
             return X, error
         R = R.astype(dtype, copy=False)
+    elif gradient is not None:
+        R = gradient.astype(dtype, copy=False)
     else:
         R = (W - X).astype(dtype) @ H_products
     support = mask.astype(dtype)

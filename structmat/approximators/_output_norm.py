@@ -49,6 +49,7 @@ class OutputNorm:
         self._WH = None
         self._energy = None
         self._inverse = None
+        self._inverse_factor = None
 
     @property
     def WH(self) -> np.ndarray:
@@ -74,11 +75,59 @@ class OutputNorm:
             if info == 0:
                 inverse, info = dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
-                raise ValueError("the input second moment is singular and ridge=0 (dead features, or fewer input "
-                                 "rows than features); pass ridge > 0 (as the defaults do) to fit sparse "
-                                 "matrices to these inputs")
+                raise _singular_error()
             self._inverse = inverse + np.tril(inverse, -1).T   # potrf/potri leave the upper triangle zero
         return self._inverse
+
+    @property
+    def inverse_factor(self) -> np.ndarray:
+        """``L⁻¹`` (lower triangular, Fortran order) of the Cholesky factorisation ``H = L Lᵀ``, so that ``H⁻¹ =
+        L⁻ᵀ L⁻¹`` (LAPACK ``potrf`` + ``trtri``, half the work of ``potri``'s explicit inverse; computed once)."""
+        if self._inverse_factor is None:
+            from scipy.linalg.lapack import dpotrf, dtrtri
+
+            factor = _cholesky_lower(self.H)
+            self._inverse_factor, info = dtrtri(factor, lower=1, overwrite_c=1)
+            if info != 0:
+                raise _singular_error()
+        return self._inverse_factor
+
+    def inverse_diagonal_blocks(self, width: int) -> np.ndarray:
+        """The diagonal of ``H⁻¹`` (``width`` 1, shape ``(n,)``), or its diagonal ``width × width`` blocks from
+        column 0 on (shape ``(⌈n / width⌉, width, width)``, a narrower last block padded with the identity): column
+        inner products of :attr:`inverse_factor`, or read from :attr:`inverse` when that is already computed."""
+        n = self.H.shape[0]
+        if self._inverse is not None:
+            return inverse_diagonal_blocks(self._inverse, width)
+        factor = self.inverse_factor
+        if width == 1:
+            return np.einsum("ij,ij->j", factor, factor)
+        starts = np.arange(0, n, width)
+        blocks = np.zeros((len(starts), width, width))
+        for g, start in enumerate(starts):
+            part = factor[start:, start:start + width]         # L⁻¹ is lower triangular: rows above are zero
+            w = part.shape[1]
+            blocks[g, :w, :w] = part.T @ part
+            blocks[g, np.arange(w, width), np.arange(w, width)] = 1.0
+        return blocks
+
+    def permuted_inverse_factors(self, columns: np.ndarray, dtype=np.float64, *, with_inverse: bool = False):
+        """The upper Cholesky factor ``U`` of ``H⁻¹`` with rows and columns in the order ``columns`` (``P H⁻¹ Pᵀ =
+        Uᵀ U``), and ``U⁻¹`` when ``with_inverse``, both Fortran-ordered in ``dtype``.
+
+        Without forming ``H⁻¹``: with ``J`` the order reversal, ``J P H Pᵀ J = L Lᵀ`` (lower Cholesky) gives ``P H Pᵀ
+        = (J L J)(J L J)ᵀ`` with ``J L J`` upper triangular, hence ``U = J L⁻¹ J`` and ``U⁻¹ = J L J``: one
+        ``potrf`` and one ``trtri`` (the explicit inverse and its Cholesky factorisation cost twice as much).
+        """
+        from scipy.linalg.lapack import dtrtri
+
+        reverse = np.asarray(columns)[::-1]
+        factor = _cholesky_lower(self.H.take(reverse, axis=0).take(reverse, axis=1), overwrite=True)
+        inverse, info = dtrtri(factor, lower=1, overwrite_c=0)
+        if info != 0:
+            raise _singular_error()
+        U = np.asfortranarray(inverse[::-1, ::-1], dtype=dtype)
+        return U, (np.asfortranarray(factor[::-1, ::-1], dtype=dtype) if with_inverse else None)
 
     def squared_error(self, M) -> float:
         """``tr((W − M) H (W − M)ᵀ)`` for a dense array or a StructuredMatrix ``M`` (one product with ``H``)."""
@@ -89,14 +138,15 @@ class OutputNorm:
         """Whether ``tr((W − M) H (W − M)ᵀ) > error`` (or, with ``regularized=False``, the same with ``C`` for
         ``H``: the error on the fitting rows).
 
-        Every row adds a non-negative term, so the rows of largest diagonal part ``Σ_j D_ij² H_jj`` (an eighth of
-        them) are scored first and often settle it; all rows are scored only when they do not. For a candidate far
-        worse than ``error``, this costs an eighth of :meth:`squared_error`.
+        Every row adds a non-negative term, so the rows of largest diagonal part ``Σ_j D_ij² H_jj`` (a 64th of them,
+        then an eighth) are scored first and often settle it; all rows are scored only when they do not. For a
+        candidate far worse than ``error``, this costs a 64th of :meth:`squared_error`.
         """
         D = self.W - (M if isinstance(M, np.ndarray) else M.to_dense())
         shift = 0.0 if regularized else self.shift
-        first = np.argsort(-(D * D) @ np.diag(self.H), kind="stable")[:max(1, -(-D.shape[0] // 8))]
-        for rows in (np.sort(first), slice(None)):
+        m = D.shape[0]
+        first = np.argsort(-(D * D) @ np.diag(self.H), kind="stable")
+        for rows in (np.sort(first[:-(-m // 64)]), np.sort(first[:-(-m // 8)]), slice(None)):
             part = D[rows]
             total = float(np.einsum("ij,ij->", part @ self.H, part)) - shift * float(np.einsum("ij,ij->", part, part))
             if total > error:
@@ -109,3 +159,34 @@ class OutputNorm:
         if self.energy == 0.0:
             return 0.0 if residual == 0.0 else float("inf")
         return residual / self.energy
+
+
+def _singular_error() -> ValueError:
+    return ValueError("the input second moment is singular and ridge=0 (dead features, or fewer input rows than "
+                      "features); pass ridge > 0 (as the defaults do) to fit sparse matrices to these inputs")
+
+
+def _cholesky_lower(A: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
+    """The lower Cholesky factor (Fortran order) of the symmetric C-ordered ``A`` (LAPACK reads its transpose, the
+    same matrix; with ``overwrite`` in place, without a copy)."""
+    from scipy.linalg.lapack import dpotrf
+
+    factor, info = dpotrf(A.T, lower=1, overwrite_a=int(overwrite))
+    if info != 0:
+        raise _singular_error()
+    return factor
+
+
+def inverse_diagonal_blocks(inverse: np.ndarray, width: int) -> np.ndarray:
+    """The diagonal (``width`` 1) or the diagonal ``width × width`` blocks of an explicit ``H⁻¹``, as
+    :meth:`OutputNorm.inverse_diagonal_blocks`."""
+    n = inverse.shape[0]
+    if width == 1:
+        return np.diag(inverse).copy()
+    starts = np.arange(0, n, width)
+    blocks = np.zeros((len(starts), width, width))
+    for g, start in enumerate(starts):
+        w = min(width, n - start)
+        blocks[g, :w, :w] = inverse[start:start + w, start:start + w]
+        blocks[g, np.arange(w, width), np.arange(w, width)] = 1.0
+    return blocks

@@ -22,13 +22,16 @@ free, which were optimal for the frozen ones), so the output error of the result
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.linalg
 
 from structmat.approximators._obs_kernels import prune_block
+from structmat.approximators._output_norm import inverse_diagonal_blocks
 from structmat.approximators.palm4msa import Constraint
 
-__all__ = ["sequential_prune", "expand_groups"]
+__all__ = ["sequential_prune", "expand_groups", "Pruning", "ExplicitInverse"]
 
 
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
@@ -52,32 +55,38 @@ def _row_group_sums(scores: np.ndarray, br: int) -> np.ndarray:
     return scores if br == 1 else np.add.reduceat(scores, np.arange(0, scores.shape[0], br), axis=0)
 
 
-def _diagonal_blocks(A: np.ndarray, starts: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
-    """``A``'s diagonal blocks at ``starts`` (``len(starts) × bc × bc``), a narrower one padded with the identity."""
-    blocks = np.zeros((len(starts), bc, bc))
-    for g, (s, w) in enumerate(zip(starts, widths)):
-        blocks[g, :w, :w] = A[s:s + w, s:s + w]
-        blocks[g, np.arange(w, bc), np.arange(w, bc)] = 1.0
-    return blocks
-
-
 def _quadratic_forms(part: np.ndarray, matrices: np.ndarray, bc: int) -> np.ndarray:
     """``part[:, g] M_g part[:, g]ᵀ`` per row and group of ``bc`` consecutive columns (part: m × G·bc)."""
     grouped = part.reshape(part.shape[0], -1, bc).transpose(1, 0, 2)          # G × m × bc
     return np.einsum("gmj,gmj->mg", grouped @ matrices, grouped)
 
 
-def _global_saliency(W: np.ndarray, H_inverse: np.ndarray, group_shape) -> np.ndarray:
+def _global_saliency(W: np.ndarray, inverse, group_shape) -> np.ndarray:
     """``Σ_{i ∈ I} w_iJ [(H⁻¹)_JJ]⁻¹ w_iJᵀ`` on the grid of groups (step 1)."""
     (m, n), (br, bc) = W.shape, group_shape
     if bc == 1:
-        return _row_group_sums(W * W / np.diag(H_inverse), br)
-    starts = np.arange(0, n, bc)
-    widths = np.minimum(bc, n - starts)
-    precision = np.linalg.inv(_diagonal_blocks(H_inverse, starts, widths, bc))
-    padded = np.zeros((m, len(starts) * bc))
+        return _row_group_sums(W * W / inverse.inverse_diagonal_blocks(1), br)
+    precision = np.linalg.inv(inverse.inverse_diagonal_blocks(bc))
+    padded = np.zeros((m, precision.shape[0] * bc))
     padded[:, :n] = W
     return _row_group_sums(_quadratic_forms(padded, precision, bc), br)
+
+
+class ExplicitInverse:
+    """An explicit ``H⁻¹`` with the two methods :func:`sequential_prune` asks of an
+    :class:`~structmat.approximators._output_norm.OutputNorm` (which gets the same without forming ``H⁻¹``)."""
+
+    def __init__(self, inverse: np.ndarray) -> None:
+        self.inverse = inverse
+
+    def inverse_diagonal_blocks(self, width: int) -> np.ndarray:
+        return inverse_diagonal_blocks(self.inverse, width)
+
+    def permuted_inverse_factors(self, columns: np.ndarray, dtype=np.float64, *, with_inverse: bool = False):
+        U = scipy.linalg.cholesky(self.inverse.take(columns, axis=0).take(columns, axis=1), lower=False,
+                                  check_finite=False)
+        U_inverse = scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False) if with_inverse else None
+        return np.asfortranarray(U, dtype), (None if U_inverse is None else np.asfortranarray(U_inverse, dtype))
 
 
 def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
@@ -103,33 +112,51 @@ def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray
 KERNEL_WIDTH = 32
 
 
-def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray) -> np.ndarray:
-    """Prune ``block`` in place (entries off ``keep``) with the updates inside it; return the losses ``q``.
+def _subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
+    """``C -= A @ B`` in place for a Fortran-ordered ``C`` (BLAS ``gemm`` with ``β = 1``: no temporary)."""
+    from scipy.linalg import blas
+
+    gemm = blas.sgemm if C.dtype == np.float32 else blas.dgemm
+    gemm(-1.0, A, B, beta=1.0, c=C, overwrite_c=1)
+
+
+def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray, losses: np.ndarray) -> None:
+    """Prune the Fortran-ordered ``block`` in place (entries off ``keep``) with the updates inside it, writing the
+    losses ``q`` into the Fortran-ordered ``losses``.
 
     The same two-level blocking as SparseGPT's lazy updates, one level down: the kernel sweeps ``KERNEL_WIDTH``
     columns, then one product updates the block's later columns (short inner loops cost more than the product)."""
-    losses = np.empty_like(block)
     width = block.shape[1]
     for start in range(0, width, KERNEL_WIDTH):
         stop = min(start + KERNEL_WIDTH, width)
-        part, part_losses = np.ascontiguousarray(block[:, start:stop]), np.empty((block.shape[0], stop - start))
-        prune_block(part, np.ascontiguousarray(keep[:, start:stop]), np.ascontiguousarray(U_block[start:stop, start:stop]),
-                    part_losses)
-        block[:, start:stop], losses[:, start:stop] = part, part_losses
+        prune_block(block[:, start:stop], np.asfortranarray(keep[:, start:stop]),
+                    np.ascontiguousarray(U_block[start:stop, start:stop]), losses[:, start:stop])
         if stop < width:
-            block[:, stop:] -= part_losses @ U_block[start:stop, stop:]
-    return losses
+            _subtract_product(block[:, stop:], losses[:, start:stop], U_block[start:stop, stop:])
 
 
-def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_shape=(1, 1),
-                     block_size: int = 128):
+class Pruning(NamedTuple):
+    """What :func:`sequential_prune` returns."""
+
+    #: (m, n) float64, zero outside the kept groups: the kept weights after the updates.
+    values: np.ndarray
+    #: bool (⌈m/br⌉, ⌈n/bc⌉): the kept groups.
+    keep: np.ndarray
+    #: ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
+    loss: float
+    #: ``(W − values) H`` in the working dtype when asked for, else None.
+    gradient: np.ndarray | None
+
+
+def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), block_size: int = 128,
+                     dtype=np.float64, gradient: bool = False) -> Pruning:
     """Prune ``W`` to ``count`` groups of ``group_shape`` for the output error (module docstring).
 
     Parameters
     ----------
     W : ndarray of shape (m, n)
-    H_inverse : ndarray of shape (n, n)
-        The inverse of the (regularised, positive definite) input second moment ``H``.
+    inverse : OutputNorm or ndarray of shape (n, n)
+        The output norm of the (regularised, positive definite) input second moment ``H``, or ``H⁻¹`` itself.
     count : int
         Groups kept, ``0 <= count``; with ``count`` at least the grid's size nothing is pruned.
     group_shape : (int, int)
@@ -137,43 +164,60 @@ def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_
         last block row or column may be cut short.
     block_size : int
         Columns per lazy update (whole column groups, at least one).
+    dtype : numpy dtype
+        Of the weights, ``U`` and the updates while pruning (float32 halves the cost of the updates, the mask and
+        the loss barely move; the factorisations are always float64).
+    gradient : bool
+        Also return ``(W − values) H``: with ``Q`` the losses ``q`` (zero at kept entries) in the processing order,
+        ``W − values = Q U`` there and ``H = U⁻¹ U⁻ᵀ``, so it is ``Q U⁻ᵀ``, one triangular product (half the work
+        of a product with ``H``).
 
     Returns
     -------
-    values : ndarray of shape (m, n)
-        Zero outside the kept groups; the kept weights after the updates.
-    keep : bool ndarray of shape (⌈m/br⌉, ⌈n/bc⌉)
-        ``min(count, grid size)`` groups.
-    loss : float
-        ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
+    Pruning
+        ``values``, ``keep`` (``min(count, grid size)`` groups), ``loss`` and ``gradient``.
     """
+    if isinstance(inverse, np.ndarray):
+        inverse = ExplicitInverse(inverse)
     (m, n), (br, bc) = W.shape, group_shape
     starts = np.arange(0, n, bc)
     widths = np.minimum(bc, n - starts)
     grid = (-(-m // br), len(starts))
-    survivors = _top(_global_saliency(W, H_inverse, group_shape), count).sum(axis=0)
+    survivors = _top(_global_saliency(W, inverse, group_shape), count).sum(axis=0)
     order = np.argsort(survivors, kind="stable")              # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    Wp = W.take(columns, axis=1)
-    U = scipy.linalg.cholesky(H_inverse.take(columns, axis=0).take(columns, axis=1), lower=False, check_finite=False)
+    U, U_inverse = inverse.permuted_inverse_factors(columns, dtype, with_inverse=gradient)
+    Wp = np.asfortranarray(W.take(columns, axis=1), dtype=dtype)   # columns contiguous: in-place updates
+    Q = np.zeros_like(Wp)                                           # the losses q, Fortran-ordered too
     keep = np.zeros(grid, dtype=bool)
     per_block = max(1, block_size // bc)
     loss, start = 0.0, 0
     for first in range(0, grid[1], per_block):
         groups = order[first:first + per_block]
         stop = start + int(widths[groups].sum())
-        block = Wp[:, start:stop].copy()
-        U_block = U[start:stop, start:stop]
+        block, losses, U_block = Wp[:, start:stop], Q[:, start:stop], U[start:stop, start:stop]
         scores = _row_group_sums(_current_saliency(block, U_block, widths[groups], bc), br)
         kept = _top(scores, int(survivors[groups].sum()))
-        losses = _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block)
-        loss += float(np.einsum("ij,ij->", losses, losses))
-        Wp[:, start:stop] = block
+        _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block, losses)
+        loss += float(np.einsum("ij,ij->", losses, losses, dtype=np.float64))
         if stop < n:
-            Wp[:, stop:] -= losses @ U[start:stop, stop:]
+            _subtract_product(Wp[:, stop:], losses, U[start:stop, stop:])
         keep[:, groups] = kept
         start = stop
-    values = np.empty_like(Wp)
+    values = np.empty(W.shape)
     values[:, columns] = Wp
     values[~expand_groups(keep, group_shape, W.shape, widths)] = 0.0
-    return values, keep, loss
+    out = None
+    if gradient:
+        out = np.empty(W.shape, dtype=dtype)
+        out[:, columns] = _times_inverse_transpose(Q, U_inverse)
+    return Pruning(values, keep, loss, out)
+
+
+def _times_inverse_transpose(Q: np.ndarray, U_inverse: np.ndarray) -> np.ndarray:
+    """``Q U⁻ᵀ`` for a Fortran-ordered ``Q`` (overwritten) and the Fortran-ordered upper triangular ``U⁻¹`` (BLAS
+    ``trmm``)."""
+    from scipy.linalg import blas
+
+    trmm = blas.strmm if Q.dtype == np.float32 else blas.dtrmm
+    return trmm(1.0, U_inverse, Q, side=1, lower=0, trans_a=1, overwrite_b=1)

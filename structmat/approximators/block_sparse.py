@@ -169,9 +169,10 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RID
         if unit == "params" and _tiled_by_another(shape, [c[2] for c in candidates]):
             continue
         count = blocks_for_budget(W.shape, shape, limit, unit)
-        values, keep, loss = sequential_prune(W, norm.inverse, count, group_shape=shape)
+        dtype = product_dtype(W.shape)
+        values, keep, loss, gradient = sequential_prune(W, norm, count, group_shape=shape, dtype=dtype, gradient=True)
         values, error = masked_cg_refit(W, norm.H, values, expand_groups(keep, shape, W.shape), CG_REFIT_STEPS,
-                                        error=loss, product_dtype=product_dtype(W.shape))
+                                        error=loss, gradient=gradient, product_dtype=dtype)
         fitting = error - norm.shift * float(np.einsum("ij,ij->", W - values, W - values))
         M = BlockSparse.from_mask(values, shape, keep)
         logger.debug("fit_block_sparse: shape %s fitted to the inputs, output error² %.6g", shape, fitting)

@@ -161,7 +161,9 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
     """The dense array of the data-aware sparse fit (module docstring) in the output norm ``norm``, at most
     ``limit`` non-zeros; the better of it and magnitude pruning (``pruned``, computed when not given)."""
     W = norm.W
-    values, mask, loss = sequential_prune(W, norm.inverse, limit, block_size=block_size)
+    dtype = product_dtype(W.shape)
+    values, mask, loss, gradient = sequential_prune(W, norm, limit, block_size=block_size, dtype=dtype,
+                                                    gradient=refit in ("auto", "cg"))
     method = _refit_method(refit, mask)
     pruned = magnitude_prune(W, limit) if pruned is None else pruned
     if method == "exact":
@@ -169,7 +171,7 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
         error = error2 * norm.energy
     else:
         values, error = masked_cg_refit(W, norm.H, values, mask, CG_REFIT_STEPS if method == "cg" else 0,
-                                        error=loss, product_dtype=product_dtype(W.shape))
+                                        error=loss, gradient=gradient, product_dtype=dtype)
     worse = norm.exceeds(pruned, error)
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
     return values if worse else pruned
@@ -205,7 +207,7 @@ def obs_prune(W: np.ndarray, H_inverse: np.ndarray, k: int, *, block_size: int =
     mask : bool ndarray of shape (m, n)
         ``k`` entries.
     """
-    values, mask, _ = sequential_prune(W, H_inverse, k, block_size=block_size)
+    values, mask, _, _ = sequential_prune(W, H_inverse, k, block_size=block_size)
     return values, mask
 
 

@@ -22,7 +22,7 @@ def test_loss_is_the_output_error_of_the_pruned_values(rng, group_shape):
     br, bc = group_shape
     grid = (-(-11 // br), -(-23 // bc))
     count = grid[0] * grid[1] // 3
-    values, keep, loss = sequential_prune(norm.W, norm.inverse, count, group_shape=group_shape, block_size=8)
+    values, keep, loss, _ = sequential_prune(norm.W, norm.inverse, count, group_shape=group_shape, block_size=8)
     assert keep.shape == grid and keep.sum() == count
     mask = expand_groups(keep, group_shape, norm.W.shape)
     assert np.all(values[~mask] == 0.0)
@@ -31,7 +31,7 @@ def test_loss_is_the_output_error_of_the_pruned_values(rng, group_shape):
 
 def test_whole_groups_are_kept_or_pruned(rng):
     norm = _norm(rng, 8, 16)
-    values, keep, _ = sequential_prune(norm.W, norm.inverse, 6, group_shape=(2, 4))
+    values, keep, _, _ = sequential_prune(norm.W, norm.inverse, 6, group_shape=(2, 4))
     blocks = (values != 0).reshape(4, 2, 4, 4).any(axis=(1, 3))
     assert np.array_equal(blocks, keep)
 
@@ -39,7 +39,7 @@ def test_whole_groups_are_kept_or_pruned(rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cg_refit_lowers_the_error_it_reports_and_converges_to_least_squares(rng, dtype):
     norm = _norm(rng, 30, 200)        # n > 4 (rank + 8): the top eigenpairs by subspace iteration
-    values, mask, loss = sequential_prune(norm.W, norm.inverse, 2000)
+    values, mask, loss, _ = sequential_prune(norm.W, norm.inverse, 2000)
     exact, exact_error2 = refit_on_mask(norm, mask)
     previous = loss
     for steps in (1, 2, 4):
