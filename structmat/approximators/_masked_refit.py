@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from structmat.approximators._masked_refit_kernels import cholesky_solve_rows
+
 __all__ = ["top_eigenpairs", "masked_cg_refit", "product_dtype", "PRECONDITIONER_RANK"]
 
 #: Directions of ``H`` the preconditioner keeps (the rest is diagonal).
@@ -75,18 +77,26 @@ class _LowRankPlusDiagonal:
         d_inverse = 1.0 / np.maximum(rest, max(floor, np.finfo(float).tiny))
         r = lam.size
         upper = np.triu_indices(r)
+        packed = np.empty((r, r), dtype=np.intp)          # (a, b) → the packed column of V_a V_b
+        packed[upper] = packed.T[upper] = np.arange(len(upper[0]))
         products = (support * d_inverse.astype(dtype)) @ (V[:, upper[0]] * V[:, upper[1]]).astype(dtype)
-        inner = np.zeros((support.shape[0], r, r))
-        inner[:, upper[0], upper[1]] = products            # V_Sᵀ D_S⁻¹ V_S, packed
-        inner[:, upper[1], upper[0]] = products
+        inner = products.astype(np.float64).take(packed.ravel(), axis=1).reshape(-1, r, r)   # V_Sᵀ D_S⁻¹ V_S
         inner[:, np.arange(r), np.arange(r)] += 1.0 / lam
-        self.inner_inverse = (np.linalg.inv(inner) if r else inner).astype(dtype)
+        try:
+            self.inner_factors, self.inner_inverse = np.linalg.cholesky(inner), None
+        except np.linalg.LinAlgError:                     # indefinite in rounding: an explicit inverse instead
+            self.inner_factors, self.inner_inverse = None, np.linalg.inv(inner)
         self.d_inverse, self.V, self.support = d_inverse.astype(dtype), V.astype(dtype), support
 
     def __call__(self, R: np.ndarray) -> np.ndarray:
         Y = R * self.d_inverse
         if self.V.shape[1]:
-            correction = np.einsum("mab,mb->ma", self.inner_inverse, Y @ self.V) @ self.V.T
+            projected = (Y @ self.V).astype(np.float64)
+            if self.inner_factors is not None:
+                cholesky_solve_rows(self.inner_factors, projected)
+            else:
+                projected = np.einsum("mab,mb->ma", self.inner_inverse, projected)
+            correction = projected.astype(Y.dtype) @ self.V.T
             correction *= self.support
             correction *= self.d_inverse
             Y -= correction

@@ -12,7 +12,10 @@ import numpy as np
 
 from structmat.statistics import InputStatistics
 
-__all__ = ["OutputNorm"]
+__all__ = ["OutputNorm", "ORDERING_SHIFT"]
+
+#: Relative shift of the float32 factorisation behind :meth:`OutputNorm.ordering_diagonal_blocks`.
+ORDERING_SHIFT = 1e-4
 
 
 class OutputNorm:
@@ -96,24 +99,29 @@ class OutputNorm:
         """The diagonal of ``H⁻¹`` (``width`` 1, shape ``(n,)``), or its diagonal ``width × width`` blocks from
         column 0 on (shape ``(⌈n / width⌉, width, width)``, a narrower last block padded with the identity): column
         inner products of :attr:`inverse_factor`, or read from :attr:`inverse` when that is already computed."""
-        n = self.H.shape[0]
         if self._inverse is not None:
             return inverse_diagonal_blocks(self._inverse, width)
-        factor = self.inverse_factor
-        if width == 1:
-            return np.einsum("ij,ij->j", factor, factor)
-        starts = np.arange(0, n, width)
-        blocks = np.zeros((len(starts), width, width))
-        for g, start in enumerate(starts):
-            part = factor[start:, start:start + width]         # L⁻¹ is lower triangular: rows above are zero
-            w = part.shape[1]
-            blocks[g, :w, :w] = part.T @ part
-            blocks[g, np.arange(w, width), np.arange(w, width)] = 1.0
-        return blocks
+        return factor_diagonal_blocks(self.inverse_factor, width)
 
-    def permuted_inverse_factors(self, columns: np.ndarray, dtype=np.float64, *, with_inverse: bool = False):
+    def ordering_diagonal_blocks(self, width: int) -> np.ndarray:
+        """:meth:`inverse_diagonal_blocks` approximated for ordering columns: from a float32 Cholesky factorisation
+        of ``H + δ I``, ``δ = ORDERING_SHIFT · mean(diag H)`` (a quarter of the exact work; the shift keeps float32
+        factorisations of inputs with condition numbers around 1e9 stable); the exact blocks if it fails. Always
+        the same for the same ``H``, whatever was computed before."""
+        from scipy.linalg.lapack import spotrf, strtri
+
+        shifted = self.H.astype(np.float32)
+        shifted[np.diag_indices_from(shifted)] += np.float32(ORDERING_SHIFT * float(np.mean(np.diag(self.H))))
+        factor, info = spotrf(shifted.T, lower=1, overwrite_a=1)
+        if info == 0:
+            factor, info = strtri(factor, lower=1, overwrite_c=1)
+        if info != 0 or not np.all(np.isfinite(factor)):
+            return self.inverse_diagonal_blocks(width)
+        return factor_diagonal_blocks(factor, width)
+
+    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False):
         """The upper Cholesky factor ``U`` of ``H⁻¹`` with rows and columns in the order ``columns`` (``P H⁻¹ Pᵀ =
-        Uᵀ U``), and ``U⁻¹`` when ``with_inverse``, both Fortran-ordered in ``dtype``.
+        Uᵀ U``), and ``U⁻¹`` when ``with_inverse`` (else None): float64 views with reversed strides.
 
         Without forming ``H⁻¹``: with ``J`` the order reversal, ``J P H Pᵀ J = L Lᵀ`` (lower Cholesky) gives ``P H Pᵀ
         = (J L J)(J L J)ᵀ`` with ``J L J`` upper triangular, hence ``U = J L⁻¹ J`` and ``U⁻¹ = J L J``: one
@@ -126,8 +134,7 @@ class OutputNorm:
         inverse, info = dtrtri(factor, lower=1, overwrite_c=0)
         if info != 0:
             raise _singular_error()
-        U = np.asfortranarray(inverse[::-1, ::-1], dtype=dtype)
-        return U, (np.asfortranarray(factor[::-1, ::-1], dtype=dtype) if with_inverse else None)
+        return inverse[::-1, ::-1], (factor[::-1, ::-1] if with_inverse else None)
 
     def squared_error(self, M) -> float:
         """``tr((W − M) H (W − M)ᵀ)`` for a dense array or a StructuredMatrix ``M`` (one product with ``H``)."""
@@ -175,6 +182,24 @@ def _cholesky_lower(A: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     if info != 0:
         raise _singular_error()
     return factor
+
+
+def factor_diagonal_blocks(factor: np.ndarray, width: int, widths=None) -> np.ndarray:
+    """The diagonal (``width`` 1) or the diagonal ``width × width`` blocks of ``Fᵀ F`` for a triangular ``F``: the
+    inner products of its columns, in groups of ``widths`` columns (default ``width`` each, the last one cut short),
+    narrower groups padded with the identity."""
+    n = factor.shape[1]
+    if width == 1:
+        return np.einsum("ij,ij->j", factor, factor, dtype=np.float64)
+    widths = np.minimum(width, n - np.arange(0, n, width)) if widths is None else widths
+    blocks = np.zeros((len(widths), width, width))
+    start = 0
+    for g, w in enumerate(widths):
+        part = factor[:, start:start + w].astype(np.float64)
+        blocks[g, :w, :w] = part.T @ part
+        blocks[g, np.arange(w, width), np.arange(w, width)] = 1.0
+        start += w
+    return blocks
 
 
 def inverse_diagonal_blocks(inverse: np.ndarray, width: int) -> np.ndarray:

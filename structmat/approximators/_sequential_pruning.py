@@ -28,7 +28,7 @@ import numpy as np
 import scipy.linalg
 
 from structmat.approximators._obs_kernels import prune_block
-from structmat.approximators._output_norm import inverse_diagonal_blocks
+from structmat.approximators._output_norm import factor_diagonal_blocks, inverse_diagonal_blocks
 from structmat.approximators.palm4msa import Constraint
 
 __all__ = ["sequential_prune", "expand_groups", "Pruning", "ExplicitInverse"]
@@ -61,12 +61,13 @@ def _quadratic_forms(part: np.ndarray, matrices: np.ndarray, bc: int) -> np.ndar
     return np.einsum("gmj,gmj->mg", grouped @ matrices, grouped)
 
 
-def _global_saliency(W: np.ndarray, inverse, group_shape) -> np.ndarray:
-    """``Σ_{i ∈ I} w_iJ [(H⁻¹)_JJ]⁻¹ w_iJᵀ`` on the grid of groups (step 1)."""
+def _global_saliency(W: np.ndarray, blocks: np.ndarray, group_shape) -> np.ndarray:
+    """``Σ_{i ∈ I} w_iJ [(H⁻¹)_JJ]⁻¹ w_iJᵀ`` on the grid of groups (step 1), from the diagonal (``bc`` 1) or the
+    diagonal blocks of ``H⁻¹``."""
     (m, n), (br, bc) = W.shape, group_shape
     if bc == 1:
-        return _row_group_sums(W * W / inverse.inverse_diagonal_blocks(1), br)
-    precision = np.linalg.inv(inverse.inverse_diagonal_blocks(bc))
+        return _row_group_sums(W * W / blocks, br)
+    precision = np.linalg.inv(blocks)
     padded = np.zeros((m, precision.shape[0] * bc))
     padded[:, :n] = W
     return _row_group_sums(_quadratic_forms(padded, precision, bc), br)
@@ -79,14 +80,13 @@ class ExplicitInverse:
     def __init__(self, inverse: np.ndarray) -> None:
         self.inverse = inverse
 
-    def inverse_diagonal_blocks(self, width: int) -> np.ndarray:
+    def ordering_diagonal_blocks(self, width: int) -> np.ndarray:
         return inverse_diagonal_blocks(self.inverse, width)
 
-    def permuted_inverse_factors(self, columns: np.ndarray, dtype=np.float64, *, with_inverse: bool = False):
+    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False):
         U = scipy.linalg.cholesky(self.inverse.take(columns, axis=0).take(columns, axis=1), lower=False,
                                   check_finite=False)
-        U_inverse = scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False) if with_inverse else None
-        return np.asfortranarray(U, dtype), (None if U_inverse is None else np.asfortranarray(U_inverse, dtype))
+        return U, (scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False) if with_inverse else None)
 
 
 def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
@@ -183,11 +183,16 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
     starts = np.arange(0, n, bc)
     widths = np.minimum(bc, n - starts)
     grid = (-(-m // br), len(starts))
-    survivors = _top(_global_saliency(W, inverse, group_shape), count).sum(axis=0)
-    order = np.argsort(survivors, kind="stable")              # the most pruned column groups first
+    estimate = _top(_global_saliency(W, inverse.ordering_diagonal_blocks(bc), group_shape), count).sum(axis=0)
+    order = np.argsort(estimate, kind="stable")               # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    U, U_inverse = inverse.permuted_inverse_factors(columns, dtype, with_inverse=gradient)
-    Wp = np.asfortranarray(W.take(columns, axis=1), dtype=dtype)   # columns contiguous: in-place updates
+    U, U_inverse = inverse.permuted_inverse_factors(columns, with_inverse=gradient)
+    blocks = np.empty((len(starts),) + ((bc, bc) if bc > 1 else ()))
+    blocks[order] = factor_diagonal_blocks(U, bc, widths[order])      # exact, from U: the diagonal of UᵀU
+    survivors = _top(_global_saliency(W, blocks, group_shape), count).sum(axis=0)
+    U = np.asfortranarray(U, dtype)
+    U_inverse = None if U_inverse is None else np.asfortranarray(U_inverse, dtype)
+    Wp = W.T.astype(dtype).take(columns, axis=0).T       # Fortran order, columns contiguous: in-place updates
     Q = np.zeros_like(Wp)                                           # the losses q, Fortran-ordered too
     keep = np.zeros(grid, dtype=bool)
     per_block = max(1, block_size // bc)
@@ -204,13 +209,11 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
             _subtract_product(Wp[:, stop:], losses, U[start:stop, stop:])
         keep[:, groups] = kept
         start = stop
-    values = np.empty(W.shape)
-    values[:, columns] = Wp
-    values[~expand_groups(keep, group_shape, W.shape, widths)] = 0.0
+    restore = np.argsort(columns)                        # the kernel left exact zeros at the pruned entries
+    values = np.ascontiguousarray(Wp.T.take(restore, axis=0).T, dtype=np.float64)
     out = None
     if gradient:
-        out = np.empty(W.shape, dtype=dtype)
-        out[:, columns] = _times_inverse_transpose(Q, U_inverse)
+        out = np.ascontiguousarray(_times_inverse_transpose(Q, U_inverse).T.take(restore, axis=0).T)
     return Pruning(values, keep, loss, out)
 
 
