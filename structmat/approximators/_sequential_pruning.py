@@ -83,7 +83,7 @@ class ExplicitInverse:
     def ordering_diagonal_blocks(self, width: int) -> np.ndarray:
         return inverse_diagonal_blocks(self.inverse, width)
 
-    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False):
+    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False, dtype=np.float64):
         U = scipy.linalg.cholesky(self.inverse.take(columns, axis=0).take(columns, axis=1), lower=False,
                                   check_finite=False)
         return U, (scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False) if with_inverse else None)
@@ -186,7 +186,7 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
     estimate = _top(_global_saliency(W, inverse.ordering_diagonal_blocks(bc), group_shape), count).sum(axis=0)
     order = np.argsort(estimate, kind="stable")               # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    U, U_inverse = inverse.permuted_inverse_factors(columns, with_inverse=gradient)
+    U, U_inverse = inverse.permuted_inverse_factors(columns, with_inverse=gradient, dtype=dtype)
     blocks = np.empty((len(starts),) + ((bc, bc) if bc > 1 else ()))
     blocks[order] = factor_diagonal_blocks(U, bc, widths[order])      # exact, from U: the diagonal of UᵀU
     survivors = _top(_global_saliency(W, blocks, group_shape), count).sum(axis=0)

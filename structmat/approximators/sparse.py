@@ -170,7 +170,7 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
         values, error2 = refit_on_mask(norm, mask)
         error = error2 * norm.energy
     else:
-        values, error = masked_cg_refit(W, norm.H, values, mask, CG_REFIT_STEPS if method == "cg" else 0,
+        values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS if method == "cg" else 0,
                                         error=loss, gradient=gradient, product_dtype=dtype)
     worse = norm.exceeds(pruned, error)
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
