@@ -65,13 +65,14 @@ class _LowRankPlusDiagonal:
     """Per row, ``(V_S Λ V_Sᵀ + D_S)⁻¹`` applied to a residual that is zero off the row's support ``S`` (module
     docstring); ``support`` is the 0/1 mask and ``H_products`` ``H`` in the dtype everything is applied in."""
 
-    def __init__(self, H: np.ndarray, support: np.ndarray, rank: int, H_products: np.ndarray) -> None:
+    def __init__(self, H: np.ndarray, support: np.ndarray, rank: int, H_products: np.ndarray,
+                 group_width: int = 1) -> None:
         dtype = H_products.dtype
         lam, V = top_eigenpairs(H_products, rank)
         lam, V = lam.astype(np.float64), V.astype(np.float64)
         keep = lam > 0
         lam, V = lam[keep], V[:, keep]
-        diagonal = np.diag(H)
+        diagonal = np.diag(H).astype(np.float64)
         rest = diagonal - np.einsum("ja,a,ja->j", V, lam, V)
         floor = 1e-6 * float(diagonal.mean())
         d_inverse = 1.0 / np.maximum(rest, max(floor, np.finfo(float).tiny))
@@ -79,7 +80,12 @@ class _LowRankPlusDiagonal:
         upper = np.triu_indices(r)
         packed = np.empty((r, r), dtype=np.intp)          # (a, b) → the packed column of V_a V_b
         packed[upper] = packed.T[upper] = np.arange(len(upper[0]))
-        products = (support * d_inverse.astype(dtype)) @ (V[:, upper[0]] * V[:, upper[1]]).astype(dtype)
+        weighted = (V[:, upper[0]] * V[:, upper[1]]) * d_inverse[:, None]    # d_j⁻¹ V_ja V_jb
+        if group_width > 1:          # the support is constant on groups of columns: sum each group's rows first
+            starts = np.arange(0, support.shape[1], group_width)
+            products = support[:, starts] @ np.add.reduceat(weighted, starts, axis=0).astype(dtype)
+        else:
+            products = support @ weighted.astype(dtype)
         inner = products.astype(np.float64).take(packed.ravel(), axis=1).reshape(-1, r, r)   # V_Sᵀ D_S⁻¹ V_S
         inner[:, np.arange(r), np.arange(r)] += 1.0 / lam
         try:
@@ -105,7 +111,7 @@ class _LowRankPlusDiagonal:
 
 def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.ndarray, steps: int, *,
                     error: float | None = None, gradient: np.ndarray | None = None, rank: int = PRECONDITIONER_RANK,
-                    product_dtype=np.float64):
+                    product_dtype=np.float64, group_width: int = 1):
     """``steps`` preconditioned conjugate-gradient steps on every row's least squares on ``mask`` (module
     docstring), from ``values`` (zero off ``mask``).
 
@@ -125,6 +131,9 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     product_dtype : numpy dtype
         Of the products with ``H`` and of the iteration's vectors (float32 halves their cost); the values and the
         error are accumulated in float64.
+    group_width : int
+        When every row of ``mask`` is constant on consecutive groups of this many columns (block sparsity), the
+        preconditioner is set up on the groups (``group_width`` times less work).
 
     Returns
     -------
@@ -152,24 +161,27 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         R = (W - X).astype(dtype) @ H_products
     support = mask.astype(dtype)
     R *= support
-    precondition = _LowRankPlusDiagonal(H, support, rank, H_products)
-    Z = precondition(R)
-    direction = Z
-    rz = np.einsum("ij,ij->i", R, Z).astype(np.float64)
+    precondition = _LowRankPlusDiagonal(H, support, rank, H_products, group_width)
+    direction = precondition(R)
+    rz = np.einsum("ij,ij->i", R, direction).astype(np.float64)
+    slope = rz                                    # ⟨R, direction⟩: the first direction is the preconditioned R
+    update = np.zeros_like(R)
     for step in range(steps):
         AD = direction @ H_products
-        AD *= support
-        curvature = np.einsum("ij,ij->i", direction, AD).astype(np.float64)
-        slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
+        curvature = np.einsum("ij,ij->i", direction, AD).astype(np.float64)    # direction is zero off the mask
         alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
         error += float(np.sum(alpha * (alpha * curvature - 2.0 * slope)))
-        X += alpha[:, None] * direction
+        update += alpha.astype(dtype)[:, None] * direction
         if step == steps - 1:
             break
+        AD *= support
         R -= alpha.astype(dtype)[:, None] * AD
         Z = precondition(R)
         rz_next = np.einsum("ij,ij->i", R, Z).astype(np.float64)
         beta = np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0)
-        direction = Z + beta.astype(dtype)[:, None] * direction
+        direction *= beta.astype(dtype)[:, None]
+        direction += Z
+        slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
         rz = rz_next
+    X += update
     return X, error

@@ -96,27 +96,23 @@ class OutputNorm:
                 raise _singular_error()
         return self._inverse_factor
 
-    def inverse_diagonal_blocks(self, width: int) -> np.ndarray:
+    def inverse_diagonal_blocks(self, width: int, dtype=np.float64) -> np.ndarray:
         """The diagonal of ``H⁻¹`` (``width`` 1, shape ``(n,)``), or its diagonal ``width × width`` blocks from
         column 0 on (shape ``(⌈n / width⌉, width, width)``, a narrower last block padded with the identity): column
-        inner products of :attr:`inverse_factor`, or read from :attr:`inverse` when that is already computed."""
+        inner products of :attr:`inverse_factor` (read from :attr:`inverse` when that is already computed), or with
+        ``dtype`` float32 of a float32 ``L⁻¹`` (a quarter of the float64 work; float64 when that fails). Always the
+        same for the same ``H`` and ``dtype``, whatever was computed before."""
+        if np.dtype(dtype) == np.float32:
+            from scipy.linalg.lapack import spotrf, strtri
+
+            factor, info = spotrf(self.H_as(np.float32).T, lower=1, overwrite_a=0)
+            if info == 0:
+                factor, info = strtri(factor, lower=1, overwrite_c=1)
+                if info == 0 and np.isfinite(factor).all():
+                    return factor_diagonal_blocks(factor, width)
         if self._inverse is not None:
             return inverse_diagonal_blocks(self._inverse, width)
         return factor_diagonal_blocks(self.inverse_factor, width)
-
-    def ordering_diagonal_blocks(self, width: int) -> np.ndarray:
-        """:meth:`inverse_diagonal_blocks` for ordering columns, from a float32 Cholesky factorisation of ``H``
-        (a quarter of the float64 work; on the EfficientNet-Lite0 classifier's inputs, condition number 7e8, the
-        order and the fits come out the same), or in float64 when that fails. Always the same for the same ``H``,
-        whatever was computed before."""
-        from scipy.linalg.lapack import spotrf, strtri
-
-        factor, info = spotrf(self.H_as(np.float32).T, lower=1, overwrite_a=0)
-        if info == 0:
-            factor, info = strtri(factor, lower=1, overwrite_c=1)
-        if info != 0 or not np.isfinite(factor).all():
-            return self.inverse_diagonal_blocks(width)
-        return factor_diagonal_blocks(factor, width)
 
     def H_as(self, dtype) -> np.ndarray:
         """``H`` in ``dtype`` (float32: a copy made once)."""
@@ -126,16 +122,15 @@ class OutputNorm:
             self._H32 = self.H.astype(np.float32)
         return self._H32
 
-    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False, dtype=np.float64):
-        """The upper Cholesky factor ``U`` of ``H⁻¹`` with rows and columns in the order ``columns`` (``P H⁻¹ Pᵀ =
-        Uᵀ U``), and ``U⁻¹`` when ``with_inverse`` (else None): views with reversed strides.
+    def permuted_factor(self, columns: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """``K = U⁻¹`` (upper triangular, Fortran order, ``dtype``) for the upper Cholesky factor ``U`` of ``H⁻¹``
+        with rows and columns in the order ``columns`` (``P H⁻¹ Pᵀ = Uᵀ U``, so ``P H Pᵀ = K Kᵀ``).
 
         Without forming ``H⁻¹``: with ``J`` the order reversal, ``J P H Pᵀ J = L Lᵀ`` (lower Cholesky) gives ``P H Pᵀ
-        = (J L J)(J L J)ᵀ`` with ``J L J`` upper triangular, hence ``U = J L⁻¹ J`` and ``U⁻¹ = J L J``: one
-        ``potrf`` and one ``trtri`` (the explicit inverse and its Cholesky factorisation cost twice as much).
-        With ``dtype`` float32 both run in float32, as SparseGPT's factorisations do (half the work; on the
-        EfficientNet-Lite0 classifier's inputs, condition number 7e8, the fits' output errors agree with float64's
-        to four digits), and in float64 when that fails.
+        = (J L J)(J L J)ᵀ`` with ``J L J`` upper triangular, hence ``K = J L J``: one ``potrf`` (the explicit inverse
+        and its Cholesky factorisation cost four times as much). With ``dtype`` float32 it runs in float32, as
+        SparseGPT's factorisations do (on the EfficientNet-Lite0 classifier's inputs, condition number 7e8, the
+        fits' output errors agree with float64's to four digits), and in float64 when that fails.
         """
         from scipy.linalg import lapack
 
@@ -143,15 +138,10 @@ class OutputNorm:
         if np.dtype(dtype) == np.float32:
             shuffled = self.H_as(np.float32).take(reverse, axis=0).take(reverse, axis=1)
             factor, info = lapack.spotrf(shuffled.T, lower=1, overwrite_a=1)
-            if info == 0:
-                inverse, info = lapack.strtri(factor, lower=1, overwrite_c=0)
-                if info == 0 and np.isfinite(inverse).all():
-                    return inverse[::-1, ::-1], (factor[::-1, ::-1] if with_inverse else None)
+            if info == 0 and np.isfinite(factor).all():
+                return np.asfortranarray(factor[::-1, ::-1])
         factor = _cholesky_lower(self.H.take(reverse, axis=0).take(reverse, axis=1), overwrite=True)
-        inverse, info = lapack.dtrtri(factor, lower=1, overwrite_c=0)
-        if info != 0:
-            raise _singular_error()
-        return inverse[::-1, ::-1], (factor[::-1, ::-1] if with_inverse else None)
+        return np.asfortranarray(factor[::-1, ::-1], dtype=dtype)
 
     def squared_error(self, M) -> float:
         """``tr((W − M) H (W − M)ᵀ)`` for a dense array or a StructuredMatrix ``M`` (one product with ``H``)."""

@@ -18,17 +18,29 @@ independent; groups of entries (``br × bc`` blocks, ``1 × 1`` for single entri
 Each pruning raises the objective by exactly ``q_j²`` (the removed weight's saliency among the columns still
 free, which were optimal for the frozen ones), so the output error of the result is ``Σ q_j²``: returned as
 ``loss`` without a product with ``H``. Deterministic: stable orders, ties to the earliest position.
+
+**Without ``U`` or ``H⁻¹``.** ``K = U⁻¹`` is upper triangular with ``P H Pᵀ = K Kᵀ``, so with ``J`` the order
+reversal ``K = J L J`` for the lower Cholesky factor ``L`` of ``J P H Pᵀ J`` (one ``potrf``; no explicit inverse, no
+triangular inversion of the whole factor). The removed part ``E = W − values`` satisfies ``E = Q U``, i.e. ``Q = E
+K`` with ``Q`` the losses (zero at kept entries). With ``P`` the columns processed so far and ``R`` the rest, ``U_PR
+= −K_PP⁻¹ K_PR K_RR⁻¹``, so the current weights of the rest are ``W_R − Q_P U_PR = W_R + T_R K_RR⁻¹`` with ``T_R =
+E_P K_PR``, and on the next lazy block ``B`` only its diagonal block is needed: ``W_B + T_B U_BB`` with ``U_BB =
+K_BB⁻¹`` (a ``block_size``-sized inversion). So the lazy updates accumulate ``T`` (``E_B K_B,later``, the same
+product as SparseGPT's ``Q_B U_B,later``), and inside a block the columns are pruned with ``U_BB`` as usual. The
+output gradient at the result is ``E H = Q U⁻ᵀ = Q Kᵀ``, one triangular product (half the work of a product with
+``H``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Callable, NamedTuple
 
 import numpy as np
 import scipy.linalg
 
 from structmat.approximators._obs_kernels import prune_block
-from structmat.approximators._output_norm import factor_diagonal_blocks, inverse_diagonal_blocks
+from structmat.approximators._output_norm import inverse_diagonal_blocks
 from structmat.approximators.palm4msa import Constraint
 
 __all__ = ["sequential_prune", "expand_groups", "Pruning", "ExplicitInverse"]
@@ -80,29 +92,23 @@ class ExplicitInverse:
     def __init__(self, inverse: np.ndarray) -> None:
         self.inverse = inverse
 
-    def ordering_diagonal_blocks(self, width: int) -> np.ndarray:
+    def inverse_diagonal_blocks(self, width: int, dtype=np.float64) -> np.ndarray:
         return inverse_diagonal_blocks(self.inverse, width)
 
-    def permuted_inverse_factors(self, columns: np.ndarray, *, with_inverse: bool = False, dtype=np.float64):
+    def permuted_factor(self, columns: np.ndarray, dtype=np.float64) -> np.ndarray:
         U = scipy.linalg.cholesky(self.inverse.take(columns, axis=0).take(columns, axis=1), lower=False,
                                   check_finite=False)
-        return U, (scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False) if with_inverse else None)
+        return np.asfortranarray(scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False), dtype)
 
 
-def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
-    """``‖w_J U_JJ⁻¹‖²`` per row and group of the lazy block (its groups' widths ``widths``, in order)."""
+def _current_saliency(block: np.ndarray, K_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
+    """``‖w_J U_JJ⁻¹‖² = ‖w_J K_JJ‖²`` per row and group of the lazy block (its groups' widths ``widths``)."""
     if bc == 1:
-        return (block / np.diag(U_block)) ** 2
-    if np.all(widths == bc):
-        G = len(widths)
-        diagonal = U_block.reshape(G, bc, G, bc)[np.arange(G), :, np.arange(G), :]
-        solved = block.reshape(block.shape[0], G, bc).transpose(1, 0, 2) @ np.linalg.inv(diagonal)
-        return np.einsum("gmj,gmj->mg", solved, solved)
+        return (block * np.diag(K_block)) ** 2
     out = np.empty((block.shape[0], len(widths)))
     start = 0
     for g, w in enumerate(widths):
-        inverse = scipy.linalg.solve_triangular(U_block[start:start + w, start:start + w], np.eye(w), lower=False)
-        solved = block[:, start:start + w] @ inverse
+        solved = block[:, start:start + w] @ K_block[start:start + w, start:start + w]
         out[:, g] = np.einsum("mj,mj->m", solved, solved)
         start += w
     return out
@@ -112,12 +118,12 @@ def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray
 KERNEL_WIDTH = 32
 
 
-def _subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
-    """``C -= A @ B`` in place for a Fortran-ordered ``C`` (BLAS ``gemm`` with ``β = 1``: no temporary)."""
+def _add_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
+    """``C += A @ B`` in place for a Fortran-ordered ``C`` (BLAS ``gemm`` with ``β = 1``: no temporary)."""
     from scipy.linalg import blas
 
     gemm = blas.sgemm if C.dtype == np.float32 else blas.dgemm
-    gemm(-1.0, A, B, beta=1.0, c=C, overwrite_c=1)
+    gemm(1.0, A, B, beta=1.0, c=C, overwrite_c=1)
 
 
 def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray, losses: np.ndarray) -> None:
@@ -129,10 +135,11 @@ def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray, 
     width = block.shape[1]
     for start in range(0, width, KERNEL_WIDTH):
         stop = min(start + KERNEL_WIDTH, width)
-        prune_block(block[:, start:stop], np.asfortranarray(keep[:, start:stop]),
-                    np.ascontiguousarray(U_block[start:stop, start:stop]), losses[:, start:stop])
+        part = slice(start, stop)
+        prune_block(block[:, part], np.asfortranarray(keep[:, part]), np.ascontiguousarray(U_block[part, part]),
+                    losses[:, part])
         if stop < width:
-            _subtract_product(block[:, stop:], losses[:, start:stop], U_block[start:stop, stop:])
+            _add_product(block[:, stop:], -losses[:, part], U_block[part, stop:])
 
 
 class Pruning(NamedTuple):
@@ -144,8 +151,8 @@ class Pruning(NamedTuple):
     keep: np.ndarray
     #: ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
     loss: float
-    #: ``(W − values) H`` in the working dtype when asked for, else None.
-    gradient: np.ndarray | None
+    #: Computes ``(W − values) H`` in the working dtype (once; only if asked for when pruning, else None).
+    gradient: Callable[[], np.ndarray] | None
 
 
 def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), block_size: int = 128,
@@ -165,12 +172,11 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
     block_size : int
         Columns per lazy update (whole column groups, at least one).
     dtype : numpy dtype
-        Of the weights, ``U`` and the updates while pruning (float32 halves the cost of the updates, the mask and
-        the loss barely move; the factorisations are always float64).
+        Of the factorisations, the weights and the updates (float32, as SparseGPT, halves their cost; an
+        :class:`~structmat.approximators._output_norm.OutputNorm` falls back on float64 when a float32
+        factorisation fails).
     gradient : bool
-        Also return ``(W − values) H``: with ``Q`` the losses ``q`` (zero at kept entries) in the processing order,
-        ``W − values = Q U`` there and ``H = U⁻¹ U⁻ᵀ``, so it is ``Q U⁻ᵀ``, one triangular product (half the work
-        of a product with ``H``).
+        Also offer ``(W − values) H = Q Kᵀ`` (module docstring), computed when called for.
 
     Returns
     -------
@@ -183,44 +189,57 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
     starts = np.arange(0, n, bc)
     widths = np.minimum(bc, n - starts)
     grid = (-(-m // br), len(starts))
-    estimate = _top(_global_saliency(W, inverse.ordering_diagonal_blocks(bc), group_shape), count).sum(axis=0)
-    order = np.argsort(estimate, kind="stable")               # the most pruned column groups first
+    survivors = _top(_global_saliency(W, inverse.inverse_diagonal_blocks(bc, dtype), group_shape), count).sum(axis=0)
+    order = np.argsort(survivors, kind="stable")              # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    U, U_inverse = inverse.permuted_inverse_factors(columns, with_inverse=gradient, dtype=dtype)
-    blocks = np.empty((len(starts),) + ((bc, bc) if bc > 1 else ()))
-    blocks[order] = factor_diagonal_blocks(U, bc, widths[order])      # exact, from U: the diagonal of UᵀU
-    survivors = _top(_global_saliency(W, blocks, group_shape), count).sum(axis=0)
-    U = np.asfortranarray(U, dtype)
-    U_inverse = None if U_inverse is None else np.asfortranarray(U_inverse, dtype)
-    Wp = W.T.astype(dtype).take(columns, axis=0).T       # Fortran order, columns contiguous: in-place updates
-    Q = np.zeros_like(Wp)                                           # the losses q, Fortran-ordered too
+    K = inverse.permuted_factor(columns, dtype)              # U⁻¹, Fortran-ordered
+    original = W.T.astype(dtype).take(columns, axis=0).T     # Fortran order, columns contiguous: in-place updates
+    T = np.zeros_like(original)                              # E_P K_P,rest, accumulated block by block
+    Q = np.zeros_like(original)                              # the losses q
+    current = np.empty_like(original)                        # the values, block by block
     keep = np.zeros(grid, dtype=bool)
     per_block = max(1, block_size // bc)
     loss, start = 0.0, 0
     for first in range(0, grid[1], per_block):
         groups = order[first:first + per_block]
         stop = start + int(widths[groups].sum())
-        block, losses, U_block = Wp[:, start:stop], Q[:, start:stop], U[start:stop, start:stop]
-        scores = _row_group_sums(_current_saliency(block, U_block, widths[groups], bc), br)
+        part = slice(start, stop)
+        U_block = _upper_inverse(K[part, part])
+        block = current[:, part]
+        block[...] = T[:, part] @ U_block
+        block += original[:, part]
+        scores = _row_group_sums(_current_saliency(block, K[part, part], widths[groups], bc), br)
         kept = _top(scores, int(survivors[groups].sum()))
-        _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block, losses)
-        loss += float(np.einsum("ij,ij->", losses, losses, dtype=np.float64))
+        _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block, Q[:, part])
+        loss += float(np.einsum("ij,ij->", Q[:, part], Q[:, part], dtype=np.float64))
         if stop < n:
-            _subtract_product(Wp[:, stop:], losses, U[start:stop, stop:])
+            _add_product(T[:, stop:], original[:, part] - block, K[part, stop:])
         keep[:, groups] = kept
         start = stop
     restore = np.argsort(columns)                        # the kernel left exact zeros at the pruned entries
-    values = np.ascontiguousarray(Wp.T.take(restore, axis=0).T, dtype=np.float64)
-    out = None
-    if gradient:
-        out = np.ascontiguousarray(_times_inverse_transpose(Q, U_inverse).T.take(restore, axis=0).T)
-    return Pruning(values, keep, loss, out)
+    values = np.ascontiguousarray(current.T.take(restore, axis=0).T, dtype=np.float64)
+
+    def residual_product() -> np.ndarray:
+        return np.ascontiguousarray(_times_transpose(Q, K).T.take(restore, axis=0).T)
+
+    return Pruning(values, keep, loss, functools.cache(residual_product) if gradient else None)
 
 
-def _times_inverse_transpose(Q: np.ndarray, U_inverse: np.ndarray) -> np.ndarray:
-    """``Q U⁻ᵀ`` for a Fortran-ordered ``Q`` (overwritten) and the Fortran-ordered upper triangular ``U⁻¹`` (BLAS
+def _upper_inverse(K_block: np.ndarray) -> np.ndarray:
+    """The inverse of an upper triangular block (LAPACK ``trtri``), Fortran-ordered."""
+    from scipy.linalg import lapack
+
+    trtri = lapack.strtri if K_block.dtype == np.float32 else lapack.dtrtri
+    inverse, info = trtri(np.asfortranarray(K_block), lower=0)
+    if info != 0:
+        raise ValueError("the input second moment's Cholesky factor is singular; pass ridge > 0")
+    return inverse
+
+
+def _times_transpose(Q: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``Q Kᵀ`` for a Fortran-ordered ``Q`` (overwritten) and the Fortran-ordered upper triangular ``K`` (BLAS
     ``trmm``)."""
     from scipy.linalg import blas
 
     trmm = blas.strmm if Q.dtype == np.float32 else blas.dtrmm
-    return trmm(1.0, U_inverse, Q, side=1, lower=0, trans_a=1, overwrite_b=1)
+    return trmm(1.0, K, Q, side=1, lower=0, trans_a=1, overwrite_b=1)

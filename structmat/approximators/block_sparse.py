@@ -172,7 +172,7 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RID
         dtype = product_dtype(W.shape)
         values, keep, loss, gradient = sequential_prune(W, norm, count, group_shape=shape, dtype=dtype, gradient=True)
         values, error = masked_cg_refit(W, norm.H_as(dtype), values, expand_groups(keep, shape, W.shape), CG_REFIT_STEPS,
-                                        error=loss, gradient=gradient, product_dtype=dtype)
+                                        error=loss, gradient=gradient(), product_dtype=dtype, group_width=shape[1])
         fitting = error - norm.shift * float(np.einsum("ij,ij->", W - values, W - values))
         M = BlockSparse.from_mask(values, shape, keep)
         logger.debug("fit_block_sparse: shape %s fitted to the inputs, output error² %.6g", shape, fitting)

@@ -61,6 +61,8 @@ REFITS = ("auto", "exact", "cg", "none")
 EXACT_REFIT_MAX_WORK = 0.75
 #: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
 CG_REFIT_STEPS = 2
+#: Directions of ``H`` in the conjugate gradients' preconditioner (:mod:`~structmat.approximators._masked_refit`).
+CG_PRECONDITIONER_RANK = 32
 #: Columns per lazy update of the sequential pruning (SparseGPT uses 128).
 BLOCK_SIZE = 128
 
@@ -171,7 +173,8 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
         error = error2 * norm.energy
     else:
         values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS if method == "cg" else 0,
-                                        error=loss, gradient=gradient, product_dtype=dtype)
+                                        error=loss, gradient=gradient() if gradient else None, product_dtype=dtype,
+                                        rank=CG_PRECONDITIONER_RANK)
     worse = norm.exceeds(pruned, error)
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
     return values if worse else pruned
