@@ -66,9 +66,9 @@ class _LowRankPlusDiagonal:
     docstring); ``support`` is the 0/1 mask and ``H_products`` ``H`` in the dtype everything is applied in."""
 
     def __init__(self, H: np.ndarray, support: np.ndarray, rank: int, H_products: np.ndarray,
-                 group_width: int = 1) -> None:
+                 group_width: int = 1, eigenpairs=None, columns=None) -> None:
         dtype = H_products.dtype
-        lam, V = top_eigenpairs(H_products, rank)
+        lam, V = top_eigenpairs(H_products, rank) if eigenpairs is None else eigenpairs
         lam, V = lam.astype(np.float64), V.astype(np.float64)
         keep = lam > 0
         lam, V = lam[keep], V[:, keep]
@@ -76,6 +76,8 @@ class _LowRankPlusDiagonal:
         rest = diagonal - np.einsum("ja,a,ja->j", V, lam, V)
         floor = 1e-6 * float(diagonal.mean())
         d_inverse = 1.0 / np.maximum(rest, max(floor, np.finfo(float).tiny))
+        if columns is not None:                           # the support lives on these columns only
+            V, d_inverse = V[columns], d_inverse[columns]
         r = lam.size
         upper = np.triu_indices(r)
         packed = np.empty((r, r), dtype=np.intp)          # (a, b) → the packed column of V_a V_b
@@ -111,7 +113,7 @@ class _LowRankPlusDiagonal:
 
 def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.ndarray, steps: int, *,
                     error: float | None = None, gradient: np.ndarray | None = None, rank: int = PRECONDITIONER_RANK,
-                    product_dtype=np.float64, group_width: int = 1):
+                    product_dtype=np.float64, group_width: int = 1, eigenpairs=None):
     """``steps`` preconditioned conjugate-gradient steps on every row's least squares on ``mask`` (module
     docstring), from ``values`` (zero off ``mask``).
 
@@ -125,7 +127,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         ``tr((W − values) H (W − values)ᵀ)`` when known (the sequential pruning's loss); then the residual at the
         start is computed in ``product_dtype`` too.
     gradient : ndarray of shape (m, n), optional
-        ``(W − values) H`` when known (with ``error``; the sequential pruning gets it at half the cost of the product); overwritten.
+        ``(W − values) H`` when known (with ``error``; the sequential pruning gets it at half the cost of the
+        product); overwritten. Only its columns with an entry in ``mask`` are read.
     rank : int
         Directions of ``H`` the preconditioner keeps.
     product_dtype : numpy dtype
@@ -134,6 +137,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     group_width : int
         When every row of ``mask`` is constant on consecutive groups of this many columns (block sparsity), the
         preconditioner is set up on the groups (``group_width`` times less work).
+    eigenpairs : (ndarray, ndarray), optional
+        :func:`top_eigenpairs` of ``H`` in ``product_dtype`` at ``rank``, when already computed.
 
     Returns
     -------
@@ -159,9 +164,22 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         R = gradient.astype(dtype, copy=False)
     else:
         R = (W - X).astype(dtype) @ H_products
-    support = mask.astype(dtype)
+    active = np.flatnonzero(mask.any(axis=0))
+    columns = None
+    if active.size < 0.9 * mask.shape[1]:
+        # Fully pruned columns take no part: the direction is zero there and the residual is not read, so the
+        # products shrink to H restricted to the other columns (on trained weights and real inputs a third or more
+        # of the columns are pruned whole).
+        columns = active
+        H_restricted = H_products.take(active, axis=0).take(active, axis=1)
+        R = R.take(active, axis=1)
+        support = mask.take(active, axis=1).astype(dtype)
+    else:
+        H_restricted = H_products
+        support = mask.astype(dtype)
     R *= support
-    precondition = _LowRankPlusDiagonal(H, support, rank, H_products, group_width)
+    precondition = _LowRankPlusDiagonal(H, support, rank, H_products, group_width, eigenpairs, columns)
+    H_products = H_restricted
     direction = precondition(R)
     rz = np.einsum("ij,ij->i", R, direction).astype(np.float64)
     slope = rz                                    # ⟨R, direction⟩: the first direction is the preconditioned R
@@ -183,5 +201,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         direction += Z
         slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
         rz = rz_next
-    X += update
+    if columns is None:
+        X += update
+    else:
+        X[:, columns] += update
     return X, error

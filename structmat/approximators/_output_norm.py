@@ -54,6 +54,7 @@ class OutputNorm:
         self._inverse = None
         self._inverse_factor = None
         self._H32 = None
+        self._eigenpairs = {}
 
     @property
     def WH(self) -> np.ndarray:
@@ -148,16 +149,41 @@ class OutputNorm:
         D = self.W - (M if isinstance(M, np.ndarray) else M.to_dense())
         return max(float(np.einsum("ij,ij->", D @ self.H, D)), 0.0)
 
-    def exceeds(self, M, error: float, *, regularized: bool = True) -> bool:
+    def top_eigenpairs(self, rank: int, dtype=np.float64):
+        """Approximate top ``rank`` eigenpairs of ``H`` (:func:`~structmat.approximators._masked_refit.top_eigenpairs`
+        of ``H`` in ``dtype``), computed once per ``rank`` and ``dtype``."""
+        from structmat.approximators._masked_refit import top_eigenpairs
+
+        key = (int(rank), np.dtype(dtype).name)
+        if key not in self._eigenpairs:
+            self._eigenpairs[key] = top_eigenpairs(self.H_as(dtype), rank)
+        return self._eigenpairs[key]
+
+    def exceeds(self, M, error: float, *, regularized: bool = True, directions: np.ndarray | None = None) -> bool:
         """Whether ``tr((W − M) H (W − M)ᵀ) > error`` (or, with ``regularized=False``, the same with ``C`` for
         ``H``: the error on the fitting rows).
 
-        Every row adds a non-negative term, so the rows of largest diagonal part ``Σ_j D_ij² H_jj`` (a 64th of them,
-        then an eighth) are scored first and often settle it; all rows are scored only when they do not. For a
-        candidate far worse than ``error``, this costs a 64th of :meth:`squared_error`.
+        With ``directions`` (``n × r``, e.g. the top eigenvectors of ``H``) a lower bound comes first: for every row
+        ``d`` of ``D = W − M``, ``d H dᵀ ≥ (d H B)(Bᵀ H B)⁻¹(Bᵀ H dᵀ)`` for any ``B`` (the ``H``-norm of ``d``'s
+        ``H``-orthogonal projection on the span of ``B``; Cauchy-Schwarz), which costs two thin products. On the
+        EfficientNet-Lite0 classifier's inputs, 16 top directions hold 90-95 % of a plain sparse fit's output error,
+        enough to settle the comparison with a data-aware fit. Then, and without ``directions``, every row adds a
+        non-negative term, so the rows of largest diagonal part ``Σ_j D_ij² H_jj`` (a 64th of them, then an eighth)
+        are scored first and often settle it; all rows are scored only when they do not.
         """
         D = self.W - (M if isinstance(M, np.ndarray) else M.to_dense())
         shift = 0.0 if regularized else self.shift
+        if directions is not None:
+            B = np.asarray(directions, dtype=np.float64)
+            HB = self.H @ B
+            try:
+                factor = np.linalg.cholesky(B.T @ HB)
+                Y = np.linalg.solve(factor, (D @ HB).T)           # L⁻¹ Bᵀ H Dᵀ, so ‖Y‖² is the bound
+                bound = float(np.einsum("ij,ij->", Y, Y)) - shift * float(np.einsum("ij,ij->", D, D))
+                if bound > error * (1.0 + 1e-9) + 1e-300:
+                    return True
+            except np.linalg.LinAlgError:                          # B without full rank in H: no bound
+                pass
         m = D.shape[0]
         first = np.argsort(-(D * D) @ np.diag(self.H), kind="stable")
         for rows in (np.sort(first[:-(-m // 64)]), np.sort(first[:-(-m // 8)]), slice(None)):

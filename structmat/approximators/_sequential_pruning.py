@@ -151,7 +151,8 @@ class Pruning(NamedTuple):
     keep: np.ndarray
     #: ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
     loss: float
-    #: Computes ``(W − values) H`` in the working dtype (once; only if asked for when pruning, else None).
+    #: Computes ``(W − values) H`` in the working dtype on the columns that keep an entry (once; only if asked for
+    #: when pruning, else None).
     gradient: Callable[[], np.ndarray] | None
 
 
@@ -176,7 +177,9 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
         :class:`~structmat.approximators._output_norm.OutputNorm` falls back on float64 when a float32
         factorisation fails).
     gradient : bool
-        Also offer ``(W − values) H = Q Kᵀ`` (module docstring), computed when called for.
+        Also offer ``(W − values) H = Q Kᵀ`` (module docstring), computed when called for, on every column that
+        keeps an entry (the columns processed before the first of them, pruned whole, are left zero: ``K`` is upper
+        triangular, so the product on the later columns needs only the trailing block).
 
     Returns
     -------
@@ -220,7 +223,12 @@ def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), 
     values = np.ascontiguousarray(current.T.take(restore, axis=0).T, dtype=np.float64)
 
     def residual_product() -> np.ndarray:
-        return np.ascontiguousarray(_times_transpose(Q, K).T.take(restore, axis=0).T)
+        # Columns processed before the first one that keeps an entry are pruned whole: not computed (zero).
+        kept_columns = expand_groups(keep, group_shape, W.shape, widths).any(axis=0)[columns]
+        first = int(np.argmax(kept_columns)) if kept_columns.any() else n
+        product = np.zeros_like(Q)
+        product[:, first:] = _times_transpose(Q[:, first:], K[first:, first:])
+        return np.ascontiguousarray(product.T.take(restore, axis=0).T)
 
     return Pruning(values, keep, loss, functools.cache(residual_product) if gradient else None)
 

@@ -58,11 +58,11 @@ logger = logging.getLogger(__name__)
 REFITS = ("auto", "exact", "cg", "none")
 #: ``refit="auto"`` solves exactly when the per-row solves cost at most this many times ``m·n²`` multiply-adds (one
 #: product of the weight with ``H``); otherwise it runs ``CG_REFIT_STEPS`` preconditioned conjugate-gradient steps.
-EXACT_REFIT_MAX_WORK = 0.75
+EXACT_REFIT_MAX_WORK = 0.2
 #: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
 CG_REFIT_STEPS = 2
 #: Directions of ``H`` in the conjugate gradients' preconditioner (:mod:`~structmat.approximators._masked_refit`).
-CG_PRECONDITIONER_RANK = 32
+CG_PRECONDITIONER_RANK = 16
 #: Columns per lazy update of the sequential pruning (SparseGPT uses 128).
 BLOCK_SIZE = 128
 
@@ -174,8 +174,9 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
     else:
         values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS if method == "cg" else 0,
                                         error=loss, gradient=gradient() if gradient else None, product_dtype=dtype,
-                                        rank=CG_PRECONDITIONER_RANK)
-    worse = norm.exceeds(pruned, error)
+                                        rank=CG_PRECONDITIONER_RANK,
+                                        eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
+    worse = norm.exceeds(pruned, error, directions=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype)[1])
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
     return values if worse else pruned
 
