@@ -121,6 +121,7 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     ----------
     W, H : ndarray of shape (m, n) and (n, n)
     values : ndarray of shape (m, n)
+        Zero off ``mask``.
     mask : bool ndarray of shape (m, n)
     steps : int >= 0
     error : float, optional
@@ -143,17 +144,17 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     Returns
     -------
     values : ndarray of shape (m, n)
-        Zero off ``mask``.
+        Zero off ``mask`` (Fortran-ordered when fully pruned columns were left out).
     error : float
         ``tr((W − values) H (W − values)ᵀ)``, tracked through the steps (each lowers it by the exact line search's
         amount).
     """
-    X = np.where(mask, values, 0.0)
     dtype = np.dtype(product_dtype)
     H_products = H.astype(dtype, copy=False)
     if error is not None and (steps < 1 or not mask.any()):
-        return X, error
+        return np.where(mask, values, 0.0), error
     if error is None or steps < 1 or not mask.any():
+        X = np.where(mask, values, 0.0)
         E = W - X
         R = E @ H
         error = float(np.einsum("ij,ij->", E, R))
@@ -163,7 +164,7 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
     elif gradient is not None:
         R = gradient.astype(dtype, copy=False)
     else:
-        R = (W - X).astype(dtype) @ H_products
+        R = (W - values).astype(dtype) @ H_products
     active = np.flatnonzero(mask.any(axis=0))
     columns = None
     if active.size < 0.9 * mask.shape[1]:
@@ -202,7 +203,7 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
         rz = rz_next
     if columns is None:
-        X += update
-    else:
-        X[:, columns] += update
-    return X, error
+        return values + update, error
+    transposed = np.zeros(values.shape[::-1])          # rows of the transpose: a fast scatter of whole columns
+    transposed[columns] = (values.take(columns, axis=1) + update).T
+    return transposed.T, error
