@@ -5,7 +5,7 @@ import pytest
 
 from structmat import InputStatistics
 from structmat.approximators._masked_refit import masked_cg_refit, top_eigenpairs
-from structmat.approximators._output_norm import OutputNorm
+from structmat.approximators._output_norm import OutputNorm, inverse_diagonal_blocks
 from structmat.approximators._sequential_pruning import expand_groups, sequential_prune
 from structmat.approximators.sparse import refit_on_mask
 
@@ -60,3 +60,69 @@ def test_top_eigenpairs_match_the_exact_ones(rng):
     lam, V = top_eigenpairs((Q * spectrum) @ Q.T, 8)
     np.testing.assert_allclose(lam, spectrum[7::-1], rtol=1e-6)
     np.testing.assert_allclose(np.abs(np.einsum("ij,ij->j", V, Q[:, 7::-1])), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_permuted_factor_is_the_inverse_of_the_cholesky_factor_of_the_permuted_inverse(rng, dtype):
+    """K = U⁻¹ from one Cholesky factorisation of the reversed permuted H: P H Pᵀ = K Kᵀ, K upper triangular."""
+    norm = _norm(rng, 5, 30)
+    columns = rng.permutation(30)
+    K = norm.permuted_factor(columns, dtype).astype(np.float64)
+    np.testing.assert_array_equal(K, np.triu(K))
+    H_p = norm.H[np.ix_(columns, columns)]
+    np.testing.assert_allclose(K @ K.T, H_p, rtol=0, atol=(1e-10 if dtype is np.float64 else 1e-4) * np.abs(H_p).max())
+    U = np.linalg.cholesky(np.linalg.inv(H_p)).T
+    np.testing.assert_allclose(K, np.linalg.inv(U), rtol=1e-7 if dtype is np.float64 else 2e-3,
+                               atol=1e-9 * np.abs(K).max())
+
+
+@pytest.mark.parametrize("width", [1, 4, 7])
+def test_inverse_diagonal_blocks_in_float32_and_float64_match_the_explicit_inverse(rng, width):
+    norm = _norm(rng, 5, 30)
+    expected = inverse_diagonal_blocks(np.linalg.inv(norm.H), width)
+    np.testing.assert_allclose(norm.inverse_diagonal_blocks(width), expected, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(norm.inverse_diagonal_blocks(width, np.float32), expected, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("group_shape", [(1, 1), (2, 3)])
+def test_gradient_is_the_output_gradient_on_every_column_that_keeps_an_entry(rng, group_shape):
+    """Q Kᵀ = (W − values) H on the columns with kept entries, from the trailing block of K only; the output norm
+    without H⁻¹ prunes as the explicit inverse does."""
+    norm = _norm(rng, 9, 25)
+    W = norm.W.copy()
+    W[:, :6] *= 1e-3                  # small weights: whole columns pruned, processed first
+    norm.W = W
+    explicit = sequential_prune(W, np.linalg.inv(norm.H), 12, group_shape=group_shape, block_size=6)
+    values, keep, loss, gradient = sequential_prune(W, norm, 12, group_shape=group_shape, block_size=6,
+                                                    gradient=True)
+    np.testing.assert_array_equal(keep, explicit.keep)
+    np.testing.assert_allclose(values, explicit.values, atol=1e-9 * np.abs(W).max())
+    assert loss == pytest.approx(explicit.loss, rel=1e-9)
+    columns = expand_groups(keep, group_shape, W.shape).any(axis=0)
+    assert not columns.all()
+    np.testing.assert_allclose(gradient()[:, columns], ((W - values) @ norm.H)[:, columns], rtol=1e-9,
+                               atol=1e-9 * np.abs(W).max() * np.abs(norm.H).max())
+
+
+def test_refit_leaves_whole_pruned_columns_out_without_changing_the_result(rng):
+    """Columns with no kept entry take no part in the products: the same values as with them (60 steps, float64)."""
+    norm = _norm(rng, 12, 60)
+    mask = rng.random((12, 60)) < 0.5
+    mask[:, 20:50] = False            # half the columns pruned whole: the restricted products
+    values = np.where(mask, norm.W, 0.0)
+    restricted, error = masked_cg_refit(norm.W, norm.H, values, mask, 60)
+    exact, exact_error2 = refit_on_mask(norm, mask)
+    np.testing.assert_allclose(restricted, exact, atol=1e-7 * np.abs(exact).max())
+    assert error == pytest.approx(exact_error2 * norm.energy, rel=1e-7)
+
+
+@pytest.mark.parametrize("regularized", [True, False])
+def test_the_projection_bound_never_claims_a_smaller_error_exceeded(rng, regularized):
+    """exceeds() with directions agrees with the exact error just above and just below it."""
+    norm = _norm(rng, 15, 40)
+    M = np.where(rng.random(norm.W.shape) < 0.5, norm.W, 0.0)
+    D = norm.W - M
+    exact = float(np.einsum("ij,ij->", D @ norm.H, D)) - (0.0 if regularized else norm.shift * float(np.sum(D * D)))
+    directions = norm.top_eigenpairs(8)[1]
+    assert norm.exceeds(M, exact * (1 - 1e-6), regularized=regularized, directions=directions)
+    assert not norm.exceeds(M, exact * (1 + 1e-6), regularized=regularized, directions=directions)
