@@ -162,6 +162,13 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
                       pruned: np.ndarray | None = None) -> np.ndarray:
     """The dense array of the data-aware sparse fit (module docstring) in the output norm ``norm``, at most
     ``limit`` non-zeros; the better of it and magnitude pruning (``pruned``, computed when not given)."""
+    return fit_sparse_values_and_error(norm, limit, refit=refit, block_size=block_size, pruned=pruned)[0]
+
+
+def fit_sparse_values_and_error(norm: OutputNorm, limit: int, *, refit: str = "auto", block_size: int = BLOCK_SIZE,
+                                pruned: np.ndarray | None = None) -> tuple[np.ndarray, float | None]:
+    """:func:`fit_sparse_values` and its squared output error ``tr((W − M) H (W − M)ᵀ)`` as tracked by the fit
+    (no product with ``H``), or None when magnitude pruning is returned."""
     W = norm.W
     dtype = product_dtype(W.shape)
     values, mask, loss, gradient = sequential_prune(W, norm, limit, block_size=block_size, dtype=dtype,
@@ -178,7 +185,7 @@ def fit_sparse_values(norm: OutputNorm, limit: int, *, refit: str = "auto", bloc
                                         eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
     worse = norm.exceeds(pruned, error, directions=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype)[1])
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
-    return values if worse else pruned
+    return (values, error) if worse else (pruned, None)
 
 
 def _refit_method(refit: str, mask: np.ndarray) -> str:
