@@ -113,7 +113,7 @@ class _LowRankPlusDiagonal:
 
 def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.ndarray, steps: int, *,
                     error: float | None = None, gradient: np.ndarray | None = None, rank: int = PRECONDITIONER_RANK,
-                    product_dtype=np.float64, group_width: int = 1, eigenpairs=None):
+                    product_dtype=np.float64, group_width: int = 1, eigenpairs=None, overwrite_values: bool = False):
     """``steps`` preconditioned conjugate-gradient steps on every row's least squares on ``mask`` (module
     docstring), from ``values`` (zero off ``mask``).
 
@@ -140,6 +140,8 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         preconditioner is set up on the groups (``group_width`` times less work).
     eigenpairs : (ndarray, ndarray), optional
         :func:`top_eigenpairs` of ``H`` in ``product_dtype`` at ``rank``, when already computed.
+    overwrite_values : bool
+        Whether ``values`` may be updated in place (no fresh ``m × n`` array).
 
     Returns
     -------
@@ -203,6 +205,9 @@ def masked_cg_refit(W: np.ndarray, H: np.ndarray, values: np.ndarray, mask: np.n
         slope = np.einsum("ij,ij->i", R, direction).astype(np.float64)
         rz = rz_next
     if columns is None:
+        if overwrite_values:
+            values += update
+            return values, error
         return values + update, error
     transposed = np.zeros(values.shape[::-1])          # rows of the transpose: a fast scatter of whole columns
     transposed[columns] = (values.take(columns, axis=1) + update).T

@@ -43,7 +43,8 @@ class OutputNorm:
         n = C.shape[0]
         trace = float(np.trace(C))
         lam = ridge * trace / n if trace > 0.0 else 1.0
-        H = (C + C.T) / 2.0
+        H = C + C.T                                # symmetric to the last bit; one fresh n × n array
+        H *= 0.5
         H[np.diag_indices(n)] += lam
         self.W = W
         self.H = H

@@ -173,9 +173,10 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RID
         count = blocks_for_budget(W.shape, shape, limit, unit)
         dtype = product_dtype(W.shape)
         values, keep, loss, gradient = sequential_prune(W, norm, count, group_shape=shape, dtype=dtype, gradient=True)
-        values, error = masked_cg_refit(W, norm.H_as(dtype), values, expand_groups(keep, shape, W.shape), CG_REFIT_STEPS,
-                                        rank=CG_PRECONDITIONER_RANK,
-                                        error=loss, gradient=gradient(), product_dtype=dtype, group_width=shape[1],
+        mask = expand_groups(keep, shape, W.shape)
+        values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS, error=loss,
+                                        gradient=gradient(), rank=CG_PRECONDITIONER_RANK, product_dtype=dtype,
+                                        group_width=shape[1], overwrite_values=True,
                                         eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
         fitting = error - norm.shift * float(np.einsum("ij,ij->", W - values, W - values))
         M = BlockSparse.from_mask(values, shape, keep)

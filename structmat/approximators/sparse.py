@@ -181,7 +181,7 @@ def fit_sparse_values_and_error(norm: OutputNorm, limit: int, *, refit: str = "a
     else:
         values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS if method == "cg" else 0,
                                         error=loss, gradient=gradient() if gradient else None, product_dtype=dtype,
-                                        rank=CG_PRECONDITIONER_RANK,
+                                        rank=CG_PRECONDITIONER_RANK, overwrite_values=True,
                                         eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
     worse = norm.exceeds(pruned, error, directions=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype)[1])
     logger.debug("fit_sparse: output error² %.6g (refit %s); magnitude pruning worse: %s", error, method, worse)
