@@ -283,7 +283,12 @@ def run_layer_losses(args) -> dict:
         return 1.0 - mean_cosine(sentence_embeddings(model, held_out), reference)
 
     out = Path(args.output_dir)
-    rows, matrices = [], []
+    done = {}
+    if (out / "layer_losses.jsonl").exists():  # resume: layers measured by an earlier run
+        for line in (out / "layer_losses.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            done[row["layer"]] = row
+    rows, fits = [], []
     for name, module in layers:
         W = module.weight.detach().double().numpy()
         curve = LayerCurve.open(args.cache_dir, name, W, stats[name])
@@ -291,30 +296,34 @@ def run_layer_losses(args) -> dict:
                         key=lambda p: p["nparams"])
         if not points:
             raise SystemExit(f"no cached {args.family} fit of {name} under {args.cache_dir}; run compress first")
+
+        def fitted(p, curve=curve, dtype=module.weight.dtype):
+            return torch.from_numpy(curve.matrix(args.family, {}, p["budget"]).to_dense()).to(dtype)
+
+        fits.append({round(p["nparams"] / W.size, 2): (p, fitted) for p in points})
+        if name in done:
+            rows.append(done[name])
+            continue
         original = module.weight.data.clone()
         row = {"layer": name, "shape": list(W.shape), "points": []}
-        dense = {}
         for p in points:
-            dense[p["nparams"] / W.size] = torch.from_numpy(
-                curve.matrix(args.family, {}, p["budget"]).to_dense().astype(np.float32))
-            module.weight.data.copy_(dense[p["nparams"] / W.size].to(original.dtype))
+            module.weight.data.copy_(fitted(p))
             row["points"].append({"share": p["nparams"] / W.size, "output_error": p["output_error"], "loss": loss()})
             module.weight.data.copy_(original)
         rows.append(row)
-        matrices.append(dense)
         _append(out / "layer_losses.jsonl", row)
         print(json.dumps(row), flush=True)
     summary = {"family": args.family, "sentences": 32 * len(held_out), **layer_loss_bound(rows, args.budget),
-               "load_average": _load_average()}
-    common = sorted(set.intersection(*(set(m) for m in matrices)))
-    summary["additivity"] = []
+               "load_average": _load_average(), "additivity": []}
     originals = [module.weight.data.clone() for _, module in layers]
-    for share in common:
-        for (_, module), m in zip(layers, matrices):
-            module.weight.data.copy_(m[share].to(module.weight.dtype))
-        summary["additivity"].append({"share": share, "measured_loss": loss(),
-                                      "sum_of_layer_losses": float(sum(next(p["loss"] for p in r["points"]
-                                                                            if p["share"] == share) for r in rows))})
+    measured = [{round(p["share"], 2): p["loss"] for p in r["points"]} for r in rows]
+    for share in sorted(set.intersection(*(set(f) & set(m) for f, m in zip(fits, measured)))):  # all layers at once
+        for (_, module), f in zip(layers, fits):
+            point, fitted = f[share]
+            module.weight.data.copy_(fitted(point))
+        summary["additivity"].append({
+            "share": share, "measured_loss": loss(),
+            "sum_of_layer_losses": float(sum(m[share] for m in measured))})
         for (_, module), original in zip(layers, originals):
             module.weight.data.copy_(original)
     (out / "layer_losses_bound.json").write_text(json.dumps(summary, indent=1) + "\n")
