@@ -4,7 +4,8 @@ Each benchmark compresses the model at ``budget`` with the global allocation and
 structured candidate family on its own), measures agreement with the dense model on held-out inputs, distils the
 globally allocated model and measures again (at ``distill_seconds / 2`` and at ``distill_seconds``), times a
 second budget on the cached curves, and checks that ``save_compressed`` / ``load_compressed`` give identical
-outputs. Calibration, distillation and held-out inputs are disjoint. Results go to ``<name>.json`` and
+outputs. Calibration, distillation, held-out inputs and the inputs that choose the distillation's best state
+(``validation``, after the distillation inputs) are disjoint. Results go to ``<name>.json`` and
 ``<name>.csv`` (one row per variant), with the report (text, CSV, JSON, allocation plot) of the global run.
 
 - MiniLM: sentences from :func:`structmat.features.text.english_sentences` (seeded); the measure is the mean cosine
@@ -148,7 +149,8 @@ def _round_trip(small, fresh_model, outputs) -> dict:
 
 def run_minilm_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank", "sparse", "dense"),
                          calibration: int = 512, held_out: int = 500, distill_sentences: int = 2048,
-                         distill_seconds: float = 600.0, second_budget: float | None = 0.4, cache_dir=None,
+                         validation: int = 128, distill_seconds: float = 600.0,
+                         second_budget: float | None = 0.4, cache_dir=None,
                          settings: dict | None = None, seed: int = 0) -> list[dict]:
     """The MiniLM benchmark (see the module docstring); returns its rows and writes ``minilm.csv/json``."""
     from structmat.compress.minilm import (MINILM_ENCODER_LINEARS, load_minilm, mean_cosine, sentence_embeddings,
@@ -160,12 +162,14 @@ def run_minilm_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank"
     torch.manual_seed(seed)
     model, tokenizer = load_minilm()
     sentences = english_sentences(seed=seed)
-    needed = calibration + held_out + distill_sentences
+    start = calibration + held_out + distill_sentences
+    needed = start + validation
     if len(sentences) < needed:
         raise ValueError(f"only {len(sentences)} sentences on this machine; {needed} needed")
     calibration_batches = tokenize(tokenizer, sentences[:calibration])
     held_out_batches = tokenize(tokenizer, sentences[calibration:calibration + held_out])
-    train_batches = tokenize(tokenizer, sentences[calibration + held_out:needed])
+    train_batches = tokenize(tokenizer, sentences[calibration + held_out:start])
+    validation_batches = tokenize(tokenizer, sentences[start:needed])
     reference = sentence_embeddings(model, held_out_batches)
 
     def agreement(candidate) -> float:
@@ -174,7 +178,7 @@ def run_minilm_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank"
     settings = {"row_mask": attention_mask_rows, "cache_dir": cache_dir, **(settings or {})}
     rows, small, report = _compare_variants("minilm", model, budget, calibration_batches, agreement, list(families),
                                             MINILM_ENCODER_LINEARS, settings, output_dir, second_budget)
-    rows += _distill_rows("minilm", small, model, train_batches, train_batches[:4], agreement, budget, list(families),
+    rows += _distill_rows("minilm", small, model, train_batches, validation_batches, agreement, budget, list(families),
                           distill_seconds, {"target": lambda out: out.last_hidden_state, "loss": "cosine",
                                             "row_mask": attention_mask_rows, "learning_rate": 1e-4},
                           output_dir, report)
@@ -182,7 +186,8 @@ def run_minilm_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank"
     round_trip = _round_trip(small, fresh, lambda m: sentence_embeddings(m, held_out_batches[:4]))
     _write(output_dir, "minilm", rows, {"machine": machine, "round_trip": round_trip,
                                         "sentences": {"calibration": calibration, "held_out": held_out,
-                                                      "distillation": distill_sentences, "seed": seed}})
+                                                      "distillation": distill_sentences, "validation": validation,
+                                                      "seed": seed}})
     return rows
 
 
@@ -205,7 +210,7 @@ def top1_agreement(candidate, batches, reference) -> float:
 
 def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lowrank", "sparse", "dense"),
                                calibration: int = 512, held_out: int = 1000, distill_images: int = 2048,
-                               image_size: int = 96, distill_seconds: float = 600.0,
+                               validation: int = 128, image_size: int = 96, distill_seconds: float = 600.0,
                                second_budget: float | None = 0.4, cache_dir=None, settings: dict | None = None,
                                seed: int = 0) -> list[dict]:
     """The EfficientNet-Lite0 benchmark (see the module docstring); writes ``efficientnet_lite0.csv/json``."""
@@ -222,7 +227,9 @@ def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lo
     test_index = test_index[:held_out]
 
     calibration_batches = image_batches(backbone, dataset, order[:calibration])
-    train_batches = image_batches(backbone, dataset, order[calibration:calibration + distill_images])
+    stop = calibration + distill_images
+    train_batches = image_batches(backbone, dataset, order[calibration:stop])
+    validation_batches = image_batches(backbone, dataset, order[stop:stop + validation])
     held_out_batches = image_batches(backbone, dataset, test_index)
     with torch.no_grad():
         reference = torch.cat([model(b).argmax(-1) for b in held_out_batches])
@@ -233,12 +240,13 @@ def run_efficientnet_benchmark(output_dir, *, budget: float = 0.5, families=("lo
     settings = {"cache_dir": cache_dir, **(settings or {})}
     rows, small, report = _compare_variants("efficientnet_lite0", model, budget, calibration_batches, agreement,
                                             list(families), None, settings, output_dir, second_budget)
-    rows += _distill_rows("efficientnet_lite0", small, model, train_batches, train_batches[:4], agreement, budget,
+    rows += _distill_rows("efficientnet_lite0", small, model, train_batches, validation_batches, agreement, budget,
                           list(families), distill_seconds, {"loss": "kl", "learning_rate": 1e-4}, output_dir, report)
     round_trip = _round_trip(small, copy.deepcopy(efficientnet_lite0(image_size).model.eval()),
                              lambda m: torch.cat([m.eval()(b) for b in held_out_batches[:2]]).detach())
     _write(output_dir, "efficientnet_lite0", rows, {"machine": machine, "round_trip": round_trip,
                                                     "images": {"calibration": calibration, "held_out": len(test_index),
                                                                "distillation": distill_images,
+                                                               "validation": validation,
                                                                "image_size": image_size}})
     return rows

@@ -7,6 +7,8 @@ similarity of the held-out sentence embeddings to the dense model's, and save th
 :func:`~structmat.compress.distill_model` and measure again (row in ``distill.jsonl``). ``efficientnet NAME`` does
 the same for EfficientNet-Lite0 on the MNIST digits, distillation included (:func:`run_efficientnet`).
 ``fit-times`` times one data-aware fit per family and share on three linears of one encoder layer.
+``layer-losses`` measures what each layer's cached fits cost on their own and how far any allocation could go
+(:func:`run_layer_losses`).
 
 The sentences are :func:`structmat.features.text.english_sentences` (seed 0): 0-511 calibrate, 512-1011 are held
 out, 1012-3059 distil (batches of ``--batch``), 3060-3187 choose the distillation's best state. CPU seconds
@@ -23,6 +25,8 @@ import argparse
 import json
 import os
 import time
+
+import numpy as np
 from pathlib import Path
 
 __all__ = ["main", "SPLITS"]
@@ -75,7 +79,7 @@ def run_compress(args) -> dict:
     held_out = _batches(tokenizer, sentences, "held_out")
     reference = sentence_embeddings(model, held_out)
     settings = {"row_mask": attention_mask_rows, "sequential": args.sequential, "refit_dense": args.refit_dense,
-                "sequential_ridge": args.ridge, "weighting": args.weighting, "progress": False,
+                "sequential_ridge": args.ridge, "weighting": args.weighting, "measure": args.measure, "progress": False,
                 "measure_latency": False, "max_slowdown": None if args.max_slowdown == "none" else float(args.max_slowdown)}
     if args.cache_dir:
         settings["cache_dir"] = args.cache_dir
@@ -94,7 +98,7 @@ def run_compress(args) -> dict:
         chosen[row.family] = chosen.get(row.family, 0) + 1
     row = {"name": args.name, "families": args.families, "allocation": args.allocation,
            "sequential": args.sequential, "refit_dense": args.refit_dense, "budget": args.budget,
-           "weighting": args.weighting, "cosine": cosine, "nparams": report.nparams,
+           "weighting": args.weighting, "measure": args.measure, "cosine": cosine, "nparams": report.nparams,
            "share": report.nparams / report.dense_nparams, "cpu_seconds": cpu, "wall_seconds": wall,
            "families_chosen": chosen, "phases_wall_seconds": report.seconds, "load_average": _load_average()}
     _append(Path(args.output_dir) / "results.jsonl", row)
@@ -220,6 +224,113 @@ def run_fit_times(args) -> list[dict]:
     return rows
 
 
+def _interpolated_points(shares, losses, size: int, fine) -> tuple[list, list]:
+    """Costs and losses on the ``fine`` shares, the loss interpolated linearly in its logarithm (dense: share 1)."""
+    order = np.argsort(shares)
+    log_loss = np.log(np.maximum(np.asarray(losses, dtype=np.float64)[order], 1e-7))
+    return list(fine * size), list(np.exp(np.interp(fine, np.asarray(shares)[order], log_loss)))
+
+
+def layer_loss_bound(rows: list[dict], budget: float) -> dict:
+    """The uniform allocation's loss at ``budget`` and the best allocation's, if the layers' losses added up.
+
+    ``rows``: per layer, ``shape`` and ``points`` (``share``, ``loss``). The dense layer (share 1, loss 0) is a
+    point of every layer. ``grid``: the fitted points only; ``fine``: shares 0.02, 0.03, ..., 1 with the losses
+    interpolated linearly in their logarithm. Solved by :func:`structmat.compress.allocation.allocate_global`.
+    """
+    from structmat.compress.allocation import allocate_global
+
+    sizes = [r["shape"][0] * r["shape"][1] for r in rows]
+    total = float(sum(sizes))
+    grid = [[p["share"] for p in r["points"]] + [1.0] for r in rows]
+    losses = [[p["loss"] for p in r["points"]] + [0.0] for r in rows]
+    fine = np.round(np.arange(0.02, 1.0001, 0.01), 2)
+    interpolated = [_interpolated_points(g, l, size, fine) for g, l, size in zip(grid, losses, sizes)]
+    at_budget = int(np.argmin(abs(fine - budget)))
+    result = {"budget": budget, "uniform_predicted_loss": float(sum(c[1][at_budget] for c in interpolated))}
+    for label, costs, values in (("grid", [list(np.multiply(g, size)) for g, size in zip(grid, sizes)], losses),
+                                 ("fine", [c[0] for c in interpolated], [c[1] for c in interpolated])):
+        choice = allocate_global(costs, values, budget * total)
+        result[f"best_{label}_predicted_loss"] = float(sum(v[i] for v, i in zip(values, choice)))
+        result[f"best_{label}_shares"] = {r["layer"]: float(c[i] / size)
+                                          for r, c, i, size in zip(rows, costs, choice, sizes)}
+    return result
+
+
+def run_layer_losses(args) -> dict:
+    """Each encoder linear alone replaced by each of its cached ``--family`` fits (the curves of an earlier
+    ``compress`` run on ``--cache-dir``): the held-out loss ``1 − mean cosine`` on the first ``--sentences`` held-out
+    sentences (``layer_losses.jsonl``). Then, if the losses of the layers simply added up, the best loss any
+    allocation of ``--budget`` over these fits and the dense layers could reach, beside the uniform one's
+    (``layer_losses_bound.json``): on the fitted grid, and on a fine grid of shares with the losses interpolated
+    between the fitted ones. Every grid point of every layer replaced at once checks the additivity."""
+    import torch
+
+    from structmat.compress import attention_mask_rows, select_layers
+    from structmat.compress.config import CompressionConfig
+    from structmat.compress.curves import LayerCurve
+    from structmat.compress.minilm import MINILM_ENCODER_LINEARS, mean_cosine, sentence_embeddings
+    from structmat.compress.pipeline import _statistics
+
+    model, tokenizer, sentences = _load()
+    held_out = _batches(tokenizer, sentences, "held_out")[:max(1, args.sentences // 32)]
+    reference = sentence_embeddings(model, held_out)
+    layers = select_layers(model, MINILM_ENCODER_LINEARS)
+    stats = _statistics(model, layers, _batches(tokenizer, sentences, "calibration"),
+                        CompressionConfig(row_mask=attention_mask_rows), Path(args.cache_dir), False)
+
+    def loss() -> float:
+        return 1.0 - mean_cosine(sentence_embeddings(model, held_out), reference)
+
+    out = Path(args.output_dir)
+    done = {}
+    if (out / "layer_losses.jsonl").exists():  # resume: layers measured by an earlier run
+        for line in (out / "layer_losses.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            done[row["layer"]] = row
+    rows, fits = [], []
+    for name, module in layers:
+        W = module.weight.detach().double().numpy()
+        curve = LayerCurve.open(args.cache_dir, name, W, stats[name])
+        points = sorted((p for p in curve.kept_points() if p["family"] == args.family and p["options"] == ""),
+                        key=lambda p: p["nparams"])
+        if not points:
+            raise SystemExit(f"no cached {args.family} fit of {name} under {args.cache_dir}; run compress first")
+
+        def fitted(p, curve=curve, dtype=module.weight.dtype):
+            return torch.from_numpy(curve.matrix(args.family, {}, p["budget"]).to_dense()).to(dtype)
+
+        fits.append({round(p["nparams"] / W.size, 2): (p, fitted) for p in points})
+        if name in done:
+            rows.append(done[name])
+            continue
+        original = module.weight.data.clone()
+        row = {"layer": name, "shape": list(W.shape), "points": []}
+        for p in points:
+            module.weight.data.copy_(fitted(p))
+            row["points"].append({"share": p["nparams"] / W.size, "output_error": p["output_error"], "loss": loss()})
+            module.weight.data.copy_(original)
+        rows.append(row)
+        _append(out / "layer_losses.jsonl", row)
+        print(json.dumps(row), flush=True)
+    summary = {"family": args.family, "sentences": 32 * len(held_out), **layer_loss_bound(rows, args.budget),
+               "load_average": _load_average(), "additivity": []}
+    originals = [module.weight.data.clone() for _, module in layers]
+    measured = [{round(p["share"], 2): p["loss"] for p in r["points"]} for r in rows]
+    for share in sorted(set.intersection(*(set(f) & set(m) for f, m in zip(fits, measured)))):  # all layers at once
+        for (_, module), f in zip(layers, fits):
+            point, fitted = f[share]
+            module.weight.data.copy_(fitted(point))
+        summary["additivity"].append({
+            "share": share, "measured_loss": loss(),
+            "sum_of_layer_losses": float(sum(m[share] for m in measured))})
+        for (_, module), original in zip(layers, originals):
+            module.weight.data.copy_(original)
+    (out / "layer_losses_bound.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_shares")}))
+    return summary
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -236,6 +347,7 @@ def main(argv=None) -> None:
     c.add_argument("--budget", type=float, default=0.5)
     c.add_argument("--ridge", type=float, default=1e-3)
     c.add_argument("--weighting", default="sensitivity")
+    c.add_argument("--measure", default="params", choices=("params", "bytes"))
     c.add_argument("--grid", help="comma-separated shares (default: compress_model's)")
     c.add_argument("--max-slowdown", default="none")
     c.add_argument("--cache-dir")
@@ -262,11 +374,16 @@ def main(argv=None) -> None:
     f = sub.add_parser("fit-times")
     f.add_argument("--layer", type=int, default=2)
     f.add_argument("--families", default="lowrank,sparse,lowrank_sparse,monarch,block_sparse")
-    for p in (c, d, e, f):
+    g = sub.add_parser("layer-losses")
+    g.add_argument("--family", default="sparse")
+    g.add_argument("--budget", type=float, default=0.5)
+    g.add_argument("--sentences", type=int, default=256, help="held-out sentences (multiples of 32)")
+    g.add_argument("--cache-dir", required=True, help="the cache of an earlier compress run with --family")
+    for p in (c, d, e, f, g):
         p.add_argument("--output-dir", "-o", required=True)
     args = parser.parse_args(argv)
     {"compress": run_compress, "distill": run_distill, "efficientnet": run_efficientnet,
-     "fit-times": run_fit_times}[args.command](args)
+     "fit-times": run_fit_times, "layer-losses": run_layer_losses}[args.command](args)
 
 
 if __name__ == "__main__":

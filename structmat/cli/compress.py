@@ -8,10 +8,14 @@ MODEL is ``efficientnet_lite0``, ``minilm`` (the ``minilm`` extra), or a state d
 
 from __future__ import annotations
 
+import logging
+
 from structmat.cli._common import (UserError, add_executor_args, executor_args, output_dir, parse_budget,
                                    parse_option)
 
 __all__ = ["COMPRESS_COMMANDS"]
+
+logger = logging.getLogger(__name__)
 
 _CALIBRATION_HELP = ("image models: a dataset spec (mnist5k, digits, idx:IMAGES, folder:ROOT, FILE.npz); minilm: "
                      "'text' (the machine's English sentences) or a text file with one sentence per line; a "
@@ -52,6 +56,9 @@ def _add_compress(sub):
     p.add_argument("--distill-cpu", type=float, metavar="CPU_SECONDS",
                    help="distil the compressed model for this much CPU time of this process")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="distillation learning rate (default 1e-4)")
+    p.add_argument("--validation-count", type=int, default=64,
+                   help="items after the calibration items that choose the distillation's best state, never fitted "
+                        "or trained on (default 64; 0: the first calibration batch)")
     p.add_argument("--output-dir", "-o", help="directory for the report and the model (default "
                                               "structmat-output/compress)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
@@ -68,10 +75,22 @@ def _family_options(pairs) -> dict:
 
 
 def _load_model(args):
-    """``(model, fresh_builder, calibration_items, distill_kwargs, default_where, row_mask)``."""
+    """``(model, fresh_builder, calibration_items, validation_items, distill_kwargs, default_where, row_mask)``.
+
+    The validation items are the next ``--validation-count`` items after the calibration ones (when distilling and
+    the source has them): the fits never saw them, so they judge the distillation's states without favouring the
+    fitted start."""
     import torch
 
     from structmat.compress import attention_mask_rows
+
+    if args.validation_count < 0:
+        raise UserError(f"--validation-count must be >= 0; got {args.validation_count}")
+    extra = args.validation_count if (args.distill or args.distill_cpu) else 0
+    total = args.count + extra
+
+    def batches(rows):
+        return [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
 
     if args.model == "minilm":
         from structmat.compress.minilm import MINILM_ENCODER_LINEARS, load_minilm, tokenize
@@ -79,26 +98,32 @@ def _load_model(args):
 
         model, tokenizer = load_minilm()
         if args.calibration == "text":
-            sentences = english_sentences()[:args.count]
+            sentences = english_sentences()[:total]
         else:
             with open(args.calibration, encoding="utf-8") as f:
-                sentences = [line.strip() for line in f if line.strip()][:args.count]
-        items = tokenize(tokenizer, sentences, batch_size=args.batch_size)
-        return (model, lambda: load_minilm()[0], items,
+                sentences = [line.strip() for line in f if line.strip()][:total]
+        items = tokenize(tokenizer, sentences[:args.count], batch_size=args.batch_size)
+        validation = tokenize(tokenizer, sentences[args.count:], batch_size=args.batch_size)
+        return (model, lambda: load_minilm()[0], items, validation,
                 {"target": lambda out: out.last_hidden_state, "row_mask": attention_mask_rows},
                 MINILM_ENCODER_LINEARS, attention_mask_rows)
     if args.model == "efficientnet_lite0":
         from structmat.features import efficientnet_lite0, limit_dataset, load_dataset
+        from structmat.features.datasets import held_out_subset
 
         backbone = efficientnet_lite0(args.image_size)
-        dataset = limit_dataset(load_dataset(args.calibration), args.count)
-        items = []
-        for start in range(0, len(dataset), args.batch_size):
-            chunk = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(start, min(len(dataset),
-                                                                                         start + args.batch_size))])
-            items.append(backbone.transform(chunk).contiguous(memory_format=torch.channels_last))
-        return (backbone.model, lambda: efficientnet_lite0(args.image_size).model.eval(), items, {"loss": "kl"},
-                None, None)
+        full = load_dataset(args.calibration)
+
+        def images(dataset):
+            if dataset is None:
+                return []
+            return [backbone.transform(torch.stack([torch.as_tensor(dataset[i][0]) for i in chunk]))
+                    .contiguous(memory_format=torch.channels_last) for chunk in batches(range(len(dataset)))]
+
+        items = images(limit_dataset(full, args.count))
+        validation = images(held_out_subset(full, args.count, extra))
+        return (backbone.model, lambda: efficientnet_lite0(args.image_size).model.eval(), items, validation,
+                {"loss": "kl"}, None, None)
     if not args.module:
         raise UserError(f"model {args.model!r} is not efficientnet_lite0 or minilm; a state dict needs "
                         "--module package.module:Class")
@@ -120,16 +145,15 @@ def _load_model(args):
     data = np.load(args.calibration, allow_pickle=False)
     if not isinstance(data, np.ndarray):
         data = data[data.files[0]]
-    data = torch.from_numpy(np.asarray(data[:args.count], dtype=np.float32))
-    items = [data[i:i + args.batch_size] for i in range(0, len(data), args.batch_size)]
-    return build(), build, items, {}, None, None
+    data = torch.from_numpy(np.asarray(data[:total], dtype=np.float32))
+    return build(), build, batches(data[:args.count]), batches(data[args.count:]), {}, None, None
 
 
 def _run_compress(args):
     from structmat.compress import compress_model, distill_model, save_compressed
 
     slowdown = None if str(args.max_slowdown).lower() == "none" else float(args.max_slowdown)
-    model, build, items, distill_kwargs, default_where, row_mask = _load_model(args)
+    model, build, items, validation, distill_kwargs, default_where, row_mask = _load_model(args)
     where = args.where if args.where and len(args.where) > 1 else (args.where[0] if args.where else default_where)
     settings = {"measure": args.measure, "max_slowdown": slowdown, "fit_time_limit": args.fit_time_limit,
                 "family_options": _family_options(args.option), "progress": not args.quiet, "row_mask": row_mask}
@@ -143,7 +167,11 @@ def _run_compress(args):
     out = output_dir(args, "compress")
     written = report.write(out, "compress")
     if args.distill or args.distill_cpu:
-        result = distill_model(small, model, items, seconds=args.distill, cpu_seconds=args.distill_cpu,
+        if not validation and args.validation_count:
+            logger.warning("no items after the %d calibration items to validate the distillation on; it is judged "
+                           "on the first calibration batch, which favours the fitted start", args.count)
+        result = distill_model(small, model, items, validation=validation or None, seconds=args.distill,
+                               cpu_seconds=args.distill_cpu,
                                learning_rate=args.learning_rate, metrics_path=out / "distill.json",
                                progress=not args.quiet, **distill_kwargs)
         written.append(out / "distill.json")

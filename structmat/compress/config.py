@@ -38,7 +38,8 @@ class CompressionConfig:
     grid : tuple of float in (0, 1)
         Budgets of the curves, as shares of each layer's dense parameters.
     measure : {"params", "bytes"}
-        What the budget counts: stored numbers, or deployment bytes (float32 values plus int32 indices).
+        What the budget counts: stored numbers, or deployment bytes (float32 values plus int32 indices). The uniform
+        allocation gives every layer the same share of its dense parameters or of its dense bytes.
     weighting : {"sensitivity", "output", "relative"}
         The allocation minimises ``Σ w_l e_l²`` over layers, ``e_l`` the relative output error. ``"sensitivity"``
         measures ``w_l``: the squared relative change of the *model's* output on the first calibration items when

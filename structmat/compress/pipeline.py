@@ -221,19 +221,50 @@ def _allocate_global(curves, plan, keep_dense, weights, limit, config, progress)
     return [points[i] for points, i in zip(options, choice)]
 
 
+def _uniform_point(curve: LayerCurve, family: str, plan: dict, share: float, config, fit) -> dict | None:
+    """The layer's fit of ``family`` at ``share`` of its parameters, or with ``measure="bytes"`` at most ``share`` of
+    its dense bytes: the share of parameters is corrected by the bytes of the last fit, a few fits at most (the
+    bytes per parameter of a family barely depend on the budget)."""
+    def point(s):
+        budgets = grid_budgets(curve.shape, [s], family, config.rank_multiple)
+        if not budgets:
+            return None
+        fit([curve], {family: plan[family]}, [s])
+        row = curve.rows.get((family, options_key(plan[family]), budgets[0]))
+        return row if row is not None and row["status"] == "ok" else None
+
+    if config.measure == "params":
+        return point(share)
+    target = share * curve.dense_row()["nbytes"]
+    best, s = None, share
+    for _ in range(5):
+        row = point(s)
+        if row is None:
+            return best
+        if row["nbytes"] <= target:
+            best = row if best is None or row["nbytes"] > best["nbytes"] else best
+            if row["nbytes"] >= 0.98 * target:
+                return best
+        s = min(0.999, s * target / row["nbytes"] * (0.995 if row["nbytes"] > target else 1.0))
+    return best
+
+
 def _allocate_uniform(curves, plan, share, weights, config, progress):
     families = [config.uniform_family] if config.uniform_family else list(plan)
-    compute_curves(curves, {f: plan[f] for f in families}, [share], rank_multiple=config.rank_multiple,
-                   time_limit=config.fit_time_limit, prune=False, progress=progress, jobs=config.jobs,
-                   executor=config.executor)
+
+    def fit(which, family_plan, shares):
+        compute_curves(which, family_plan, shares, rank_multiple=config.rank_multiple,
+                       time_limit=config.fit_time_limit, prune=False, progress=progress, jobs=config.jobs,
+                       executor=config.executor)
+
+    if config.measure == "params":  # every layer's fits in one grid (parallel when jobs > 1)
+        fit(curves, {f: plan[f] for f in families}, [share])
     best = None
     for family in families:
         chosen = []
         for curve in curves:
-            budgets = grid_budgets(curve.shape, [share], family, config.rank_multiple)
-            key = (family, options_key(plan[family]), budgets[0]) if budgets else None
-            row = curve.rows.get(key) if key else None
-            if row is None or row["status"] != "ok":
+            row = _uniform_point(curve, family, plan, share, config, fit)
+            if row is None:
                 break
             chosen.append(row)
         else:
@@ -241,8 +272,9 @@ def _allocate_uniform(curves, plan, share, weights, config, progress):
             if best is None or loss < best[0]:
                 best = (loss, family, chosen)
     if best is None:
-        raise ValueError(f"no family among {families} could be fitted to every layer at share {share:.4g}")
-    logger.info("uniform allocation: family %s at share %.4g", best[1], share)
+        raise ValueError(f"no family among {families} could be fitted to every layer at share {share:.4g} of its "
+                         f"{config.measure}")
+    logger.info("uniform allocation: family %s at share %.4g of each layer's %s", best[1], share, config.measure)
     return best[2]
 
 
@@ -385,9 +417,6 @@ def compress_model(model: nn.Module, budget, calibration, *, families=None, wher
     keep_dense = "dense" in names
     plan = check_family_options(config.family_options, [f for f in names if f != "dense"])
     if allocation == "uniform":
-        if config.measure != "params":
-            raise ValueError("the uniform allocation gives every layer the same share of its parameters; use "
-                             "measure='params' with it")
         if config.uniform_family is not None and config.uniform_family not in plan:
             raise ValueError(f"uniform_family={config.uniform_family!r} is not a structured candidate family "
                              f"({list(plan)})")

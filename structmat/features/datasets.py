@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "ArrayDataset", "ImageFolderDataset", "read_idx", "idx_dataset", "digits_dataset", "mnist5k_dataset",
-    "load_dataset", "limit_dataset", "DATASET_SPECS", "MNIST5K_HINT",
+    "load_dataset", "limit_dataset", "held_out_subset", "DATASET_SPECS", "MNIST5K_HINT",
 ]
 
 DATASET_SPECS = "mnist5k, digits, idx:IMAGES[,LABELS], folder:ROOT, or FILE.npz (arrays 'images' [, 'labels'])"
@@ -266,6 +266,10 @@ class ImageFolderDataset(Dataset):
         return _digest(self.classes, entries, self.mode)
 
 
+def _limit_indices(size: int, count: int, seed) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(size, size=count, replace=False))
+
+
 def limit_dataset(dataset, count: int | None, seed=0):
     """A seeded random subset of ``count`` images (in their original order), or ``dataset`` itself when
     ``count`` is None or not smaller than the dataset."""
@@ -275,8 +279,17 @@ def limit_dataset(dataset, count: int | None, seed=0):
         raise ValueError(f"count must be an int >= 1 or None; got {count!r}")
     if not hasattr(dataset, "subset"):
         raise TypeError(f"{type(dataset).__name__} has no subset(); cannot limit it to {count} images")
-    indices = np.sort(np.random.default_rng(seed).choice(len(dataset), size=count, replace=False))
-    return dataset.subset(indices)
+    return dataset.subset(_limit_indices(len(dataset), count, seed))
+
+
+def held_out_subset(dataset, count: int | None, extra: int, seed=0):
+    """Up to ``extra`` images of ``dataset`` that ``limit_dataset(dataset, count, seed)`` left out (a seeded choice,
+    in their original order), or None when it left none out or ``extra`` is 0."""
+    if not extra or count is None or count >= len(dataset) or not hasattr(dataset, "subset"):
+        return None
+    rest = np.setdiff1d(np.arange(len(dataset)), _limit_indices(len(dataset), count, seed))
+    return dataset.subset(np.sort(np.random.default_rng([seed, 1]).choice(rest, size=min(extra, len(rest)),
+                                                                         replace=False)))
 
 
 def load_dataset(spec: str):

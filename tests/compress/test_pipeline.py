@@ -177,3 +177,13 @@ def test_curves_fitted_by_a_process_pool_are_the_serial_ones(tiny_convnet, tmp_p
         files.append((rows, matrices))
     assert files[0][0] and files[0][1]
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("family", ["sparse", "lowrank"])
+def test_uniform_allocation_keeps_a_byte_budget(tiny_transformer, curve_cache, one_torch_thread, family):
+    calibration = token_batches(4, seed=0)
+    _, report = compress_model(tiny_transformer, 0.4, calibration, where="blocks.0.*", allocation="uniform",
+                               **settings(curve_cache, measure="bytes", uniform_family=family))
+    assert {r.family for r in report.layers} == {family}
+    assert report.nbytes <= int(0.4 * report.dense_nbytes)
+    assert report.nbytes >= 0.3 * report.dense_nbytes    # the budget is used, not wasted
