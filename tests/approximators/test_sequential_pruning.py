@@ -126,3 +126,35 @@ def test_the_projection_bound_never_claims_a_smaller_error_exceeded(rng, regular
     directions = norm.top_eigenpairs(8)[1]
     assert norm.exceeds(M, exact * (1 - 1e-6), regularized=regularized, directions=directions)
     assert not norm.exceeds(M, exact * (1 + 1e-6), regularized=regularized, directions=directions)
+
+
+def test_float32_factorisations_fall_back_on_float64(rng):
+    """Five inputs of 30 features and a ridge of 1e-12: float32 cannot factor H, float64 can; K Kᵀ = P H Pᵀ."""
+    X = rng.standard_normal((5, 30)) * np.geomspace(0.05, 5, 30)
+    norm = OutputNorm(rng.standard_normal((4, 30)), InputStatistics.from_rows(X), 1e-12)
+    from scipy.linalg.lapack import spotrf
+
+    assert spotrf(norm.H.astype(np.float32))[1] != 0
+    columns = rng.permutation(30)
+    K = norm.permuted_factor(columns, np.float32).astype(np.float64)
+    H_p = norm.H[np.ix_(columns, columns)]
+    np.testing.assert_allclose(K @ K.T, H_p, rtol=0, atol=1e-4 * np.abs(H_p).max())
+    np.testing.assert_allclose(norm.inverse_diagonal_blocks(1, np.float32), norm.inverse_diagonal_blocks(1),
+                               rtol=1e-4)
+
+
+def test_large_weights_prune_in_float32_as_in_float64(rng):
+    """128×1024 (m n² = 2²⁷): the default fit runs in float32; its output error is that of the float64 pipeline."""
+    from structmat.approximators._masked_refit import product_dtype
+    from structmat.approximators.sparse import fit_sparse
+
+    m, n = 128, 1024
+    X = rng.standard_normal((2 * n, n)) @ (rng.standard_normal((n, n)) / np.sqrt(n)) * np.geomspace(0.05, 5, n)
+    stats = InputStatistics.from_rows(X)
+    norm = OutputNorm(rng.standard_normal((m, n)), stats, 1e-6)
+    assert product_dtype(norm.W.shape) == np.float32
+    fitted = fit_sparse(norm.W, 0.25, inputs=stats).to_dense()
+    assert np.array_equal(fitted, fit_sparse(norm.W, 0.25, inputs=stats).to_dense())   # same bytes
+    values, mask, loss, gradient = sequential_prune(norm.W, norm, m * n // 4, dtype=np.float64, gradient=True)
+    reference, _ = masked_cg_refit(norm.W, norm.H, values, mask, 2, error=loss, gradient=gradient(), rank=16)
+    assert norm.error2(fitted) == pytest.approx(norm.error2(reference), rel=1e-3)
