@@ -65,6 +65,10 @@ REFITS = ("auto", "exact", "cg", "none")
 EXACT_REFIT_MAX_WORK = 0.2
 #: Conjugate-gradient steps of ``refit="cg"`` (each costs one product of an ``m × n`` matrix with ``H``).
 CG_REFIT_STEPS = 2
+#: ``refit="auto"`` takes one step instead when at least this share of the entries is kept: the pruning's values are
+#: closer to the optimum there (on the classifier at share 0.5, held-out output error 0.0173 before the steps, 0.0171
+#: after one, 0.0170 after two; at 0.25: 0.0616, 0.0589, 0.0583).
+ONE_STEP_MIN_SHARE = 0.5
 #: Directions of ``H`` in the conjugate gradients' preconditioner (:mod:`~structmat.approximators._masked_refit`):
 #: 16 rather than 32 costs 0.5-1.3 % of held-out output error on the classifier and saves a tenth of the fit's time.
 CG_PRECONDITIONER_RANK = 16
@@ -112,7 +116,8 @@ def fit_sparse(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, refit: s
     refit : {"auto", "exact", "cg", "none"}
         How the kept values are finally set (with inputs only): exact least squares per row, two preconditioned
         conjugate-gradient steps, or the values the sequential pruning left; ``"auto"`` is exact unless that would
-        cost more than ``EXACT_REFIT_MAX_WORK`` products of ``W`` with ``H``, else conjugate gradients.
+        cost more than ``EXACT_REFIT_MAX_WORK`` products of ``W`` with ``H``, else conjugate gradients (one step when
+        at least ``ONE_STEP_MIN_SHARE`` of the entries are kept).
     block_size : int
         Columns per lazy update of the sequential pruning (with inputs only); it also sets how finely the budget
         is shared between columns.
@@ -184,7 +189,10 @@ def fit_sparse_values_and_error(norm: OutputNorm, limit: int, *, refit: str = "a
         values, error2 = refit_on_mask(norm, mask)
         error = error2 * norm.energy
     else:
-        values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS if method == "cg" else 0,
+        steps = CG_REFIT_STEPS if method == "cg" else 0
+        if steps and refit == "auto" and mask.mean() >= ONE_STEP_MIN_SHARE:
+            steps = 1
+        values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, steps,
                                         error=loss, gradient=gradient() if gradient else None, product_dtype=dtype,
                                         rank=CG_PRECONDITIONER_RANK, overwrite_values=True,
                                         eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
