@@ -49,7 +49,7 @@ import time
 import numpy as np
 import scipy.fft
 import scipy.linalg
-from scipy.linalg.lapack import ztrtri
+from scipy.linalg.lapack import zpotrf, ztrtri
 from tqdm.auto import tqdm
 
 from structmat.approximators.lowrank import truncated_svd
@@ -90,11 +90,16 @@ BLOCK = 32
 _BAND_CHUNK = 128
 #: Dominant eigen-directions of the weight kept exactly by the weighted G-step preconditioner.
 WEIGHT_DIRECTIONS = 64
-#: Numbers held by one chunk of the Gram computation (N · chunk · r complex values).
-_GRAM_CHUNK = 1 << 22
+#: Numbers held by one chunk of the Gram computation (N · chunk · r complex values). Temporaries stay below glibc's
+#: largest mmap threshold (32 MB), so they are recycled from the heap instead of mapped afresh: fresh pages cost far
+#: more than the FFTs that fill them on a virtual machine that backs NumPy's large arrays by transparent huge pages
+#: (on the development VM, 160 MB touched for the first time took 1 s of system time, and refilling it 0.05 s).
+_GRAM_CHUNK = 1 << 19
 #: Complex numbers held by one chunk of directions in :meth:`ToeplitzLikeProblem.weighted_g_gram` (N · r · chunk):
 #: all 64 directions at once held 160 MB on EfficientNet-Lite0's classifier (1280 × 125 × 64); in chunks, 16 MB.
 _WEIGHTED_GRAM_CHUNK = 1 << 20
+#: Frequencies per chunk when the weighted G-step's direction terms are added to its Gram (bounded temporaries).
+_FREQUENCY_CHUNK = 32
 
 
 def leading_svd(A: np.ndarray, rank: int, seed, *, start_only: bool = False):
@@ -140,6 +145,17 @@ class ToeplitzLikeProblem:
         target = W if weight is None else W @ weight
         self.W_adjoint = _adjoint(np.ascontiguousarray(target), self.N)  # 𝒜*(W̄ C): the right-hand sides
         self.norm = float(np.sqrt(max(np.vdot(target, W), 0.0)))       # f at M = 0
+        self._workspace = {}  # name -> array reused by every half-step (:meth:`_buffer`)
+
+    def _buffer(self, name: str, shape, dtype=complex) -> np.ndarray:
+        """An uninitialised array of ``shape`` kept for the problem's lifetime and handed out again to later
+        half-steps: the per-frequency Grams and their factors (160 MB each at N = 1280, r = 125) are then touched
+        once per fit instead of once per half-step (see ``_GRAM_CHUNK``). The caller owns it until its next call."""
+        size = int(np.prod(shape))
+        held = self._workspace.get(name)
+        if held is None or held.size < size or held.dtype != np.dtype(dtype):
+            held = self._workspace[name] = np.empty(size, dtype=dtype)
+        return held[:size].reshape(shape)
 
     # ---------------------------------------------------------------- the model and the objective
     def model(self, G, V):
@@ -204,26 +220,27 @@ class ToeplitzLikeProblem:
         return G, V, (("V", basis[::-1].copy()) if m < n else ("G", basis))
 
     # ---------------------------------------------------------------- normal-equation blocks (square, unweighted)
-    def g_gram(self, V):
-        """``¼ Γ(p)`` for p = 0..N/2, shape (N/2+1, r, r) (G is real: the other frequencies are conjugates)."""
+    def g_gram(self, V, out=None):
+        """``¼ Γ(p)`` for p = 0..N/2, shape (N/2+1, r, r) (G is real: the other frequencies are conjugates);
+        written into ``out`` if given."""
         N, r = V.shape
         A = scipy.fft.fft(self.twist * V.T, axis=-1)  # rows: twisted spectra of v_k
         B = scipy.fft.fft(self.twist * tau(V, -1.0).T, axis=-1)  # rows: twisted spectra of τ_{-1} v_j
         weight = 0.25 * self.twist.conj() * self.ramp
-        Gamma = np.empty((N // 2 + 1, r, r), dtype=complex)
+        Gamma = np.empty((N // 2 + 1, r, r), dtype=complex) if out is None else out
         for j0, j1 in _pair_chunks(N, r):  # Γ is Hermitian: rows j0:j1 from column j0 on
             S = scipy.fft.ifft(B[j0:j1, None, :] * A[None, j0:, :], axis=-1)  # s_{jk} = Z_{-1}(v_k) τ_{-1}(v_j)
             Gamma[:, j0:j1, j0:] = np.moveaxis(scipy.fft.rfft((S * weight).real, axis=-1), -1, 0)
             Gamma[:, j1:, j0:j1] = Gamma[:, j0:j1, j1:].conj().transpose(0, 2, 1)
         return Gamma
 
-    def v_gram(self, G):
+    def v_gram(self, G, out=None):
         """``¼ Ψ(p)`` in the twisted basis at the frequencies ``self.v_frequencies`` (a real vector's twisted
-        spectrum has ``ŵ(1 - p) = conj ŵ(p)``, so the others follow)."""
+        spectrum has ``ŵ(1 - p) = conj ŵ(p)``, so the others follow); written into ``out`` if given."""
         N, r = G.shape
         G_hat = scipy.fft.rfft(G.T, axis=-1)
         weight = 0.25 * self.twist * self.ramp
-        Psi = np.empty((len(self.v_frequencies), r, r), dtype=complex)
+        Psi = np.empty((len(self.v_frequencies), r, r), dtype=complex) if out is None else out
         for j0, j1 in _pair_chunks(N, r):
             X = scipy.fft.irfft(G_hat.conj()[j0:j1, None, :] * G_hat[None, j0:, :], n=N, axis=-1)  # Z_1(g_j)ᵀ g_k
             spectrum = scipy.fft.fft(X * weight, axis=-1)[:, :, self.v_frequencies]
@@ -273,7 +290,8 @@ class ToeplitzLikeProblem:
         r = fixed.shape[1]
         kind = self.preconditioner_kind(which, r)
         if kind == "full":
-            solve = _factor(gram(fixed))
+            count = self.N // 2 + 1 if which == "G" else len(self.v_frequencies)
+            solve = _factor(gram(fixed, out=self._buffer("gram", (count, r, r))), in_place=True)
         elif kind == "banded":
             solve = self.banded_solver(which, fixed)
         else:
@@ -330,26 +348,36 @@ class ToeplitzLikeProblem:
             return out
         return solve
 
-    def weighted_g_gram(self, V):
+    def weighted_g_gram(self, V, out=None):
         """The G-step blocks for ``C ≈ ρ I + Σ_t d_t u_t u_tᵀ`` (its ``WEIGHT_DIRECTIONS`` dominant eigenpairs, the
-        others replaced by their mean ρ), exact for that weight on the square: ``ρ ¼Γ(p) + ¼ Σ_t d_t ŷ_t(p)* ŷ_t(p)ᵀ``.
+        others replaced by their mean ρ), exact for that weight on the square: ``ρ ¼Γ(p) + ¼ Σ_t d_t ŷ_t(p)* ŷ_t(p)ᵀ``;
+        written into ``out`` if given.
 
         For a rank-one weight ``u uᵀ``, ``M u = ½ Σ_j Z_1(g_j) Z_{-1}(v_j) u = ½ Σ_j Z_1(y_j) g_j`` with
         ``y_j = Z_{-1}(v_j) u`` (circulants commute), so its Hessian in G is ``¼ ŷ(p)* ŷ(p)ᵀ`` at every frequency p of
         the real DFT (``ŷ_j = rfft(y_j)``): the weight stays frequency-decoupled in the G-step as long as it enters
-        through vectors. Costs ``2 r k`` FFTs and ``r² k N / 2`` multiply-adds on top of :meth:`g_gram`.
+        through vectors. Costs ``2 r k`` FFTs and ``r² k N / 2`` multiply-adds on top of :meth:`g_gram`: the spectra
+        ``ŷ`` of all k directions are gathered first (k × r per frequency), so the sum over the directions is one
+        batched product of inner dimension k per chunk of frequencies.
         """
         U, d, rho = self.directions
         spectra = scipy.fft.fft(self.twist[:, None] * V, axis=0)              # twisted spectra of v_j
         directions = scipy.fft.fft(self.twist[:, None] * U, axis=0)          # twisted spectra of u_t
-        gram = rho * self.g_gram(V)
+        gram = self.g_gram(V, out=out)
+        gram *= rho
         N, r = spectra.shape
+        k = len(d)
+        Y_all = self._buffer("direction spectra", (N // 2 + 1, k, r))       # ŷ_{j,t}(p) at [p, t, j]
         step = max(1, _WEIGHTED_GRAM_CHUNK // (N * r))     # directions at a time: bounded memory, same sums
-        for t0 in range(0, len(d), step):
+        for t0 in range(0, k, step):
             t = slice(t0, t0 + step)
             Y = scipy.fft.ifft(spectra[:, :, None] * directions[:, None, t], axis=0)
             Y = scipy.fft.rfft((self.twist.conj()[:, None, None] * Y).real, axis=0)  # ŷ_{j,t}: (N/2+1, r, c)
-            gram += 0.25 * np.matmul(Y.conj() * d[t], Y.transpose(0, 2, 1))
+            Y_all[:, t, :] = Y.transpose(0, 2, 1)
+        scale = 0.25 * d[:, None]
+        for f0 in range(0, N // 2 + 1, _FREQUENCY_CHUNK):
+            f = slice(f0, f0 + _FREQUENCY_CHUNK)
+            gram[f] += np.matmul(Y_all[f].conj().transpose(0, 2, 1), scale * Y_all[f])
         return gram
 
     # ---------------------------------------------------------------- ALS half-steps
@@ -597,34 +625,34 @@ def _solve_psd(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return basis @ ((basis.T @ rhs) / values[keep])
 
 
-def _factor(blocks: np.ndarray):
+def _factor(blocks: np.ndarray, in_place: bool = False):
     """A solver for Hermitian positive semi-definite r×r blocks (one per frequency) plus a small relative ridge,
-    raised until the factorisation succeeds (singular frequencies get a finite, minimum-norm-like answer).
+    raised for a block until its factorisation succeeds (singular frequencies get a finite, minimum-norm-like
+    answer).
 
-    Batched Cholesky factors (NumPy), inverted triangle by triangle (LAPACK ``trtri``), so that applying the
-    inverse is two batched triangular products: ``B⁻¹ = L⁻ᴴ L⁻¹``."""
+    Each block's Cholesky factor (LAPACK ``potrf``) is inverted (``trtri``), so that applying the inverse is two
+    batched triangular products: ``B⁻¹ = L⁻ᴴ L⁻¹``. One block at a time, so the only large array is the one holding
+    the inverse factors: ``blocks`` itself with ``in_place`` (its Gram is then overwritten), a new one otherwise."""
     r = blocks.shape[-1]
     diagonal = np.arange(r)
-    scale = max(float(np.abs(blocks[:, diagonal, diagonal]).sum(axis=1).max()) / r, 1e-300)
-    ridge = _RIDGE
-    while True:
-        shifted = blocks.copy()
-        shifted[:, diagonal, diagonal] += ridge * scale
-        try:
-            lower = np.linalg.cholesky(shifted)
-            inverse = np.empty_like(lower)
-            for k in range(lower.shape[0]):
-                inverse[k], info = ztrtri(lower[k], lower=1)
-                if info != 0:
-                    raise np.linalg.LinAlgError("singular triangular factor")
-            if np.isfinite(inverse).all():
-                transposed = inverse.transpose(0, 2, 1)  # L⁻ᴴ z = conj((L⁻¹)ᵀ conj z): no conjugated copy of L⁻¹
-                return lambda R_hat: np.matmul(transposed, np.matmul(inverse, R_hat[:, :, None]).conj()).conj()[:, :, 0]
-        except np.linalg.LinAlgError:
-            pass
-        if ridge >= 1e-2:
-            raise np.linalg.LinAlgError("the normal equations of a Toeplitz-like half-step could not be factored")
-        ridge *= 1e3
+    scale = max(float(np.abs(blocks[:, diagonal, diagonal]).sum(axis=1).max()) / r, 1e-300) if len(blocks) else 1.0
+    inverse = blocks if in_place else np.empty_like(blocks)
+    for k in range(blocks.shape[0]):
+        ridge = _RIDGE
+        while True:
+            shifted = blocks[k].copy()
+            shifted[diagonal, diagonal] += ridge * scale
+            lower, info = zpotrf(shifted, lower=1, clean=1, overwrite_a=1)
+            if info == 0:
+                lower, info = ztrtri(lower, lower=1, overwrite_c=1)
+                if info == 0 and np.isfinite(lower).all():
+                    break
+            if ridge >= 1e-2:
+                raise np.linalg.LinAlgError("the normal equations of a Toeplitz-like half-step could not be factored")
+            ridge *= 1e3
+        inverse[k] = lower
+    transposed = inverse.transpose(0, 2, 1)  # L⁻ᴴ z = conj((L⁻¹)ᵀ conj z): no conjugated copy of L⁻¹
+    return lambda R_hat: np.matmul(transposed, np.matmul(inverse, R_hat[:, :, None]).conj()).conj()[:, :, 0]
 
 
 def _pair_chunks(N: int, r: int):
