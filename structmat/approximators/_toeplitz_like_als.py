@@ -44,6 +44,7 @@ the sizes alone, never a measured time, so limits on it are deterministic.
 from __future__ import annotations
 
 import logging
+import mmap
 import time
 
 import numpy as np
@@ -98,6 +99,8 @@ _GRAM_CHUNK = 1 << 19
 #: Complex numbers held by one chunk of directions in :meth:`ToeplitzLikeProblem.weighted_g_gram` (N · r · chunk):
 #: all 64 directions at once held 160 MB on EfficientNet-Lite0's classifier (1280 × 125 × 64); in chunks, 16 MB.
 _WEIGHTED_GRAM_CHUNK = 1 << 20
+#: Residuals of at least this many entries are weighted in float32 inside PCG (:meth:`ToeplitzLikeProblem.weigh_direction`).
+_SINGLE_PRECISION_MIN = 1 << 16
 #: Frequencies per chunk when the weighted G-step's direction terms are added to its Gram (bounded temporaries).
 _FREQUENCY_CHUNK = 32
 
@@ -146,6 +149,7 @@ class ToeplitzLikeProblem:
         self.W_adjoint = _adjoint(np.ascontiguousarray(target), self.N)  # 𝒜*(W̄ C): the right-hand sides
         self.norm = float(np.sqrt(max(np.vdot(target, W), 0.0)))       # f at M = 0
         self._workspace = {}  # name -> array reused by every half-step (:meth:`_buffer`)
+        self._weight32 = None
 
     def _buffer(self, name: str, shape, dtype=complex) -> np.ndarray:
         """An uninitialised array of ``shape`` kept for the problem's lifetime and handed out again to later
@@ -154,7 +158,7 @@ class ToeplitzLikeProblem:
         size = int(np.prod(shape))
         held = self._workspace.get(name)
         if held is None or held.size < size or held.dtype != np.dtype(dtype):
-            held = self._workspace[name] = np.empty(size, dtype=dtype)
+            held = self._workspace[name] = _anonymous_array(size, dtype)
         return held[:size].reshape(shape)
 
     # ---------------------------------------------------------------- the model and the objective
@@ -380,6 +384,18 @@ class ToeplitzLikeProblem:
             gram[f] += np.matmul(Y_all[f].conj().transpose(0, 2, 1), scale * Y_all[f])
         return gram
 
+    def weigh_direction(self, R):
+        """``R C`` for a search direction's image inside PCG: in float32 for a large weight (half the time of the
+        float64 GEMM, the step's largest cost). Only the step length and the next search direction see the rounding;
+        the residual, hence the objective and every comparison of candidates, stays exact in float64."""
+        if self.weight is None:
+            return R
+        if R.size < _SINGLE_PRECISION_MIN:
+            return R @ self.weight
+        if self._weight32 is None:
+            self._weight32 = self.weight.astype(np.float32)
+        return (R.astype(np.float32) @ self._weight32).astype(np.float64)
+
     # ---------------------------------------------------------------- ALS half-steps
     def rhs(self, which: str, fixed):
         """The adjoint of the half-step's linear map applied to ``W C``: ``½ 𝒜*(W̄C) V`` or ``½ 𝒜*(W̄C)ᵀ G``."""
@@ -462,7 +478,7 @@ class ToeplitzLikeProblem:
             if rz <= 1e-28 * rz0 or rz0 == 0.0:
                 break
             image = 0.5 * _assemble(self.product(which, direction, fixed), self.m, self.n)
-            weighted = weigh(image)
+            weighted = self.weigh_direction(image)
             curvature = float(np.vdot(weighted, image))
             if curvature <= 0.0:
                 break
@@ -564,6 +580,20 @@ class ToeplitzLikeProblem:
         finally:
             bar.close()
         return G, V, error, sweeps, work
+
+
+def _anonymous_array(size: int, dtype) -> np.ndarray:
+    """An uninitialised 1-D array in its own anonymous memory map (freed with the array).
+
+    NumPy advises the kernel to back large arrays by transparent huge pages; where the kernel compacts memory to
+    find them on the first touch (``defrag`` set to ``madvise``, the default of many distributions), that first
+    touch costs far more than filling the array: 1 s of system time for 160 MB on the development VM, against
+    0.05 s in ordinary pages. These buffers are filled by FFTs and small batched products, which gain nothing
+    from huge pages."""
+    dtype = np.dtype(dtype)
+    if size * dtype.itemsize < (1 << 22):
+        return np.empty(size, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, size * dtype.itemsize), dtype=dtype, count=size)
 
 
 def _dominant_directions(weight: np.ndarray, eigh, N: int):
