@@ -172,6 +172,44 @@ def test_output_fit_is_deterministic():
     np.testing.assert_array_equal(first.H, second.H)
 
 
+def test_preconditioners_from_reused_buffers_equal_fresh_ones():
+    """The per-frequency Grams and inverse factors live in buffers the problem hands out again to every half-step
+    (factored in place): a G-step preconditioner built after a V-step's equals one built from scratch."""
+    from structmat.approximators._toeplitz_like_als import _factor
+
+    rng = np.random.default_rng(11)
+    W, C = rng.standard_normal((20, 24)), _spd(24, 12, spread=1e3)
+    problem, fresh = ToeplitzLikeProblem(W, weight=C), ToeplitzLikeProblem(W, weight=C)
+    N, r = problem.N, 3
+    G, V = (np.linalg.qr(rng.standard_normal((N, r)))[0] for _ in range(2))
+    R = rng.standard_normal((N, r))
+    problem.preconditioner("G", V)(R)
+    problem.preconditioner("V", G)(R)  # overwrites the buffers
+    reused = problem.preconditioner("G", V)(R)
+    expected = fresh.g_apply(_factor(fresh.weighted_g_gram(V)), R)
+    np.testing.assert_allclose(reused, expected, rtol=1e-10, atol=1e-12)
+    blocks = fresh.weighted_g_gram(V)
+    solve, in_place = _factor(blocks), _factor(blocks.copy(), in_place=True)
+    spectrum = rng.standard_normal((N // 2 + 1, r)) + 1j * rng.standard_normal((N // 2 + 1, r))
+    np.testing.assert_array_equal(solve(spectrum), in_place(spectrum))
+    np.testing.assert_allclose(np.matmul(blocks, solve(spectrum)[:, :, None])[:, :, 0], spectrum, rtol=1e-8)
+
+
+def test_large_output_fit_with_single_precision_directions_is_deterministic_and_never_worse():
+    """Above ``_SINGLE_PRECISION_MIN`` entries PCG weighs its search directions in float32: same bytes twice, and
+    the objective (kept in float64) still never above the plain fit's."""
+    rng = np.random.default_rng(13)
+    W = rng.standard_normal((264, 256))
+    X = rng.standard_normal((400, 256)) * np.geomspace(0.02, 3.0, 256)
+    first = fit_toeplitz_like_rank(W, 3, inputs=X)
+    second = fit_toeplitz_like_rank(W, 3, inputs=X)
+    np.testing.assert_array_equal(first.matrix.G, second.matrix.G)
+    np.testing.assert_array_equal(first.matrix.H, second.matrix.H)
+    objective = OutputObjective(W, InputStatistics.from_rows(X))
+    assert objective.relative_error(first.matrix) == pytest.approx(first.error, rel=1e-9)
+    assert first.error <= first.candidates["plain fit"] and first.error < first.candidates["whitened low rank"]
+
+
 def test_bad_inputs_and_warm_starts_are_clear_errors():
     W = np.random.default_rng(11).standard_normal((10, 12))
     with pytest.raises(ValueError, match=r"shape \(N, 12\)"):
