@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from structmat.matrices.lowrank_sparse import LowRankSparse
 from structmat.matrices.sparse_product import Sparse, SparseProduct
@@ -65,6 +67,15 @@ def test_sparse_layouts_match_to_dense(shape, density, driver, tmp_path, rng):
         assert (chunk_fill(S) >= 6.5) == (shape == CHUNKS[0])  # the shapes hit the layouts they are named after
     y = check(Sparse(S), driver, tmp_path, rng)
     assert not y[2::5].any()
+
+
+@settings(max_examples=20)
+@given(m=st.integers(1, 40), n=st.integers(1, 260), density=st.sampled_from([0.02, 0.1, 0.3, 0.7]),
+       seed=st.integers(0, 2**16))
+def test_sparse_matches_to_dense_for_any_shape(m, n, density, seed, driver, tmp_path_factory):
+    """Around the 64-column window and the 16/8-value runs: every layout's edges on random shapes and densities."""
+    S = sparse_with_empty_rows((m, n), density, seed)
+    check(Sparse(S), driver, tmp_path_factory.mktemp("c"), np.random.default_rng(seed))
 
 
 def test_sparse_product_factors_in_different_layouts(driver, tmp_path, rng):
