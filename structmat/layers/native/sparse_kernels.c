@@ -23,20 +23,13 @@
 
 #define PANEL 64
 
-static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t *restrict idx,
-                    const float *restrict data, const float *restrict x, float *restrict y,
-                    const float *restrict base)
-{
-    sm_rows_csr16(rows, indptr, idx, data, x, y, base);
-}
-
 /* Y (batch x rows, leading dimension ldy) = X (batch x cols, leading dimension ldx) Sᵀ, one input row at a time;
  * S in CSR with 16-bit column indices (cols <= 65536). */
 void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint16_t *indices, const float *values,
                  const float *x, int64_t ldx, float *y, int64_t ldy)
 {
     for (int64_t r = 0; r < batch; ++r)
-        csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy, NULL);
+        sm_rows_csr16(rows, indptr, indices, values, x + r * ldx, y + r * ldy, NULL);
 }
 
 /* The chunked layout of sparse_rows.h (AVX-512): availability, chunk count and build, exported for ctypes. */
@@ -58,19 +51,12 @@ void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int
     sm_rows_chunk_build(rows, cols, indptr, indices, values, chunk_ptr, window, lanes, padded);
 }
 
-static void chunk_row(int64_t rows, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
-                      const uint8_t *restrict lanes, const float *restrict padded, const float *restrict xr,
-                      float *restrict y, const float *restrict base)
-{
-    sm_rows_chunks(rows, chunk_ptr, window, lanes, padded, xr, y, base);
-}
-
 void sm_chunk_rows(int64_t rows, int64_t batch, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
                    const uint8_t *restrict lanes, const float *restrict padded, const float *restrict x, int64_t ldx,
                    float *restrict y, int64_t ldy)
 {
     for (int64_t r = 0; r < batch; ++r)
-        chunk_row(rows, chunk_ptr, window, lanes, padded, x + r * ldx, y + r * ldy, NULL);
+        sm_rows_chunks(rows, chunk_ptr, window, lanes, padded, x + r * ldx, y + r * ldy, NULL);
 }
 
 /* Y = X Sᵀ + bias (bias NULL: none) by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte
@@ -177,9 +163,9 @@ typedef struct sm_sparse_layer {
 static void factor_row(const sm_factor *f, const float *x, float *y, const float *base)
 {
     if (f->chunk_ptr != NULL)
-        chunk_row(f->rows, f->chunk_ptr, f->window, f->lanes, f->padded, x, y, base);
+        sm_rows_chunks(f->rows, f->chunk_ptr, f->window, f->lanes, f->padded, x, y, base);
     else
-        csr_row(f->rows, f->indptr, f->short_indices, f->values, x, y, base);
+        sm_rows_csr16(f->rows, f->indptr, f->short_indices, f->values, x, y, base);
 }
 
 /* base = bias + U (Vᵀ x) for one input row; t: rank floats */
