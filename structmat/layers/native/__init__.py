@@ -10,7 +10,8 @@ Two libraries: ``sparse_kernels.c`` (CSR factors: :func:`sparse_library`, a whol
 :class:`SparseLayerPlan`) and ``block_sparse_kernels.c`` (BSR: :func:`block_sparse_library`,
 :class:`BlockSparsePlan`). Nothing here is required: without a C compiler, when the build fails, or with
 ``STRUCTMAT_NATIVE=0`` in the environment, the loaders return None (with one logged warning when a build was
-attempted) and the layers use torch's own kernels. Exports and the training path never call these helpers.
+attempted) and the layers use torch's own kernels. Exports never call these helpers; the sparse layers' training
+path uses :func:`csr_panels` forward and backward.
 """
 
 from __future__ import annotations
