@@ -141,7 +141,8 @@ def compile_driver(*, compiler=None, flags=None, cache_dir=None, force: bool = F
         (tmp / "sm_registry.c").write_text(registry)
         out = tmp / BINARY_NAME
         c_files = [str(p) for p in sources if p.suffix == ".c"] + [str(tmp / "sm_registry.c")]
-        argv = command + flags + ["-I", str(SOURCE_DIR), "-I", str(SHARED_HEADER_DIR)] + c_files + ["-o", str(out), "-lm"]
+        includes = ["-I", str(SOURCE_DIR), "-I", str(SHARED_HEADER_DIR)]
+        argv = command + flags + includes + c_files + ["-o", str(out), "-lm"]
         logger.info("speed_c: compiling %s", " ".join(shlex.quote(a) for a in argv))
         run_compiler(argv, f"the C driver with {' '.join(command + flags)}", timeout=600)
         info = {"compiler": command, "flags": flags, "kernels": names,

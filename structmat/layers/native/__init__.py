@@ -4,7 +4,8 @@ The sources are this package's ``*.c`` files and the headers they include (``spa
 kernels, shared with the C speed benchmark :mod:`structmat.speed_c`); the shared library is compiled once per
 (sources, compiler, flags) with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` as for
 ``structmat bench-c``) into ``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then
-renamed, so concurrent processes never load a half-written file. The library is called through :mod:`ctypes` on the tensors' memory.
+renamed, so concurrent processes never load a half-written file. The library is called through :mod:`ctypes` on the
+tensors' memory.
 
 Two libraries: ``sparse_kernels.c`` (CSR factors: :func:`sparse_library`, a whole layer in one call through
 :class:`SparseLayerPlan`) and ``block_sparse_kernels.c`` (BSR: :func:`block_sparse_library`,
