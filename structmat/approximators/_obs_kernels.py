@@ -14,15 +14,18 @@ def prune_block(block, keep, U, losses):
     Cholesky factor of the block's ``H⁻¹``, losses (m, b) out: ``q_j = w_j / U_jj`` for pruned entries, subtracted
     from the block's later columns as ``q_j U_j,j:`` (SparseGPT, Frantar & Alistarh 2023, Algorithm 1).
 
-    Rows are independent; each is swept left to right while it stays in the L1 cache."""
+    Made for Fortran-ordered ``block``, ``keep`` and ``losses``: every update is a sweep down a contiguous column,
+    all rows at once."""
     m, b = block.shape
-    for i in range(m):
-        for j in range(b):
+    for j in range(b):
+        pivot = U[j, j]
+        for i in range(m):
             if keep[i, j]:
                 losses[i, j] = 0.0
             else:
-                q = block[i, j] / U[j, j]
-                losses[i, j] = q
+                losses[i, j] = block[i, j] / pivot
                 block[i, j] = 0.0
-                for c in range(j + 1, b):
-                    block[i, c] -= q * U[j, c]
+        for c in range(j + 1, b):
+            u = U[j, c]
+            for i in range(m):
+                block[i, c] -= losses[i, j] * u

@@ -18,17 +18,32 @@ independent; groups of entries (``br × bc`` blocks, ``1 × 1`` for single entri
 Each pruning raises the objective by exactly ``q_j²`` (the removed weight's saliency among the columns still
 free, which were optimal for the frozen ones), so the output error of the result is ``Σ q_j²``: returned as
 ``loss`` without a product with ``H``. Deterministic: stable orders, ties to the earliest position.
+
+**Without ``U`` or ``H⁻¹``.** ``K = U⁻¹`` is upper triangular with ``P H Pᵀ = K Kᵀ``, so with ``J`` the order
+reversal ``K = J L J`` for the lower Cholesky factor ``L`` of ``J P H Pᵀ J`` (one ``potrf``; no explicit inverse, no
+triangular inversion of the whole factor). The removed part ``E = W − values`` satisfies ``E = Q U``, i.e. ``Q = E
+K`` with ``Q`` the losses (zero at kept entries). With ``P`` the columns processed so far and ``R`` the rest, ``U_PR
+= −K_PP⁻¹ K_PR K_RR⁻¹``, so the current weights of the rest are ``W_R − Q_P U_PR = W_R + T_R K_RR⁻¹`` with ``T_R =
+E_P K_PR``, and on the next lazy block ``B`` only its diagonal block is needed: ``W_B + T_B U_BB`` with ``U_BB =
+K_BB⁻¹`` (a ``block_size``-sized inversion). So the lazy updates accumulate ``T`` (``E_B K_B,later``, the same
+product as SparseGPT's ``Q_B U_B,later``), and inside a block the columns are pruned with ``U_BB`` as usual. The
+output gradient at the result is ``E H = Q U⁻ᵀ = Q Kᵀ``, one triangular product (half the work of a product with
+``H``).
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
 
 import numpy as np
 import scipy.linalg
 
 from structmat.approximators._obs_kernels import prune_block
+from structmat.approximators._output_norm import inverse_diagonal_blocks
 from structmat.approximators.palm4msa import Constraint
 
-__all__ = ["sequential_prune", "expand_groups"]
+__all__ = ["sequential_prune", "expand_groups", "Pruning", "ExplicitInverse"]
 
 
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
@@ -52,48 +67,48 @@ def _row_group_sums(scores: np.ndarray, br: int) -> np.ndarray:
     return scores if br == 1 else np.add.reduceat(scores, np.arange(0, scores.shape[0], br), axis=0)
 
 
-def _diagonal_blocks(A: np.ndarray, starts: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
-    """``A``'s diagonal blocks at ``starts`` (``len(starts) × bc × bc``), a narrower one padded with the identity."""
-    blocks = np.zeros((len(starts), bc, bc))
-    for g, (s, w) in enumerate(zip(starts, widths)):
-        blocks[g, :w, :w] = A[s:s + w, s:s + w]
-        blocks[g, np.arange(w, bc), np.arange(w, bc)] = 1.0
-    return blocks
-
-
 def _quadratic_forms(part: np.ndarray, matrices: np.ndarray, bc: int) -> np.ndarray:
     """``part[:, g] M_g part[:, g]ᵀ`` per row and group of ``bc`` consecutive columns (part: m × G·bc)."""
     grouped = part.reshape(part.shape[0], -1, bc).transpose(1, 0, 2)          # G × m × bc
     return np.einsum("gmj,gmj->mg", grouped @ matrices, grouped)
 
 
-def _global_saliency(W: np.ndarray, H_inverse: np.ndarray, group_shape) -> np.ndarray:
-    """``Σ_{i ∈ I} w_iJ [(H⁻¹)_JJ]⁻¹ w_iJᵀ`` on the grid of groups (step 1)."""
+def _global_saliency(W: np.ndarray, blocks: np.ndarray, group_shape) -> np.ndarray:
+    """``Σ_{i ∈ I} w_iJ [(H⁻¹)_JJ]⁻¹ w_iJᵀ`` on the grid of groups (step 1), from the diagonal (``bc`` 1) or the
+    diagonal blocks of ``H⁻¹``."""
     (m, n), (br, bc) = W.shape, group_shape
     if bc == 1:
-        return _row_group_sums(W * W / np.diag(H_inverse), br)
-    starts = np.arange(0, n, bc)
-    widths = np.minimum(bc, n - starts)
-    precision = np.linalg.inv(_diagonal_blocks(H_inverse, starts, widths, bc))
-    padded = np.zeros((m, len(starts) * bc))
+        return _row_group_sums(W * W / blocks, br)
+    precision = np.linalg.inv(blocks)
+    padded = np.zeros((m, precision.shape[0] * bc))
     padded[:, :n] = W
     return _row_group_sums(_quadratic_forms(padded, precision, bc), br)
 
 
-def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
-    """``‖w_J U_JJ⁻¹‖²`` per row and group of the lazy block (its groups' widths ``widths``, in order)."""
+class ExplicitInverse:
+    """An explicit ``H⁻¹`` with the two methods :func:`sequential_prune` asks of an
+    :class:`~structmat.approximators._output_norm.OutputNorm` (which gets the same without forming ``H⁻¹``)."""
+
+    def __init__(self, inverse: np.ndarray) -> None:
+        self.inverse = inverse
+
+    def inverse_diagonal_blocks(self, width: int, dtype=np.float64) -> np.ndarray:
+        return inverse_diagonal_blocks(self.inverse, width)
+
+    def permuted_factor(self, columns: np.ndarray, dtype=np.float64) -> np.ndarray:
+        U = scipy.linalg.cholesky(self.inverse.take(columns, axis=0).take(columns, axis=1), lower=False,
+                                  check_finite=False)
+        return np.asfortranarray(scipy.linalg.solve_triangular(U, np.eye(len(columns)), lower=False), dtype)
+
+
+def _current_saliency(block: np.ndarray, K_block: np.ndarray, widths: np.ndarray, bc: int) -> np.ndarray:
+    """``‖w_J U_JJ⁻¹‖² = ‖w_J K_JJ‖²`` per row and group of the lazy block (its groups' widths ``widths``)."""
     if bc == 1:
-        return (block / np.diag(U_block)) ** 2
-    if np.all(widths == bc):
-        G = len(widths)
-        diagonal = U_block.reshape(G, bc, G, bc)[np.arange(G), :, np.arange(G), :]
-        solved = block.reshape(block.shape[0], G, bc).transpose(1, 0, 2) @ np.linalg.inv(diagonal)
-        return np.einsum("gmj,gmj->mg", solved, solved)
+        return (block * np.diag(K_block)) ** 2
     out = np.empty((block.shape[0], len(widths)))
     start = 0
     for g, w in enumerate(widths):
-        inverse = scipy.linalg.solve_triangular(U_block[start:start + w, start:start + w], np.eye(w), lower=False)
-        solved = block[:, start:start + w] @ inverse
+        solved = block[:, start:start + w] @ K_block[start:start + w, start:start + w]
         out[:, g] = np.einsum("mj,mj->m", solved, solved)
         start += w
     return out
@@ -103,33 +118,53 @@ def _current_saliency(block: np.ndarray, U_block: np.ndarray, widths: np.ndarray
 KERNEL_WIDTH = 32
 
 
-def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray) -> np.ndarray:
-    """Prune ``block`` in place (entries off ``keep``) with the updates inside it; return the losses ``q``.
+def _add_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
+    """``C += A @ B`` in place for a Fortran-ordered ``C`` (BLAS ``gemm`` with ``β = 1``: no temporary)."""
+    from scipy.linalg import blas
+
+    gemm = blas.sgemm if C.dtype == np.float32 else blas.dgemm
+    gemm(1.0, A, B, beta=1.0, c=C, overwrite_c=1)
+
+
+def _prune_lazy_block(block: np.ndarray, keep: np.ndarray, U_block: np.ndarray, losses: np.ndarray) -> None:
+    """Prune the Fortran-ordered ``block`` in place (entries off ``keep``) with the updates inside it, writing the
+    losses ``q`` into the Fortran-ordered ``losses``.
 
     The same two-level blocking as SparseGPT's lazy updates, one level down: the kernel sweeps ``KERNEL_WIDTH``
     columns, then one product updates the block's later columns (short inner loops cost more than the product)."""
-    losses = np.empty_like(block)
     width = block.shape[1]
     for start in range(0, width, KERNEL_WIDTH):
         stop = min(start + KERNEL_WIDTH, width)
-        part, part_losses = np.ascontiguousarray(block[:, start:stop]), np.empty((block.shape[0], stop - start))
-        prune_block(part, np.ascontiguousarray(keep[:, start:stop]), np.ascontiguousarray(U_block[start:stop, start:stop]),
-                    part_losses)
-        block[:, start:stop], losses[:, start:stop] = part, part_losses
+        part = slice(start, stop)
+        prune_block(block[:, part], np.asfortranarray(keep[:, part]), np.ascontiguousarray(U_block[part, part]),
+                    losses[:, part])
         if stop < width:
-            block[:, stop:] -= part_losses @ U_block[start:stop, stop:]
-    return losses
+            _add_product(block[:, stop:], -losses[:, part], U_block[part, stop:])
 
 
-def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_shape=(1, 1),
-                     block_size: int = 128):
+class Pruning(NamedTuple):
+    """What :func:`sequential_prune` returns."""
+
+    #: (m, n) float64, zero outside the kept groups: the kept weights after the updates.
+    values: np.ndarray
+    #: bool (⌈m/br⌉, ⌈n/bc⌉): the kept groups.
+    keep: np.ndarray
+    #: ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
+    loss: float
+    #: Computes ``(W − values) H`` in the working dtype on the columns that keep an entry (once; only if asked for
+    #: when pruning, else None).
+    gradient: Callable[[], np.ndarray] | None
+
+
+def sequential_prune(W: np.ndarray, inverse, count: int, *, group_shape=(1, 1), block_size: int = 128,
+                     dtype=np.float64, gradient: bool = False) -> Pruning:
     """Prune ``W`` to ``count`` groups of ``group_shape`` for the output error (module docstring).
 
     Parameters
     ----------
     W : ndarray of shape (m, n)
-    H_inverse : ndarray of shape (n, n)
-        The inverse of the (regularised, positive definite) input second moment ``H``.
+    inverse : OutputNorm or ndarray of shape (n, n)
+        The output norm of the (regularised, positive definite) input second moment ``H``, or ``H⁻¹`` itself.
     count : int
         Groups kept, ``0 <= count``; with ``count`` at least the grid's size nothing is pruned.
     group_shape : (int, int)
@@ -137,43 +172,82 @@ def sequential_prune(W: np.ndarray, H_inverse: np.ndarray, count: int, *, group_
         last block row or column may be cut short.
     block_size : int
         Columns per lazy update (whole column groups, at least one).
+    dtype : numpy dtype
+        Of the factorisations, the weights and the updates (float32, as SparseGPT, halves their cost; an
+        :class:`~structmat.approximators._output_norm.OutputNorm` falls back on float64 when a float32
+        factorisation fails).
+    gradient : bool
+        Also offer ``(W − values) H = Q Kᵀ`` (module docstring), computed when called for, on every column that
+        keeps an entry (the columns processed before the first of them, pruned whole, are left zero: ``K`` is upper
+        triangular, so the product on the later columns needs only the trailing block).
 
     Returns
     -------
-    values : ndarray of shape (m, n)
-        Zero outside the kept groups; the kept weights after the updates.
-    keep : bool ndarray of shape (⌈m/br⌉, ⌈n/bc⌉)
-        ``min(count, grid size)`` groups.
-    loss : float
-        ``tr((W − values) H (W − values)ᵀ)``, accumulated as ``Σ q²``.
+    Pruning
+        ``values``, ``keep`` (``min(count, grid size)`` groups), ``loss`` and ``gradient``.
     """
+    if isinstance(inverse, np.ndarray):
+        inverse = ExplicitInverse(inverse)
     (m, n), (br, bc) = W.shape, group_shape
     starts = np.arange(0, n, bc)
     widths = np.minimum(bc, n - starts)
     grid = (-(-m // br), len(starts))
-    survivors = _top(_global_saliency(W, H_inverse, group_shape), count).sum(axis=0)
+    survivors = _top(_global_saliency(W, inverse.inverse_diagonal_blocks(bc, dtype), group_shape), count).sum(axis=0)
     order = np.argsort(survivors, kind="stable")              # the most pruned column groups first
     columns = order if bc == 1 else np.concatenate([np.arange(starts[g], starts[g] + widths[g]) for g in order])
-    Wp = W.take(columns, axis=1)
-    U = scipy.linalg.cholesky(H_inverse.take(columns, axis=0).take(columns, axis=1), lower=False, check_finite=False)
+    K = inverse.permuted_factor(columns, dtype)              # U⁻¹, Fortran-ordered
+    original = W.T.astype(dtype).take(columns, axis=0).T     # Fortran order, columns contiguous: in-place updates
+    T = np.zeros_like(original)                              # E_P K_P,rest, accumulated block by block
+    Q = np.zeros_like(original)                              # the losses q
+    current = np.empty_like(original)                        # the values, block by block
     keep = np.zeros(grid, dtype=bool)
     per_block = max(1, block_size // bc)
     loss, start = 0.0, 0
     for first in range(0, grid[1], per_block):
         groups = order[first:first + per_block]
         stop = start + int(widths[groups].sum())
-        block = Wp[:, start:stop].copy()
-        U_block = U[start:stop, start:stop]
-        scores = _row_group_sums(_current_saliency(block, U_block, widths[groups], bc), br)
+        part = slice(start, stop)
+        U_block = _upper_inverse(K[part, part])
+        block = current[:, part]
+        block[...] = T[:, part] @ U_block
+        block += original[:, part]
+        scores = _row_group_sums(_current_saliency(block, K[part, part], widths[groups], bc), br)
         kept = _top(scores, int(survivors[groups].sum()))
-        losses = _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block)
-        loss += float(np.einsum("ij,ij->", losses, losses))
-        Wp[:, start:stop] = block
+        _prune_lazy_block(block, expand_groups(kept, (br, bc), block.shape, widths[groups]), U_block, Q[:, part])
+        loss += float(np.einsum("ij,ij->", Q[:, part], Q[:, part], dtype=np.float64))
         if stop < n:
-            Wp[:, stop:] -= losses @ U[start:stop, stop:]
+            _add_product(T[:, stop:], original[:, part] - block, K[part, stop:])
         keep[:, groups] = kept
         start = stop
-    values = np.empty_like(Wp)
-    values[:, columns] = Wp
-    values[~expand_groups(keep, group_shape, W.shape, widths)] = 0.0
-    return values, keep, loss
+    restore = np.argsort(columns)                        # the kernel left exact zeros at the pruned entries
+    values = np.ascontiguousarray(current.T.take(restore, axis=0).T, dtype=np.float64)
+
+    def residual_product() -> np.ndarray:
+        # Columns processed before the first one that keeps an entry are pruned whole: not computed (zero).
+        kept_columns = expand_groups(keep, group_shape, W.shape, widths).any(axis=0)[columns]
+        first = int(np.argmax(kept_columns)) if kept_columns.any() else n
+        product = np.zeros_like(Q)
+        product[:, first:] = _times_transpose(Q[:, first:], K[first:, first:])
+        return np.ascontiguousarray(product.T.take(restore, axis=0).T)
+
+    return Pruning(values, keep, loss, functools.cache(residual_product) if gradient else None)
+
+
+def _upper_inverse(K_block: np.ndarray) -> np.ndarray:
+    """The inverse of an upper triangular block (LAPACK ``trtri``), Fortran-ordered."""
+    from scipy.linalg import lapack
+
+    trtri = lapack.strtri if K_block.dtype == np.float32 else lapack.dtrtri
+    inverse, info = trtri(np.asfortranarray(K_block), lower=0)
+    if info != 0:
+        raise ValueError("the input second moment's Cholesky factor is singular; pass ridge > 0")
+    return inverse
+
+
+def _times_transpose(Q: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``Q Kᵀ`` for a Fortran-ordered ``Q`` (overwritten) and the Fortran-ordered upper triangular ``K`` (BLAS
+    ``trmm``)."""
+    from scipy.linalg import blas
+
+    trmm = blas.strmm if Q.dtype == np.float32 else blas.dtrmm
+    return trmm(1.0, K, Q, side=1, lower=0, trans_a=1, overwrite_b=1)

@@ -92,6 +92,9 @@ _BAND_CHUNK = 128
 WEIGHT_DIRECTIONS = 64
 #: Numbers held by one chunk of the Gram computation (N · chunk · r complex values).
 _GRAM_CHUNK = 1 << 22
+#: Complex numbers held by one chunk of directions in :meth:`ToeplitzLikeProblem.weighted_g_gram` (N · r · chunk):
+#: all 64 directions at once held 160 MB on EfficientNet-Lite0's classifier (1280 × 125 × 64); in chunks, 16 MB.
+_WEIGHTED_GRAM_CHUNK = 1 << 20
 
 
 def leading_svd(A: np.ndarray, rank: int, seed, *, start_only: bool = False):
@@ -339,9 +342,15 @@ class ToeplitzLikeProblem:
         U, d, rho = self.directions
         spectra = scipy.fft.fft(self.twist[:, None] * V, axis=0)              # twisted spectra of v_j
         directions = scipy.fft.fft(self.twist[:, None] * U, axis=0)          # twisted spectra of u_t
-        Y = scipy.fft.ifft(spectra[:, :, None] * directions[:, None, :], axis=0)
-        Y = scipy.fft.rfft((self.twist.conj()[:, None, None] * Y).real, axis=0)  # ŷ_{j,t}: (N/2+1, r, k)
-        return rho * self.g_gram(V) + 0.25 * np.matmul(Y.conj() * d, Y.transpose(0, 2, 1))
+        gram = rho * self.g_gram(V)
+        N, r = spectra.shape
+        step = max(1, _WEIGHTED_GRAM_CHUNK // (N * r))     # directions at a time: bounded memory, same sums
+        for t0 in range(0, len(d), step):
+            t = slice(t0, t0 + step)
+            Y = scipy.fft.ifft(spectra[:, :, None] * directions[:, None, t], axis=0)
+            Y = scipy.fft.rfft((self.twist.conj()[:, None, None] * Y).real, axis=0)  # ŷ_{j,t}: (N/2+1, r, c)
+            gram += 0.25 * np.matmul(Y.conj() * d[t], Y.transpose(0, 2, 1))
+        return gram
 
     # ---------------------------------------------------------------- ALS half-steps
     def rhs(self, which: str, fixed):

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK_SHAPES = ((1, 8), (2, 8), (4, 8), (8, 8))
 #: Conjugate-gradient steps of the data-aware values (step 2 of the module docstring).
 CG_REFIT_STEPS = 2
+#: Directions of ``H`` in the conjugate gradients' preconditioner (:mod:`~structmat.approximators._masked_refit`).
+CG_PRECONDITIONER_RANK = 32
 
 def blocks_for_budget(shape, block_shape, limit: int, unit: str = "params") -> int:
     """How many ``block_shape`` blocks fit in ``limit`` parameters (or 4-byte words: each block then also costs its
@@ -169,15 +171,20 @@ def fit_block_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_RID
         if unit == "params" and _tiled_by_another(shape, [c[2] for c in candidates]):
             continue
         count = blocks_for_budget(W.shape, shape, limit, unit)
-        values, keep, loss = sequential_prune(W, norm.inverse, count, group_shape=shape)
-        values, error = masked_cg_refit(W, norm.H, values, expand_groups(keep, shape, W.shape), CG_REFIT_STEPS,
-                                        error=loss, product_dtype=product_dtype(W.shape))
+        dtype = product_dtype(W.shape)
+        values, keep, loss, gradient = sequential_prune(W, norm, count, group_shape=shape, dtype=dtype, gradient=True)
+        mask = expand_groups(keep, shape, W.shape)
+        values, error = masked_cg_refit(W, norm.H_as(dtype), values, mask, CG_REFIT_STEPS, error=loss,
+                                        gradient=gradient(), rank=CG_PRECONDITIONER_RANK, product_dtype=dtype,
+                                        group_width=shape[1], overwrite_values=True,
+                                        eigenpairs=norm.top_eigenpairs(CG_PRECONDITIONER_RANK, dtype))
         fitting = error - norm.shift * float(np.einsum("ij,ij->", W - values, W - values))
         M = BlockSparse.from_mask(values, shape, keep)
         logger.debug("fit_block_sparse: shape %s fitted to the inputs, output error² %.6g", shape, fitting)
         fitted.append((fitting, M.nbytes, shape, M))
     fitting, _, _, M = min(fitted, key=lambda c: (c[0], c[1]))
-    return M if norm.exceeds(plain, max(fitting, 0.0), regularized=False) else plain
+    directions = norm.top_eigenpairs(CG_PRECONDITIONER_RANK, product_dtype(W.shape))[1]
+    return M if norm.exceeds(plain, max(fitting, 0.0), regularized=False, directions=directions) else plain
 
 
 def _tiled_by_another(shape, shapes) -> bool:

@@ -201,7 +201,7 @@ def fit_lowrank_sparse(W, budget, *, inputs=None, ridge: float = LEAST_SQUARES_R
         ``nbytes / 4`` instead: an int counts bytes, a float is a share of the dense float32 bytes ``4 m n``.
     inputs : array_like of shape (N, in_features), or InputStatistics, optional
         Fit the layer's outputs on these inputs, ``‖(W − M) Xᵀ‖_F``, instead of ``‖W − M‖_F``: whitened rank steps
-        and least-squares sparse steps on supports of largest saliency (see
+        and data-aware sparse steps (sequential optimal-brain-surgeon pruning, least-squares values; see
         :func:`~structmat.approximators._lowrank_sparse_outputs.fit_to_outputs`), the plain fit kept as a
         candidate, so the output error on these inputs is never worse than the plain fit's.
     ridge : float
