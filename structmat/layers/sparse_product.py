@@ -57,7 +57,8 @@ ROWS_MAX_BATCH = 3
 #: Mean stored values per chunk (16 values within 64 columns) from which a factor runs the AVX-512 chunk kernel rather
 #: than the CSR row kernel. Per row: about 1.05 ns per chunk against 0.15–0.18 ns per stored value (formats.c in
 #: docs/benchmarks/sparse-gemv/), so the two meet near 6–7 values per chunk (a quarter of a 1000×1280 matrix: 14 per
-#: chunk, 23 against 49 µs; a fifth: 12 per chunk, 23 against 41 µs; 7 %: 5 per chunk, 20 against 16 µs).
+#: chunk, 23 against 49 µs; a fifth: 12 per chunk, 23 against 41 µs; 7 %: 5 per chunk, 20 against 16 µs). The C
+#: runner's sparse kernels use the same threshold (``SM_CHUNK_MIN_FILL`` in ``native/sparse_rows.h``).
 CHUNK_MIN_FILL = 6.5
 #: Stored share of a factor's entries from which training takes the values' gradient from a dense product ``∂yᵀ x``
 #: and a gather rather than torch's sampled product. Measured with one thread, 384×1536 and 1536×384 factors at

@@ -1,7 +1,9 @@
 """Compile the C driver once per (sources, compiler, flags) into a cache directory.
 
-The sources are this package's ``*.c``/``*.h`` files; ``kernel_<family>.c`` files are found by name and the
-dispatch table ``sm_families[]`` is generated from them, so adding a family's kernel touches no other C file.
+The sources are this package's ``*.c``/``*.h`` files and the headers of :mod:`structmat.layers.native` (the sparse
+row kernels of ``sparse_rows.h`` are shared with the layers' fast path); ``kernel_<family>.c`` files are found by
+name and the dispatch table ``sm_families[]`` is generated from them, so adding a family's kernel touches no other
+C file.
 The binary lands in ``<cache>/<hash>/structmat-bench``, where the hash covers every source byte, the
 generated table, the compiler and the flags; it is compiled under a temporary name and renamed, so
 concurrent builds never see a half-written binary and a rebuild happens only when something changed.
@@ -28,6 +30,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
+#: Headers shared with the layers' compiled kernels (``sparse_rows.h``), on the include path and in the build key.
+SHARED_HEADER_DIR = SOURCE_DIR.parent / "layers" / "native"
 DEFAULT_COMPILER = "cc"
 DEFAULT_FLAGS = ("-O3", "-march=native")
 BINARY_NAME = "structmat-bench"
@@ -118,10 +122,11 @@ def compile_driver(*, compiler=None, flags=None, cache_dir=None, force: bool = F
     names = kernel_names()
     registry = _registry_source(names)
     sources = sorted(p for p in SOURCE_DIR.iterdir() if p.suffix in (".c", ".h"))
+    shared_headers = sorted(SHARED_HEADER_DIR.glob("*.h"))
     digest = hashlib.sha256()
     for part in [json.dumps(command), json.dumps(flags), registry]:
         digest.update(part.encode() + b"\0")
-    for path in sources:
+    for path in sources + shared_headers:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     key = digest.hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -136,10 +141,12 @@ def compile_driver(*, compiler=None, flags=None, cache_dir=None, force: bool = F
         (tmp / "sm_registry.c").write_text(registry)
         out = tmp / BINARY_NAME
         c_files = [str(p) for p in sources if p.suffix == ".c"] + [str(tmp / "sm_registry.c")]
-        argv = command + flags + ["-I", str(SOURCE_DIR)] + c_files + ["-o", str(out), "-lm"]
+        includes = ["-I", str(SOURCE_DIR), "-I", str(SHARED_HEADER_DIR)]
+        argv = command + flags + includes + c_files + ["-o", str(out), "-lm"]
         logger.info("speed_c: compiling %s", " ".join(shlex.quote(a) for a in argv))
         run_compiler(argv, f"the C driver with {' '.join(command + flags)}", timeout=600)
-        info = {"compiler": command, "flags": flags, "kernels": names, "sources": [p.name for p in sources]}
+        info = {"compiler": command, "flags": flags, "kernels": names,
+                "sources": [p.name for p in sources + shared_headers]}
         (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp / "build.json", target_dir / "build.json")
         os.replace(out, binary)

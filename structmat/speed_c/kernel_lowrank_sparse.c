@@ -2,17 +2,17 @@
  *
  * Layout (writer "lowrank_sparse" in structmat/speed_c/writers.py): metadata [r] (r >= 0); arrays V (float32,
  * n x r, row-major), Ut = U^T (float32, r x m, row-major), then S in CSR: values (float32, nnz), column indices
- * (int32, nnz), row pointers (int32, m + 1). The sparse part is the scalar CSR gather-dot of kernel_sparse.c
- * (sm_csr_gemv: four partial sums per row), with the value and index streams prefetched 1024 entries (4 KiB)
- * ahead; it writes y, and the low-rank part adds to it with the two row-combination passes of kernel_lowrank.c
- * (sm_gemv_t). An empty part (r = 0 or nnz = 0) costs nothing.
+ * (int32, nnz), row pointers (int32, m + 1). The sparse part runs in the layout prepare derives (sparse_plan.h:
+ * chunks of up to 16 values within 64 columns with AVX-512 when they fill, else 16-bit column indices); it writes y,
+ * and the low-rank part adds to it with the two row-combination passes of kernel_lowrank.c (sm_gemv_t). An empty
+ * part (r = 0 or nnz = 0) costs nothing.
  *
- * The prefetch matters on large matrices, whose S streams from memory: on a 4096 x 4096 matrix with 7.7 million
- * non-zeros, AMD EPYC (Zen 5), one core, the loop took 2.24 ms with it and 2.99 ms without (dense C: 2.2 ms), 1.11
- * and 1.47 times S's byte share; on the in-cache 1000 x 1280 classifier it changed nothing measurable. Vector
- * gathers (AVX-512) were 2-3 times slower than the scalar loop there too.
+ * Beyond 65536 columns S keeps the file's CSR and the scalar loop below, with the value and index streams prefetched
+ * 1024 entries (4 KiB) ahead. The prefetch mattered for that loop on large matrices, whose S streams from memory: on
+ * a 4096 x 4096 matrix with 7.7 million non-zeros, AMD EPYC (Zen 5), one core, it took 2.24 ms with it and 2.99 ms
+ * without (dense C: 2.2 ms); on the in-cache 1000 x 1280 classifier it changed nothing measurable.
  */
-#include "structmat_layer.h"
+#include "sparse_plan.h"
 
 /* Entries ahead of the loop at which the value and index streams are prefetched. */
 #define LRS_PREFETCH_AHEAD 1024
@@ -23,7 +23,7 @@
 #define LRS_PREFETCH(address) ((void)0)
 #endif
 
-/* y[i] = sum_{p in row i} data[p] x[indices[p]]: sm_csr_gemv's loop, sixteen entries per prefetch. */
+/* y[i] = sum_{p in row i} data[p] x[indices[p]]: the scalar CSR loop, sixteen entries per prefetch. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
@@ -62,10 +62,27 @@ static void csr_gemv_prefetched(size_t rows, const int32_t *restrict indptr, con
     }
 }
 
+typedef struct lowrank_sparse_plan {
+    sm_csr_plan sparse;
+    float *t; /* the r intermediate values V^T x */
+} lowrank_sparse_plan;
+
+static void lowrank_sparse_release(sm_layer *layer)
+{
+    lowrank_sparse_plan *plan = layer->plan;
+    if (plan != NULL) {
+        sm_csr_plan_free(&plan->sparse);
+        sm_free(plan->t);
+        sm_free(plan);
+    }
+    layer->plan = NULL;
+}
+
 static int lowrank_sparse_prepare(sm_layer *layer, sm_error *error)
 {
     int64_t r, v_size, ut_size, nnz;
     const int32_t *indptr;
+    lowrank_sparse_plan *plan;
     if (sm_expect_meta(layer, 1, error) || sm_expect_arrays(layer, 5, error))
         return -1;
     r = layer->meta[0];
@@ -82,29 +99,38 @@ static int lowrank_sparse_prepare(sm_layer *layer, sm_error *error)
         return -1;
     if (sm_check_csr(layer->m, layer->n, nnz, indptr, layer->arrays[3].data, "S", error))
         return -1;
-    layer->plan = sm_alloc(sizeof(float) * (size_t)(r > 0 ? r : 1)); /* the r intermediate values t */
-    if (layer->plan == NULL)
+    plan = sm_alloc(sizeof(*plan));
+    if (plan == NULL)
+        return sm_fail(error, "out of memory");
+    layer->plan = plan;
+    plan->t = sm_alloc(sizeof(float) * (size_t)(r > 0 ? r : 1));
+    if (plan->t == NULL) {
+        lowrank_sparse_release(layer);
         return sm_fail(error, "out of memory for rank %lld", (long long)r);
+    }
+    if (sm_csr_plan_init(&plan->sparse, layer->m, layer->n, indptr, layer->arrays[3].data, layer->arrays[2].data,
+                         error)) {
+        lowrank_sparse_release(layer);
+        return -1;
+    }
     return 0;
 }
 
 static void lowrank_sparse_apply(const sm_layer *layer, const float *x, float *y)
 {
     const size_t m = (size_t)layer->m, n = (size_t)layer->n, r = (size_t)layer->meta[0];
-    float *t = layer->plan;
-    csr_gemv_prefetched(m, layer->arrays[4].data, layer->arrays[3].data, layer->arrays[2].data, x, y);
+    const lowrank_sparse_plan *plan = layer->plan;
+    float *t = plan->t;
+    if (plan->sparse.layout == SM_CSR_INT32)
+        csr_gemv_prefetched(m, layer->arrays[4].data, layer->arrays[3].data, layer->arrays[2].data, x, y);
+    else
+        sm_csr_plan_apply(&plan->sparse, x, y);
     if (r == 0)
         return;
     for (size_t k = 0; k < r; ++k)
         t[k] = 0.0f;
     sm_gemv_t(n, r, layer->arrays[0].data, r, x, t);
     sm_gemv_t(r, m, layer->arrays[1].data, m, t, y);
-}
-
-static void lowrank_sparse_release(sm_layer *layer)
-{
-    sm_free(layer->plan);
-    layer->plan = NULL;
 }
 
 const sm_family sm_family_lowrank_sparse = {11, "lowrank_sparse", lowrank_sparse_prepare, lowrank_sparse_apply,

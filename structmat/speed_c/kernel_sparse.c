@@ -1,9 +1,18 @@
 /* kernel_sparse.c: plain sparsity (magnitude pruning), y = S x with S in CSR; nnz multiply-adds per product.
  *
  * Layout (writer "sparse" in structmat/speed_c/writers.py): no metadata; arrays values (float32, nnz), column
- * indices (int32, nnz), row pointers (int32, m + 1).
+ * indices (int32, nnz), row pointers (int32, m + 1). prepare derives the row kernels' layout (sparse_plan.h: chunks
+ * of up to 16 values within 64 columns with AVX-512, else 16-bit column indices, else the file's CSR).
  */
-#include "structmat_layer.h"
+#include "sparse_plan.h"
+
+static void sparse_release(sm_layer *layer)
+{
+    if (layer->plan != NULL)
+        sm_csr_plan_free(layer->plan);
+    sm_free(layer->plan);
+    layer->plan = NULL;
+}
 
 static int sparse_prepare(sm_layer *layer, sm_error *error)
 {
@@ -16,12 +25,22 @@ static int sparse_prepare(sm_layer *layer, sm_error *error)
     if (sm_f32(layer, 0, (uint64_t)nnz, "values", error) == NULL || indptr == NULL
         || sm_i32(layer, 1, (uint64_t)nnz, "column indices", error) == NULL)
         return -1;
-    return sm_check_csr(layer->m, layer->n, nnz, indptr, layer->arrays[1].data, "sparse", error);
+    if (sm_check_csr(layer->m, layer->n, nnz, indptr, layer->arrays[1].data, "sparse", error))
+        return -1;
+    layer->plan = sm_alloc(sizeof(sm_csr_plan));
+    if (layer->plan == NULL)
+        return sm_fail(error, "out of memory");
+    if (sm_csr_plan_init(layer->plan, layer->m, layer->n, indptr, layer->arrays[1].data, layer->arrays[0].data,
+                         error)) {
+        sparse_release(layer);
+        return -1;
+    }
+    return 0;
 }
 
 static void sparse_apply(const sm_layer *layer, const float *x, float *y)
 {
-    sm_csr_gemv((size_t)layer->m, layer->arrays[2].data, layer->arrays[1].data, layer->arrays[0].data, x, y);
+    sm_csr_plan_apply(layer->plan, x, y);
 }
 
-const sm_family sm_family_sparse = {8, "sparse", sparse_prepare, sparse_apply, NULL};
+const sm_family sm_family_sparse = {8, "sparse", sparse_prepare, sparse_apply, sparse_release};

@@ -4,13 +4,17 @@
  * Layout (writer "sparse_product" in structmat/speed_c/writers.py): metadata [J, d_1, ..., d_{J-1}] (the inner
  * dimensions; d_0 = m and d_J = n); arrays, for j = J-1 down to 0 (the order they are applied): values
  * (float32, nnz_j), column indices (int32, nnz_j), row pointers (int32, d_j + 1). Two workspace vectors of the
- * largest inner dimension hold the intermediate results.
+ * largest inner dimension hold the intermediate results (64-byte aligned, like the driver's input, so that the
+ * chunk kernel's loads of a 64-column window are cache-line aligned). Each factor runs in the layout prepare
+ * derives for it (sparse_plan.h): chunks of up to 16 values within 64 columns with AVX-512 when they fill, else
+ * 16-bit column indices, else the file's CSR; on the classifier at a quarter of its weights the square factor,
+ * sparser, keeps CSR while the wide one runs in chunks.
  */
-#include "structmat_layer.h"
+#include "sparse_plan.h"
 
 typedef struct sparse_product_plan {
     int64_t num_factors;
-    int64_t *rows;   /* rows of the factor applied k-th (k = 0 is S_J) */
+    sm_csr_plan *factors; /* the factor applied k-th (k = 0 is S_J) */
     float *work[2];
 } sparse_product_plan;
 
@@ -18,7 +22,9 @@ static void sparse_product_release(sm_layer *layer)
 {
     sparse_product_plan *plan = layer->plan;
     if (plan != NULL) {
-        sm_free(plan->rows);
+        for (int64_t k = 0; plan->factors != NULL && k < plan->num_factors; ++k)
+            sm_csr_plan_free(&plan->factors[k]);
+        sm_free(plan->factors);
         sm_free(plan->work[0]);
         sm_free(plan->work[1]);
         sm_free(plan);
@@ -42,8 +48,8 @@ static int sparse_product_prepare(sm_layer *layer, sm_error *error)
         return sm_fail(error, "out of memory");
     layer->plan = plan;
     plan->num_factors = J;
-    plan->rows = sm_alloc(sizeof(int64_t) * (size_t)J);
-    if (plan->rows == NULL) {
+    plan->factors = sm_alloc(sizeof(sm_csr_plan) * (size_t)J); /* zero-filled: nothing to free yet */
+    if (plan->factors == NULL) {
         sparse_product_release(layer);
         return sm_fail(error, "out of memory");
     }
@@ -59,14 +65,15 @@ static int sparse_product_prepare(sm_layer *layer, sm_error *error)
             return sm_fail(error, "factor %lld has shape (%lld, %lld)", (long long)j, (long long)rows,
                            (long long)cols);
         }
-        plan->rows[k] = rows;
         if (rows > widest)
             widest = rows;
         nnz = (int64_t)layer->arrays[base].count;
         indptr = sm_i32(layer, base + 2, (uint64_t)rows + 1, "row pointers", error);
         if (sm_f32(layer, base, (uint64_t)nnz, "values", error) == NULL || indptr == NULL
             || sm_i32(layer, base + 1, (uint64_t)nnz, "column indices", error) == NULL
-            || sm_check_csr(rows, cols, nnz, indptr, layer->arrays[base + 1].data, "factor", error)) {
+            || sm_check_csr(rows, cols, nnz, indptr, layer->arrays[base + 1].data, "factor", error)
+            || sm_csr_plan_init(&plan->factors[k], rows, cols, indptr, layer->arrays[base + 1].data,
+                                layer->arrays[base].data, error)) {
             sparse_product_release(layer);
             return -1;
         }
@@ -85,9 +92,8 @@ static void sparse_product_apply(const sm_layer *layer, const float *x, float *y
     const sparse_product_plan *plan = layer->plan;
     const float *in = x;
     for (int64_t k = 0; k < plan->num_factors; ++k) {
-        const sm_array *a = layer->arrays + 3 * k;
         float *out = k == plan->num_factors - 1 ? y : plan->work[k % 2];
-        sm_csr_gemv((size_t)plan->rows[k], a[2].data, a[1].data, a[0].data, in, out);
+        sm_csr_plan_apply(&plan->factors[k], in, out);
         in = out;
     }
 }

@@ -181,11 +181,12 @@ static inline void sm_scatter(size_t n, const int32_t *restrict order, const flo
         out[order[i]] = y[i];
 }
 
-/* y[i] = sum_{p in row i} data[p] x[indices[p]] for a CSR matrix (rows, cols) with indptr of rows + 1 entries.
- * Shared by the sparse families (kernel_sparse.c, kernel_sparse_product.c), which check indptr and indices in
- * prepare. Compiler-generated gathers are avoided: GCC 12 at -O3 -march=native turned the plain loop into AVX2
- * gathers that ran 2.5-3x slower on this AMD EPYC (1.5-1.8 ns per non-zero against 0.45-0.65 ns scalar), and
- * AVX-512 gathers take about 5 ns per 16 lanes there. With GCC/Clang vector extensions and FMA, each run of 8
+/* y[i] = sum_{p in row i} data[p] x[indices[p]] for a CSR matrix (rows, cols) with indptr of rows + 1 entries and
+ * int32 column indices. The sparse families run it only on matrices of more than 65536 columns (sparse_plan.h: below
+ * that, chunks of up to 16 values within 64 columns with AVX-512, or the same runs of 8 with 16-bit indices, read
+ * fewer bytes); they check indptr and indices in prepare. Compiler-generated gathers are avoided: GCC 12 at -O3
+ * -march=native turned the plain loop into AVX2 gathers that ran 2.5-3x slower on this AMD EPYC (1.5-1.8 ns per
+ * non-zero against 0.45-0.65 ns scalar), and AVX-512 gathers take about 5 ns per 16 lanes there. With GCC/Clang vector extensions and FMA, each run of 8
  * values is one 8-lane multiply-add against a vector assembled from 8 scalar loads of x, the indices read two at
  * a time with 8-byte loads (loads are what the core has most of): about 0.17 ns per non-zero at density 0.25,
  * against 0.3 for the scalar loop with four partial sums that serves other compilers (-DSM_NO_VECTOR_EXTENSIONS). */

@@ -69,7 +69,9 @@ def _hmatrix_layout(M):
 
 def _sparse_product_layout(M):
     """``[J, d_1, …, d_{J-1}]``; per factor in the order applied (``S_J`` first): values, column indices, row
-    pointers (CSR exactly as :class:`~structmat.matrices.SparseProduct` stores them)."""
+    pointers (CSR exactly as :class:`~structmat.matrices.SparseProduct` stores them). The kernel derives its own
+    layout per factor when it loads the file (``speed_c/sparse_plan.h``: chunks with AVX-512, or 16-bit indices), so
+    one file serves every machine."""
     factors = M.csr_factors()
     meta = [len(factors)] + [shape[0] for *_, shape in factors[1:]]
     arrays = []
@@ -79,7 +81,8 @@ def _sparse_product_layout(M):
 
 
 def _sparse_layout(M):
-    """No metadata; values, column indices, row pointers of the one CSR factor."""
+    """No metadata; values, column indices, row pointers of the one CSR factor (the kernel derives its layout at
+    load, as for ``sparse_product``)."""
     indptr, indices, data, _ = M.csr_factors()[0]
     return [], [_f32(data), indices, indptr]
 
@@ -98,7 +101,7 @@ def _toeplitz_like_layout(M):
 
 def _lowrank_sparse_layout(M):
     """``[r]``; ``V`` (n, r) and ``Uᵀ`` (r, m) row-major as for low rank, then ``S``'s CSR values, column indices and
-    row pointers."""
+    row pointers (the kernel derives ``S``'s layout at load, as for ``sparse_product``)."""
     return [M.rank], [_f32(M.V), _f32(M.U.T), _f32(M.data), M.indices, M.indptr]
 
 

@@ -1,9 +1,11 @@
 """Compiled C helpers of the layers' inference fast path, built with the system C compiler at first use.
 
-The sources are this package's ``*.c`` files; the shared library is compiled once per (sources, compiler, flags)
-with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` as for ``structmat bench-c``) into
-``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then renamed, so concurrent
-processes never load a half-written file. The library is called through :mod:`ctypes` on the tensors' memory.
+The sources are this package's ``*.c`` files and the headers they include (``sparse_rows.h``: the sparse row
+kernels, shared with the C speed benchmark :mod:`structmat.speed_c`); the shared library is compiled once per
+(sources, compiler, flags) with ``cc -O3 -march=native -shared -fPIC`` (``$CC`` and ``$STRUCTMAT_CFLAGS`` as for
+``structmat bench-c``) into ``<cache>/native/<hash>/`` next to the C runner's binaries, under a temporary name then
+renamed, so concurrent processes never load a half-written file. The library is called through :mod:`ctypes` on the
+tensors' memory.
 
 Two libraries: ``sparse_kernels.c`` (CSR factors: :func:`sparse_library`, a whole layer in one call through
 :class:`SparseLayerPlan`) and ``block_sparse_kernels.c`` (BSR: :func:`block_sparse_library`,
@@ -45,7 +47,8 @@ def _build(name: str) -> Path:
     digest = hashlib.sha256()
     for part in (json.dumps(command), json.dumps(flags)):
         digest.update(part.encode() + b"\0")
-    digest.update(source.read_bytes())
+    for path in [source] + sorted(SOURCE_DIR.glob("*.h")):  # the headers it may include (sparse_rows.h)
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     target_dir = default_cache_dir().parent / "native" / digest.hexdigest()[:20]
     library = target_dir / f"lib{name}.so"
     if library.exists():

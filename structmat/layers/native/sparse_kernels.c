@@ -1,14 +1,11 @@
 /* sparse_kernels.c: float32 products Y = X Sᵀ of a CSR matrix S (rows x cols) with a row-major batch X
  * (batch x cols), for the sparse layers' inference fast path. Called through ctypes on the tensors' memory.
  *
- * Two kernels, chosen by the caller by batch size:
+ * Kernels chosen by the caller by batch size:
  *
- * - sm_csr_rows: one input row at a time (small batches). 16-bit column indices are read four at a time with one
- *   8-byte load and split with shifts, the inputs they name are loaded one by one into the lanes of a vector, and
- *   each run of 8 stored values is one vector multiply-add. On AMD Zen cores this beats AVX-512 gathers (about
- *   5 ns per 16-lane gather) and a column-mask format expanded with vexpandps (one expand per 16-column block
- *   costs about as much as the dense product's whole work on those 16 entries); see docs/benchmarks/speed.md.
- *   Without AVX2 and FMA: plain C with four accumulators.
+ * - sm_csr_rows and sm_chunk_rows: one input row at a time (small batches), on CSR with 16-bit column indices or on
+ *   chunks of up to 16 values within 64 columns (AVX-512). Both are the row kernels of sparse_rows.h, which the C
+ *   speed benchmark (structmat/speed_c) includes too; its comment describes them and why they beat gathers.
  * - sm_csr_panels: large batches. The batch is cut into panels of 64 rows; each panel of X is transposed into a
  *   (cols x 64) scratch that stays in L2, and every stored value adds value * (a 64-wide row of that scratch) to
  *   its output row: 4 vector FMAs per value with two alternating accumulator sets (latency hidden), no gathers.
@@ -22,70 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "sparse_rows.h" /* the row kernels, shared with the C speed benchmark (structmat/speed_c) */
 
 #define PANEL 64
-
-#if defined(__AVX2__) && defined(__FMA__)
-/* x[idx[0..7]] as one vector: two 8-byte loads of four 16-bit indices each, split with shifts (loads, not
- * shuffles or gathers, are what the core has most of), eight scalar loads inserted into the lanes */
-static inline __m256 gather8(const uint16_t *restrict idx, const float *restrict x)
-{
-    uint64_t lo, hi;
-    memcpy(&lo, idx, 8);
-    memcpy(&hi, idx + 4, 8);
-    return _mm256_set_ps(x[hi >> 48], x[(hi >> 32) & 0xFFFF], x[(hi >> 16) & 0xFFFF], x[hi & 0xFFFF], x[lo >> 48],
-                         x[(lo >> 32) & 0xFFFF], x[(lo >> 16) & 0xFFFF], x[lo & 0xFFFF]);
-}
-
-static inline float sum8(__m256 a)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
-
-/* y = base + S x for one input row (base NULL: zero): per row of S, its values in runs of 16 against two vectors of
- * the gathered inputs (two accumulator chains), a run of 8, then the last values one by one. */
-static void csr_row(int64_t rows, const int32_t *restrict indptr, const uint16_t *restrict idx,
-                    const float *restrict data, const float *restrict x, float *restrict y,
-                    const float *restrict base)
-{
-    for (int64_t i = 0; i < rows; ++i) {
-        int64_t p = indptr[i];
-        const int64_t end = indptr[i + 1];
-        float tail = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-        __m256 a = _mm256_setzero_ps(), c = _mm256_setzero_ps();
-        for (; p + 16 <= end; p += 16) {
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(data + p), gather8(idx + p, x), a);
-            c = _mm256_fmadd_ps(_mm256_loadu_ps(data + p + 8), gather8(idx + p + 8, x), c);
-        }
-        if (p + 8 <= end) {
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(data + p), gather8(idx + p, x), a);
-            p += 8;
-        }
-        for (; p < end; ++p)
-            tail += data[p] * x[idx[p]];
-        y[i] = (base != NULL ? base[i] : 0.0f) + (sum8(_mm256_add_ps(a, c)) + tail);
-#else
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        for (; p + 4 <= end; p += 4) {
-            a0 += data[p] * x[idx[p]];
-            a1 += data[p + 1] * x[idx[p + 1]];
-            a2 += data[p + 2] * x[idx[p + 2]];
-            a3 += data[p + 3] * x[idx[p + 3]];
-        }
-        for (; p < end; ++p)
-            tail += data[p] * x[idx[p]];
-        y[i] = (base != NULL ? base[i] : 0.0f) + (((a0 + a1) + (a2 + a3)) + tail);
-#endif
-    }
-}
 
 /* Y (batch x rows, leading dimension ldy) = X (batch x cols, leading dimension ldx) Sᵀ, one input row at a time;
  * S in CSR with 16-bit column indices (cols <= 65536). */
@@ -93,101 +29,26 @@ void sm_csr_rows(int64_t rows, int64_t batch, const int32_t *indptr, const uint1
                  const float *x, int64_t ldx, float *y, int64_t ldy)
 {
     for (int64_t r = 0; r < batch; ++r)
-        csr_row(rows, indptr, indices, values, x + r * ldx, y + r * ldy, NULL);
+        sm_rows_csr16(rows, indptr, indices, values, x + r * ldx, y + r * ldy, NULL);
 }
 
-/* Chunked rows (AVX-512): each row of S cut into chunks of at most 16 consecutive stored values whose columns lie in
- * a window of 64 columns starting at the 16-column boundary at or below the chunk's first column (so that the four
- * loads of x are cache-line aligned when x is: a 64-byte load across two lines costs two), or at cols - 64 near the
- * end; per chunk the window's start column, 16 lane numbers (column - start, one byte each) and 16 values,
- * zero-padded. One chunk is four vector loads of x, two two-source permutes (vpermt2ps) that put each value's input
- * in its lane from the window's first and second 32 columns, a blend on the lane numbers' bit 5, and one FMA: about
- * 14 values per chunk at a quarter density, no gathers, no masked loads (padding lanes multiply zeros). Windows of
- * 32 columns (one permute) held half as many values per chunk and streamed 1.8 times the bytes per value: 31 against
- * 23 µs on a 1000 x 1280 matrix at a quarter density (docs/benchmarks/sparse-gemv/formats.c). */
+/* The chunked layout of sparse_rows.h (AVX-512): availability, chunk count and build, exported for ctypes. */
 int sm_chunks_available(void)
 {
-#if defined(__AVX512F__)
-    return 1;
-#else
-    return 0;
-#endif
+    return sm_rows_chunks_available();
 }
 
 /* The number of chunks of S (cols >= 64). */
 int64_t sm_chunk_count(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices)
 {
-    int64_t count = 0;
-    for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t p = indptr[i]; p < indptr[i + 1];) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
-            const int64_t q0 = p;
-            while (p < indptr[i + 1] && p - q0 < 16 && indices[p] < start + 64)
-                ++p;
-            ++count;
-        }
-    }
-    return count;
+    return sm_rows_chunk_count(rows, cols, indptr, indices);
 }
 
 /* Fill chunk_ptr (rows + 1), window (chunks), lanes (16 per chunk) and padded (16 per chunk) from the CSR matrix. */
 void sm_chunk_build(int64_t rows, int64_t cols, const int32_t *indptr, const int32_t *indices, const float *values,
                     int32_t *chunk_ptr, int32_t *window, uint8_t *lanes, float *padded)
 {
-    int64_t c = 0;
-    chunk_ptr[0] = 0;
-    for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t p = indptr[i]; p < indptr[i + 1]; ++c) {
-            const int64_t start = indices[p] / 16 * 16 < cols - 64 ? indices[p] / 16 * 16 : cols - 64;
-            int l = 0;
-            window[c] = (int32_t)start;
-            for (; p < indptr[i + 1] && l < 16 && indices[p] < start + 64; ++p, ++l) {
-                lanes[16 * c + l] = (uint8_t)(indices[p] - start);
-                padded[16 * c + l] = values[p];
-            }
-            for (; l < 16; ++l) {
-                lanes[16 * c + l] = 0;
-                padded[16 * c + l] = 0.0f;
-            }
-        }
-        chunk_ptr[i + 1] = (int32_t)c;
-    }
-}
-
-/* y = base + S x for one input row (base NULL: zero) with the chunked layout; AVX-512 only. */
-static void chunk_row(int64_t rows, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
-                      const uint8_t *restrict lanes, const float *restrict padded, const float *restrict xr,
-                      float *restrict y, const float *restrict base)
-{
-#if defined(__AVX512F__)
-#define SM_CHUNK(acc, k)                                                                                         \
-    do {                                                                                                         \
-        const __m512i lane_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(lanes + 16 * (k))));        \
-        const float *w_ = xr + window[k];                                                                        \
-        const __m512 low_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_), lane_, _mm512_loadu_ps(w_ + 16));       \
-        const __m512 high_ = _mm512_permutex2var_ps(_mm512_loadu_ps(w_ + 32), lane_, _mm512_loadu_ps(w_ + 48));  \
-        const __mmask16 upper_ = _mm512_test_epi32_mask(lane_, _mm512_set1_epi32(32));                          \
-        acc = _mm512_fmadd_ps(_mm512_load_ps(padded + 16 * (k)), _mm512_mask_blend_ps(upper_, low_, high_), acc); \
-    } while (0)
-    for (int64_t i = 0; i < rows; ++i) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        int64_t k = chunk_ptr[i];
-        const int64_t end = chunk_ptr[i + 1];
-        for (; k + 4 <= end; k += 4) { /* four accumulators: the FMA latency is hidden */
-            SM_CHUNK(a0, k);
-            SM_CHUNK(a1, k + 1);
-            SM_CHUNK(a2, k + 2);
-            SM_CHUNK(a3, k + 3);
-        }
-        for (; k < end; ++k)
-            SM_CHUNK(a0, k);
-        y[i] = (base != NULL ? base[i] : 0.0f)
-               + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    }
-#undef SM_CHUNK
-#else
-    (void)rows, (void)chunk_ptr, (void)window, (void)lanes, (void)padded, (void)xr, (void)y, (void)base;
-#endif
+    sm_rows_chunk_build(rows, cols, indptr, indices, values, chunk_ptr, window, lanes, padded);
 }
 
 void sm_chunk_rows(int64_t rows, int64_t batch, const int32_t *restrict chunk_ptr, const int32_t *restrict window,
@@ -195,7 +56,7 @@ void sm_chunk_rows(int64_t rows, int64_t batch, const int32_t *restrict chunk_pt
                    float *restrict y, int64_t ldy)
 {
     for (int64_t r = 0; r < batch; ++r)
-        chunk_row(rows, chunk_ptr, window, lanes, padded, x + r * ldx, y + r * ldy, NULL);
+        sm_rows_chunks(rows, chunk_ptr, window, lanes, padded, x + r * ldx, y + r * ldy, NULL);
 }
 
 /* Y = X Sᵀ + bias (bias NULL: none) by panels of 64 input rows: scratch holds cols * 64 + rows * 64 floats (64-byte
@@ -218,7 +79,7 @@ static void csr_panels(int64_t rows, int64_t cols, int64_t batch, const int32_t 
         }
         for (int64_t i = 0; i < rows; ++i) {
             float *restrict out = yt + i * PANEL;
-#if defined(__AVX512F__)
+#if defined(SM_ROWS_AVX512)
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
                    a3 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(),
                    c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps();
@@ -302,9 +163,9 @@ typedef struct sm_sparse_layer {
 static void factor_row(const sm_factor *f, const float *x, float *y, const float *base)
 {
     if (f->chunk_ptr != NULL)
-        chunk_row(f->rows, f->chunk_ptr, f->window, f->lanes, f->padded, x, y, base);
+        sm_rows_chunks(f->rows, f->chunk_ptr, f->window, f->lanes, f->padded, x, y, base);
     else
-        csr_row(f->rows, f->indptr, f->short_indices, f->values, x, y, base);
+        sm_rows_csr16(f->rows, f->indptr, f->short_indices, f->values, x, y, base);
 }
 
 /* base = bias + U (Vᵀ x) for one input row; t: rank floats */
