@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import lru_cache
 
 import numpy as np
 import scipy.linalg
@@ -82,30 +81,82 @@ def _top_eigenpairs(grams: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _InputBlocks:
-    """``C`` zero-padded to ``K I`` inputs (padded inputs get the weight ``mean diag C`` and no coupling, so their
-    parameters stay exactly zero), its diagonal blocks' Cholesky factors and ``W · blockdiag(T_k)``: what every
-    ``J`` shares for one ``K``."""
+    """What every ``J`` shares for one ``K``: the diagonal blocks ``C_kk`` of ``C`` zero-padded to ``K I`` inputs
+    (padded inputs get the weight ``mean diag C`` and no coupling, so their parameters stay exactly zero), their
+    Cholesky factors ``T_k`` and ``W · blockdiag(T_k)``. The padded ``C`` itself, which only the steps need, is formed
+    on first use (a view of ``C`` when ``K`` divides ``n``)."""
 
     def __init__(self, problem: WeightedProblem, K: int):
         m, n = problem.W.shape
+        self.problem = problem
         self.K, self.I = K, I = K, math.ceil(n / K)
-        N = K * I
-        self.C = np.zeros((N, N))
-        self.C[:n, :n] = problem.C
-        if N > n:
-            self.C[n:, n:] = np.eye(N - n) * (np.trace(problem.C) / n)
-        self.Cb = self.C.reshape(K, I, N)                                   # rows of block k
-        self.Ckk = [np.ascontiguousarray(self.C[k * I:(k + 1) * I, k * I:(k + 1) * I]) for k in range(K)]
+        self.N = N = K * I
+        pad_weight = np.trace(problem.C) / n
+        self.Ckk = []
+        for k in range(K):
+            lo, hi = k * I, min((k + 1) * I, n)
+            if hi - lo == I:
+                self.Ckk.append(np.ascontiguousarray(problem.C[lo:hi, lo:hi]))
+            else:
+                block = np.eye(I) * pad_weight
+                block[:hi - lo, :hi - lo] = problem.C[lo:hi, lo:hi]
+                self.Ckk.append(block)
         self.T = [cholesky_factor(c) for c in self.Ckk]
-        W = np.zeros((m, N))
-        W[:, :n] = problem.W
-        WT = np.matmul(W.reshape(m, K, I).transpose(1, 0, 2), np.stack(self.T))   # (K, m, I)
-        self.whitened_W = WT.transpose(1, 0, 2).reshape(m, N)
+        self.whitened_W = np.zeros((m, N))                                   # W blockdiag(T_k), block by block
+        for k in range(K):
+            lo, hi = k * I, min((k + 1) * I, n)
+            if hi > lo:
+                np.matmul(problem.W[:, lo:hi], self.T[k][:hi - lo], out=self.whitened_W[:, lo:lo + I])
+        self.whitened_energy = float(np.einsum("ij,ij->", self.whitened_W, self.whitened_W))
+        self._C = None
+        self._search_W = None
+
+    @property
+    def C(self) -> np.ndarray:
+        """``C`` zero-padded to ``N × N`` (padded inputs weighted ``mean diag C``)."""
+        if self._C is None:
+            n = self.problem.C.shape[0]
+            if self.N == n:
+                self._C = self.problem.C
+            else:
+                self._C = np.zeros((self.N, self.N))
+                self._C[:n, :n] = self.problem.C
+                self._C[n:, n:] = np.eye(self.N - n) * (np.trace(self.problem.C) / n)
+        return self._C
+
+    @property
+    def Cb(self) -> np.ndarray:
+        """The rows of ``C`` by input block, shape ``(K, I, N)``."""
+        return self.C.reshape(self.K, self.I, self.N)
+
+    def start_error2(self, J: int, t: int) -> float:
+        """``1 − Σ_blocks Σ_{i≤t} σ_i² / ‖W T‖²`` for the whitened blocks ``B_{jk} T_k`` with ``J`` output groups:
+        the share of the output energy under the block-diagonal part of ``C`` that the start leaves. Eigenvalues
+        only, in float32 (a search step: the pairs it ranks differ by far more than float32 rounding)."""
+        m = self.whitened_W.shape[0]
+        K, I, Lr = self.K, self.I, math.ceil(m / J)
+        if self._search_W is None:
+            self._search_W = self.whitened_W.astype(np.float32)
+        G = self._search_W
+        if Lr * J > m:
+            G = np.zeros((Lr * J, self.N), dtype=np.float32)
+            G[:m] = self._search_W
+        G = np.ascontiguousarray(G.reshape(Lr, J, K, I).transpose(1, 2, 0, 3)).reshape(J * K, Lr, I)
+        gram = np.matmul(G.transpose(0, 2, 1), G) if I <= Lr else np.matmul(G, G.transpose(0, 2, 1))
+        eig = np.linalg.eigvalsh(gram)
+        total = self.whitened_energy
+        kept = float(np.sum(np.clip(eig[:, eig.shape[1] - t:], 0.0, None), dtype=np.float64))
+        return max(total - kept, 0.0) / total if total > 0 else 0.0
+
+
+    def release_search_copy(self) -> None:
+        """Free the float32 copy :meth:`start_error2` keeps."""
+        self._search_W = None
 
 
 class _Padded:
-    """The problem for one ``(K, J)``: ``W`` and ``W C`` zero-padded to ``(L_r J) × (K I)`` and grouped by output
-    group, with the shared :class:`_InputBlocks` of ``K``."""
+    """The problem for one ``(K, J)``: ``W C`` zero-padded to ``(L_r J) × (K I)`` and grouped by output group, with
+    the shared :class:`_InputBlocks` of ``K``."""
 
     def __init__(self, problem: WeightedProblem, WC: np.ndarray, blocks: _InputBlocks, J: int):
         m, n = problem.W.shape
@@ -116,27 +167,26 @@ class _Padded:
         self.blocks = blocks
         self.C, self.Cb, self.Ckk, self.T = blocks.C, blocks.Cb, blocks.Ckk, blocks.T
         self.Ckk_factor = [(t, True) for t in self.T]                        # cho_solve form
-        WCp = np.zeros((Lr * J, N))
-        WCp[:m, :n] = WC
+        if Lr * J == m and N == n:
+            WCp = WC
+        else:
+            WCp = np.zeros((Lr * J, N))
+            WCp[:m, :n] = WC
         self.WCg = WCp.reshape(Lr, J, N).transpose(1, 0, 2)                # (J, Lr, N): group j's rows of W C
 
     def whitened_blocks(self) -> np.ndarray:
         """``B_{jk} T_k`` for all blocks, shape ``(J, K, L_r, I)``."""
         K, J, I, Lr = self.K, self.J, self.I, self.Lr
-        padded = np.zeros((Lr * J, K * I))
-        padded[:self.W_rows] = self.blocks.whitened_W
+        if Lr * J == self.W_rows:
+            padded = self.blocks.whitened_W
+        else:
+            padded = np.zeros((Lr * J, K * I))
+            padded[:self.W_rows] = self.blocks.whitened_W
         return padded.reshape(Lr, J, K, I).transpose(1, 2, 0, 3)
 
     def start_error2(self, t: int) -> float:
-        """``1 − Σ_blocks Σ_{i≤t} σ_i² / ‖W T‖²`` for the whitened blocks ``B_{jk} T_k``: the share of the output
-        energy under the block-diagonal part of ``C`` that the start leaves (eigenvalues only, no vectors)."""
-        J, K, Lr, I = self.J, self.K, self.Lr, self.I
-        G = self.whitened_blocks().reshape(J * K, Lr, I)
-        gram = np.matmul(G.transpose(0, 2, 1), G) if I <= Lr else np.matmul(G, G.transpose(0, 2, 1))
-        eig = np.linalg.eigvalsh(gram)
-        total = float(np.einsum("ij,ij->", self.blocks.whitened_W, self.blocks.whitened_W))
-        kept = float(np.sum(np.clip(eig[:, eig.shape[1] - t:], 0.0, None)))
-        return max(total - kept, 0.0) / total if total > 0 else 0.0
+        """:meth:`_InputBlocks.start_error2` for this ``J``."""
+        return self.blocks.start_error2(self.J, t)
 
     def start(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Each block's whitened truncated SVD under ``C_kk``: Monarch factors ``(R, L)``."""
@@ -219,34 +269,37 @@ def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float,
         WC = W @ problem.C
         energy = float(np.einsum("ij,ij->", WC, W)) or 1.0            # tr(W C Wᵀ) of the steps' C
 
-        @lru_cache(maxsize=2)
-        def input_blocks(K):
-            return _InputBlocks(problem, K)
+        blocks_of = {}
 
-        @lru_cache(maxsize=2)
-        def padded(K, J):
-            return _Padded(problem, WC, input_blocks(K), J)
+        def input_blocks(K):  # every K the search visits; a few per side, each about the size of W
+            if K not in blocks_of:
+                blocks_of[K] = _InputBlocks(problem, K)
+            return blocks_of[K]
 
         def start_score(K, J, t):  # the start's error under the block-diagonal part of C, relative to it
-            P = padded(K, J)
-            return P.start_error2(t)
+            return input_blocks(K).start_error2(J, t)
 
         def score(K, J, t):  # the start followed by one exact L-step, under the full C
-            P = padded(K, J)
+            P = _Padded(problem, WC, input_blocks(K), J)
             R, _ = P.start(t)
-            _, captured, _ = P.l_step(R, t)
-            return max(energy - captured, 0.0) / energy
+            L, captured, SC = P.l_step(R, t)
+            return max(energy - captured, 0.0) / energy, (P, R, L, SC)
 
         starts = search_pairs(others, start_score, exhaustive=False)
         shortlist = sorted(starts, key=lambda p: (starts[p], p))[:SHORTLIST]
-        scores = {p: score(*p) for p in shortlist}
+        blocks_of = {K: blocks_of[K] for K in sorted({p[0] for p in shortlist})}   # free the others
+        for blocks in blocks_of.values():
+            blocks.release_search_copy()
+        scores, states = {}, {}
+        for p in shortlist:  # keep the steps' state of the best REFINED_PAIRS only
+            scores[p], state = score(*p)
+            states[p] = state
+            kept = sorted(states, key=lambda q: (scores[q], q))[:REFINED_PAIRS]
+            states = {q: states[q] for q in kept}
         ranked = sorted(scores, key=lambda p: (scores[p], p))
         for K, J, t in ranked[:REFINED_PAIRS]:
-            P = padded(K, J)
-            R, _ = P.start(t)
-            history = []
-            L, captured, SC = P.l_step(R, t)
-            history.append(max(energy - captured, 0.0) / energy)
+            P, R, L, SC = states.pop((K, J, t))
+            history = [scores[(K, J, t)]]
             for _ in range(iterations if K > 1 else 0):  # with K = 1 the start is already optimal
                 P.r_step(R, L, SC, t)
                 L, captured, SC = P.l_step(R, t)
