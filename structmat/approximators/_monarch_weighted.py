@@ -54,6 +54,10 @@ SHORTLIST = 6
 #: Blocks with a side of at least this get their top eigenpairs from LAPACK's MRRR solver (``syevr``) one by one
 #: instead of a full batched ``eigh`` (about three times faster for the few vectors a start needs).
 SUBSET_MIN_SIDE = 256
+#: The whitened low-rank candidate (``K = J = 1``) is built only if its error, known from the eigenvalues of the
+#: whitened weight's Gram matrix, is within this relative margin of the best candidate's (rounding of the
+#: eigenvalues is about ``1e-13`` of the energy, far below it): otherwise it cannot win.
+LOWRANK_BOUND_SLACK = 1e-6
 #: Stop refining a pair when an iteration lowers its squared error by less than this share.
 TOLERANCE = 1e-4
 
@@ -246,6 +250,20 @@ class _Padded:
                 R[k, j * t:(j + 1) * t, :] = new
 
 
+def _whitened_lowrank_error2(problem: WeightedProblem, rank: int) -> float:
+    """The objective's relative squared error of the whitened low-rank optimum ``[W L]_r L⁻¹`` (the ``K = J = 1``
+    candidate), ``Σ_{i>r} σ_i(W L)² / ‖W L‖²``, from the eigenvalues of ``(W L)(W L)ᵀ`` on the smaller side,
+    without its vectors."""
+    WL = problem.objective.WL
+    gram = WL @ WL.T if WL.shape[0] <= WL.shape[1] else WL.T @ WL
+    eig = np.linalg.eigvalsh(gram)
+    energy = problem.energy
+    if energy == 0.0:
+        return 0.0
+    kept = float(np.sum(np.clip(eig[max(eig.shape[0] - rank, 0):], 0.0, None)))
+    return max(energy - kept, 0.0) / energy
+
+
 def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float, iterations=None,
                           options=None) -> Monarch:
     """The data-aware Monarch fit behind ``fit_monarch(..., inputs=...)`` (see the module docstring).
@@ -261,9 +279,6 @@ def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float,
     problem = WeightedProblem(W, stats, ridge)
     candidates = [_search(W, pairs)]                                         # the plain fit
     lowrank_pair = next((p for p in pairs if p[:2] == (1, 1)), None)
-    if lowrank_pair is not None:
-        whitened = fit_lowrank(W, lowrank_pair[2] * (m + n), inputs=stats, ridge=ridge)
-        candidates.append(Monarch.from_lowrank(whitened))
     others = [p for p in pairs if p[:2] != (1, 1)]
     if others:
         WC = W @ problem.C
@@ -309,6 +324,13 @@ def fit_monarch_to_inputs(W: np.ndarray, budget, pairs, inputs, *, ridge: float,
             logger.debug("fit_monarch (inputs): K=%d J=%d t=%d output error %s", K, J, t,
                          " -> ".join(f"{math.sqrt(e):.5f}" for e in history))
             candidates.append(Monarch(R, L, shape=(m, n)))
-    best, error2 = problem.best(candidates)
+    scored = [(problem.error2(M), M) for M in candidates]
+    if lowrank_pair is not None:
+        rank = lowrank_pair[2]
+        best_error2 = min(e for e, _ in scored) if scored else math.inf
+        if _whitened_lowrank_error2(problem, rank) <= best_error2 * (1 + LOWRANK_BOUND_SLACK):
+            whitened = fit_lowrank(W, rank * (m + n), inputs=stats, ridge=ridge)
+            scored.insert(1, (problem.error2(whitened), Monarch.from_lowrank(whitened)))
+    best, error2 = problem.best((), scored=scored)
     logger.debug("fit_monarch (inputs): %r, output error %.5f", best, math.sqrt(error2))
     return best
