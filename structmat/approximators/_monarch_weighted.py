@@ -21,8 +21,14 @@ Starts: each block's whitened truncated SVD under the block-diagonal part of ``C
 which ranks the pairs as their converged errors do on the measured layers. To keep the search cheap the pairs are
 first searched coarse to fine (:func:`~structmat.approximators.monarch.search_pairs`) by their starts' errors under
 the block-diagonal part of ``C`` (eigenvalues only), the best ``SHORTLIST`` are scored with the L-step, and the best
-``REFINED_PAIRS`` of those are refined. The plain Frobenius fit and the whitened low-rank optimum (``K = J = 1``)
-are candidates too, so the result is never worse than either on the fitting inputs.
+``REFINED_PAIRS`` of those are refined; the steps' state of the best scored start is kept and refined, not
+recomputed. The plain Frobenius fit and the whitened low-rank optimum (``K = J = 1``) are candidates too, so the
+result is never worse than either on the fitting inputs; the latter is built only when its error, known from the
+eigenvalues of the whitened weight's Gram matrix, could beat the best of the others.
+
+Speed: the whitened weight ``W · blockdiag(T_k)`` of every ``K`` the search visits is formed once; the start scores
+of the coarse-to-fine search are float32 eigenvalues (they rank pairs whose scores differ by far more than float32
+rounding); every step that builds a candidate, and the final scoring, is float64.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 import structmat
 from structmat import InputStatistics, output_error
 from structmat.approximators._hmatrix_weighted import refine_leaves
-from structmat.approximators._monarch_weighted import _InputBlocks, _Padded
+from structmat.approximators._monarch_weighted import _InputBlocks, _Padded, _whitened_lowrank_error2
 from structmat.approximators._sss_weighted import refine_sss_on_outputs, whitened_realization
 from structmat.approximators._weighted import WeightedProblem, cholesky_factor, lowrank_in_weighted_norm
+from structmat.approximators.lowrank import fit_lowrank
 from structmat.matrices.hmatrix import HODLRMatrix
 from structmat.matrices.monarch import Monarch
 from structmat.matrices.sss import SSS
@@ -37,6 +38,17 @@ def test_weighted_lowrank_block_is_the_closed_form_optimum(rng):
     u, s, vt = np.linalg.svd(Y @ R.T)
     best = (u[:, :r] * s[:r]) @ vt[:r] @ np.linalg.inv(R.T)
     np.testing.assert_allclose(U @ V.T, best, atol=1e-9 * np.abs(best).max())
+
+
+@pytest.mark.parametrize("m, n, r", [(9, 14, 3), (14, 9, 2), (10, 10, 9)])
+def test_whitened_lowrank_bound_is_the_error_of_the_whitened_lowrank_fit(rng, m, n, r):
+    """The data-aware Monarch fit skips the whitened low-rank candidate when this value shows it cannot win: it
+    must be that candidate's error on the objective, not merely a bound."""
+    W, X = rng.standard_normal((m, n)), _inputs(rng, n)
+    stats = InputStatistics.from_rows(X)
+    problem = WeightedProblem(W, stats)
+    expected = problem.error2(fit_lowrank(W, r * (m + n), inputs=stats))
+    assert _whitened_lowrank_error2(problem, r) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("K, J, t", [(2, 1, 2), (3, 2, 1), (4, 3, 2)])
