@@ -252,7 +252,8 @@ class _Padded:
                 X = P[:, k * I:(k + 1) * I] + Ljk @ (old @ self.Ckk[k])
                 Z = _solve_spd(Ljk.T @ Ljk, Ljk.T @ X)
                 new = scipy.linalg.cho_solve(self.Ckk_factor[k], Z.T, check_finite=False).T
-                P -= Ljk @ ((new - old) @ self.Cb[k])
+                if k < K - 1:  # the group's last block: P is formed afresh for the next group
+                    P -= Ljk @ ((new - old) @ self.Cb[k])
                 R[k, j * t:(j + 1) * t, :] = new
 
 
