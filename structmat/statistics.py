@@ -29,6 +29,7 @@ import numbers
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 
 from structmat.matrices.io import StructmatFileError, atomic_write
 
@@ -110,6 +111,7 @@ class InputStatistics:
         self._sum = np.zeros(self.n_features)    # Σ x / scale
         self._gram = np.zeros((self.n_features, self.n_features))   # Σ (x / scale)(x / scale)ᵀ
         self._eigh_cache: tuple | None = None
+        self._cholesky_cache: tuple | None = None
 
     # ---------------------------------------------------------------- accumulation
     def update(self, X) -> "InputStatistics":
@@ -149,7 +151,7 @@ class InputStatistics:
         self._sum += scaled.sum(axis=0)
         self._gram += scaled.T @ scaled
         self.count += chunk.shape[0]
-        self._eigh_cache = None
+        self._eigh_cache = self._cholesky_cache = None
 
     def merge(self, other: "InputStatistics") -> "InputStatistics":
         """Add the rows summarised by ``other`` (same ``n_features``) and return ``self``."""
@@ -168,7 +170,7 @@ class InputStatistics:
             self._gram = self._gram * (a * a) + other._gram * (b * b)
             self._scale = scale
         self.count += other.count
-        self._eigh_cache = None
+        self._eigh_cache = self._cholesky_cache = None
         return self
 
     @classmethod
@@ -294,11 +296,46 @@ class InputStatistics:
         self._eigh_cache = (ridge, mu, V)
         return mu, V
 
-    def whitening_factor(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
-        """``L = V diag(√μ)`` (n × n) with ``L Lᵀ = C / scale² + λ I`` (see :meth:`regularized_eigh`).
+    def _ridge(self, ridge) -> float:
+        ridge = float(ridge)
+        if not (ridge >= 0.0 and math.isfinite(ridge)):
+            raise ValueError(f"ridge must be a finite float >= 0; got {ridge}")
+        return ridge
 
-        ``‖(W − M) L‖_F`` is the regularised output error up to the constant factor ``√N / scale``.
+    def regularized_second_moment(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
+        """``C / scale² + λ I`` (symmetrised; a new array), ``λ = ridge · tr(C / scale²) / n`` as in
+        :meth:`regularized_eigh` (1 when every input is zero), without its clipping of negative rounding noise."""
+        self._check_nonempty()
+        ridge = self._ridge(ridge)
+        C = self.normalized_second_moment
+        C = (C + C.T) / 2.0
+        trace = float(np.trace(C))
+        C[np.diag_indices(self.n_features)] += ridge * trace / self.n_features if trace != 0.0 else 1.0
+        return C
+
+    def cholesky_factor(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray | None:
+        """Lower-triangular ``T`` with ``T Tᵀ = C / scale² + λ I`` (:meth:`regularized_second_moment`), or None
+        when that matrix is not positive definite (``ridge=0`` and a singular ``C``). Cached per ``ridge``. It costs
+        ``n³/3`` multiply-adds, about a twentieth of the time of :meth:`regularized_eigh`'s eigendecomposition."""
+        ridge = self._ridge(ridge)
+        if self._cholesky_cache is None or self._cholesky_cache[0] != ridge:
+            try:
+                T = scipy.linalg.cholesky(self.regularized_second_moment(ridge), lower=True, check_finite=False)
+            except np.linalg.LinAlgError:
+                T = None
+            self._cholesky_cache = (ridge, T)
+        return self._cholesky_cache[1]
+
+    def whitening_factor(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
+        """``L`` (n × n) with ``L Lᵀ = C / scale² + λ I``: its Cholesky factor, or ``V diag(√μ)`` from
+        :meth:`regularized_eigh` when that matrix is singular (``ridge=0``).
+
+        ``‖(W − M) L‖_F`` is the regularised output error up to the constant factor ``√N / scale``; it does not depend
+        on which factor ``L`` is (two differ by an orthogonal matrix on the right).
         """
+        T = self.cholesky_factor(ridge)
+        if T is not None:
+            return T
         mu, V = self.regularized_eigh(ridge)
         return V * np.sqrt(mu)
 

@@ -117,3 +117,32 @@ def test_rank_deficient_inputs_whiten_without_nan(rng):
     L = InputStatistics.from_rows(X).whitening_factor()
     assert np.isfinite(L).all()
     assert np.linalg.matrix_rank(L) == 40
+
+
+def test_cholesky_whitening_factor_and_its_fallback():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 8)) @ rng.standard_normal((8, 8))
+    stats = InputStatistics.from_rows(X)
+    C = stats.regularized_second_moment()
+    T = stats.cholesky_factor()
+    assert np.allclose(T @ T.T, C) and np.allclose(T, np.tril(T))
+    mu, V = stats.regularized_eigh()
+    assert np.allclose((V * mu) @ V.T, C)                    # the same regularised moment as the eigen route
+    assert stats.whitening_factor() is T                     # cached
+    singular = InputStatistics.from_rows(np.c_[X[:, :3], np.zeros((50, 2))])
+    assert singular.cholesky_factor(ridge=0.0) is None
+    L = singular.whitening_factor(ridge=0.0)                 # falls back on V diag(√μ)
+    assert np.allclose(L @ L.T, singular.regularized_second_moment(ridge=0.0), atol=1e-12)
+
+
+def test_whitened_low_rank_does_not_depend_on_the_factor():
+    import structmat
+    from structmat.approximators.lowrank import _fit_whitened
+
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((12, 9))
+    stats = InputStatistics.from_rows(rng.standard_normal((40, 9)) * np.linspace(0.1, 3, 9))
+    M = structmat.approximate(W, "lowrank", 40, inputs=stats).to_dense()
+    stats._cholesky_cache = (1e-6, None)                     # force the eigendecomposition route
+    E = _fit_whitened(W, 40 // 21, stats, 1e-6).to_dense()
+    assert np.allclose(M, E, atol=1e-10 * np.abs(M).max())

@@ -95,8 +95,11 @@ class _WhitenedSpectra:
         return self.by_level[level]
 
     def prefetch(self, boxes: np.ndarray) -> None:
-        for level in sorted({self.levels.get((int(c0), int(c1)), -1) for _, _, c0, c1 in boxes.tolist()}):
-            group = np.array([box for box in boxes.tolist() if self.levels.get((box[2], box[3]), -1) == level])
+        groups: dict[int, list] = {}
+        for box in boxes.tolist():   # one pass: boxes grouped by the level of their column cluster
+            groups.setdefault(self.levels.get((box[2], box[3]), -1), []).append(box)
+        for level in sorted(groups):
+            group = np.array(groups[level])
             self._for(group[0]).prefetch(group)
 
     def spectrum(self, box):

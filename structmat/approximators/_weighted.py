@@ -96,9 +96,7 @@ class WeightedProblem:
         self.stats = stats
         self.ridge = ridge
         self.objective = OutputObjective(W, stats, ridge)
-        mu, V = stats.regularized_eigh(ridge)
-        C = (V * mu) @ V.T
-        C = (C + C.T) / 2.0
+        C = stats.regularized_second_moment(ridge)
         n = C.shape[0]
         trace = float(np.trace(stats.normalized_second_moment))
         if step_ridge > ridge and trace > 0:

@@ -25,6 +25,8 @@ import inspect
 import logging
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
 
 from structmat.statistics import DEFAULT_RIDGE, InputStatistics
 
@@ -143,13 +145,18 @@ class OutputObjective:
         self.stats = stats
         self.ridge = ridge
         self.L = stats.whitening_factor(ridge)          # n × n, C/scale² + λI = L Lᵀ
+        self._lower = stats.cholesky_factor(ridge) is not None   # L is the (lower-triangular) Cholesky factor
         self.WL = W @ self.L
         self.energy = float(np.einsum("ij,ij->", self.WL, self.WL))
 
     def error2(self, M) -> float:
         """Relative squared output error of ``M`` (a StructuredMatrix or a dense array)."""
-        dense = M if isinstance(M, np.ndarray) else M.to_dense()
-        R = self.WL - np.asarray(dense, dtype=np.float64) @ self.L
+        dense = np.asarray(M if isinstance(M, np.ndarray) else M.to_dense(), dtype=np.float64)
+        if self._lower and dense.shape == self.W.shape:
+            # ((W − M) L)ᵀ = Lᵀ (W − M)ᵀ by a triangular product: half the multiply-adds of a full one
+            R = scipy.linalg.blas.dtrmm(1.0, self.L.T, (self.W - dense).T, side=0, lower=0, overwrite_b=1)
+        else:
+            R = self.WL - dense @ self.L
         residual = float(np.einsum("ij,ij->", R, R))
         if self.energy == 0.0:
             return 0.0 if residual == 0.0 else float("inf")

@@ -132,15 +132,21 @@ def fit_lowrank(W, budget, *, inputs=None, ridge: float = DEFAULT_RIDGE, method:
 
 
 def _fit_whitened(W, rank, stats, ridge, **svd_options) -> LowRank:
-    """``[W L]_r L⁻¹`` with ``L = V diag(√μ)`` from ``C/scale² + λI = V diag(μ) Vᵀ``; factors balanced per column."""
-    mu, Vc = stats.regularized_eigh(ridge)
-    if mu[0] <= 0.0:
-        raise ValueError("the input second moment is singular and ridge=0; pass ridge > 0 (the default is "
-                         f"{DEFAULT_RIDGE}) to fit low rank to these inputs")
-    root_mu = np.sqrt(mu)
-    U, s, Vt = truncated_svd(W @ (Vc * root_mu), rank, **svd_options)
+    """``[W L]_r L⁻¹`` with ``L Lᵀ = C/scale² + λI`` (the Cholesky factor; ``V diag(√μ)`` from the eigendecomposition
+    when ridge=0 leaves it singular); factors balanced per column. The result does not depend on the factor."""
+    T = stats.cholesky_factor(ridge)
+    if T is not None:
+        U, s, Vt = truncated_svd(W @ T, rank, **svd_options)
+        right = scipy.linalg.solve_triangular(T, Vt.T, lower=True, trans="T", check_finite=False)  # L⁻ᵀ V_r
+    else:
+        mu, Vc = stats.regularized_eigh(ridge)
+        if mu[0] <= 0.0:
+            raise ValueError("the input second moment is singular and ridge=0; pass ridge > 0 (the default is "
+                             f"{DEFAULT_RIDGE}) to fit low rank to these inputs")
+        root_mu = np.sqrt(mu)
+        U, s, Vt = truncated_svd(W @ (Vc * root_mu), rank, **svd_options)
+        right = Vc @ (Vt.T / root_mu[:, None])         # (V_rᵀ L⁻¹)ᵀ = Vc diag(1/√μ) V_r
     left = U * s                                   # M = left @ right.T
-    right = Vc @ (Vt.T / root_mu[:, None])         # (V_rᵀ L⁻¹)ᵀ = Vc diag(1/√μ) V_r
     balance = np.sqrt(np.linalg.norm(right, axis=0) / np.maximum(np.linalg.norm(left, axis=0), 1e-300))
     balance = np.where(np.isfinite(balance) & (balance > 0), balance, 1.0)
     logger.debug("fit_lowrank: shape=%s rank=%d, fitted to %d input rows", W.shape, rank, stats.count)
