@@ -11,16 +11,10 @@ from structmat.matrices.lowrank_sparse import LowRankSparse
 from structmat.speed_c import time_c
 from structmat.speed_c.build import compile_driver
 
+from tests.speed_c._product import check
+
 SPECIALISED = [(br, bc) for bc in (4, 8, 16) for br in (1, 2, 4, 8)]
 GENERIC = [(1, 1), (3, 5), (2, 12)]
-
-
-def check(M, driver, tmp_path, rng):
-    x = rng.standard_normal(M.shape[1])
-    y = time_c(M, x, binary=driver, work_dir=tmp_path, warmup=0, repeats=1, min_sample_ns=0)["output"]
-    expected = M.astype(np.float32).to_dense().astype(np.float64) @ x.astype(np.float32).astype(np.float64)
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
-    return y
 
 
 @pytest.mark.parametrize("block_shape", SPECIALISED + GENERIC)

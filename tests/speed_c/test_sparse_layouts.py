@@ -17,6 +17,8 @@ from structmat.matrices.sparse_product import Sparse, SparseProduct
 from structmat.speed_c import time_c
 from structmat.speed_c.build import SHARED_HEADER_DIR, compile_driver
 
+from tests.speed_c._product import check
+
 
 def chunk_fill(S) -> float:
     """Mean values per chunk of sparse_rows.h's chunked layout (a reading of its rule, to aim the shapes below)."""
@@ -44,14 +46,6 @@ def sparse_with_empty_rows(shape, density, seed):
         k = int(rng.integers(1, max(2, int(2 * density * n))))
         F[i, rng.choice(n, min(k, n), replace=False)] = rng.standard_normal(min(k, n))
     return sp.csr_matrix(F)
-
-
-def check(M, driver, tmp_path, rng):
-    x = rng.standard_normal(M.shape[1])
-    y = time_c(M, x, binary=driver, work_dir=tmp_path, warmup=0, repeats=1, min_sample_ns=0)["output"]
-    expected = M.astype(np.float32).to_dense().astype(np.float64) @ x.astype(np.float32).astype(np.float64)
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
-    return y
 
 
 # (shape, density): chunks (dense enough, 200 columns: windows clamped at column 136), 16-bit CSR (under 64 columns;
