@@ -278,46 +278,42 @@ class InputStatistics:
         Negative rounding noise in ``C``'s eigenvalues is clipped to 0 before ``λ`` is added. With ``ridge=0``
         the eigenvalues of a singular ``C`` may be 0. Cached per ``ridge``.
         """
-        self._check_nonempty()
         ridge = float(ridge)
-        if not (ridge >= 0.0 and math.isfinite(ridge)):
-            raise ValueError(f"ridge must be a finite float >= 0; got {ridge}")
         if self._eigh_cache is not None and self._eigh_cache[0] == ridge:
             return self._eigh_cache[1], self._eigh_cache[2]
+        lam = self.ridge_shift(ridge)
         C = self.normalized_second_moment
         C = (C + C.T) / 2.0
         mu, V = np.linalg.eigh(C)
-        mu = np.clip(mu, 0.0, None)
-        trace = float(np.trace(C))
-        lam = ridge * trace / self.n_features
-        if trace == 0.0:  # all inputs zero: the outputs do not depend on W; fall back on the plain norm
-            lam = 1.0
-        mu = mu + lam
+        mu = np.clip(mu, 0.0, None) + lam
         self._eigh_cache = (ridge, mu, V)
         return mu, V
 
-    def _ridge(self, ridge) -> float:
+    def ridge_shift(self, ridge: float = DEFAULT_RIDGE) -> float:
+        """``λ = ridge · tr(C / scale²) / n``, the diagonal shift of the regularised second moment; 1 when every input
+        is zero (the outputs do not depend on ``W``: the plain norm is used)."""
+        self._check_nonempty()
         ridge = float(ridge)
         if not (ridge >= 0.0 and math.isfinite(ridge)):
             raise ValueError(f"ridge must be a finite float >= 0; got {ridge}")
-        return ridge
+        trace = float(np.sum(np.diagonal(self._gram) / self.count))
+        return ridge * trace / self.n_features if trace != 0.0 else 1.0
 
     def regularized_second_moment(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
-        """``C / scale² + λ I`` (symmetrised; a new array), ``λ = ridge · tr(C / scale²) / n`` as in
-        :meth:`regularized_eigh` (1 when every input is zero), without its clipping of negative rounding noise."""
-        self._check_nonempty()
-        ridge = self._ridge(ridge)
+        """``C / scale² + λ I`` (:meth:`ridge_shift`; symmetric to the last bit, one new array), as in
+        :meth:`regularized_eigh` without its clipping of negative rounding noise."""
+        lam = self.ridge_shift(ridge)
         C = self.normalized_second_moment
-        C = (C + C.T) / 2.0
-        trace = float(np.trace(C))
-        C[np.diag_indices(self.n_features)] += ridge * trace / self.n_features if trace != 0.0 else 1.0
-        return C
+        H = C + C.T
+        H *= 0.5
+        H[np.diag_indices(self.n_features)] += lam
+        return H
 
     def cholesky_factor(self, ridge: float = DEFAULT_RIDGE) -> np.ndarray | None:
         """Lower-triangular ``T`` with ``T Tᵀ = C / scale² + λ I`` (:meth:`regularized_second_moment`), or None
         when that matrix is not positive definite (``ridge=0`` and a singular ``C``). Cached per ``ridge``. It costs
         ``n³/3`` multiply-adds, about a twentieth of the time of :meth:`regularized_eigh`'s eigendecomposition."""
-        ridge = self._ridge(ridge)
+        ridge = float(ridge)
         if self._cholesky_cache is None or self._cholesky_cache[0] != ridge:
             try:
                 T = scipy.linalg.cholesky(self.regularized_second_moment(ridge), lower=True, check_finite=False)

@@ -12,10 +12,7 @@ import numpy as np
 
 from structmat.statistics import InputStatistics
 
-__all__ = ["OutputNorm", "ORDERING_SHIFT"]
-
-#: Relative shift of the float32 factorisation behind :meth:`OutputNorm.ordering_diagonal_blocks`.
-ORDERING_SHIFT = 1e-5
+__all__ = ["OutputNorm"]
 
 
 class OutputNorm:
@@ -36,20 +33,10 @@ class OutputNorm:
     """
 
     def __init__(self, W: np.ndarray, stats: InputStatistics, ridge: float) -> None:
-        ridge = float(ridge)
-        if not (ridge >= 0.0 and np.isfinite(ridge)):
-            raise ValueError(f"ridge must be a finite float >= 0; got {ridge}")
-        C = stats.normalized_second_moment
-        n = C.shape[0]
-        trace = float(np.trace(C))
-        lam = ridge * trace / n if trace > 0.0 else 1.0
-        H = C + C.T                                # symmetric to the last bit; one fresh n × n array
-        H *= 0.5
-        H[np.diag_indices(n)] += lam
         self.W = W
-        self.H = H
-        self.ridge = ridge
-        self.shift = lam
+        self.H = stats.regularized_second_moment(ridge)
+        self.ridge = float(ridge)
+        self.shift = stats.ridge_shift(ridge)
         self._WH = None
         self._energy = None
         self._inverse = None

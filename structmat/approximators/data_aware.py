@@ -152,7 +152,7 @@ class OutputObjective:
     def error2(self, M) -> float:
         """Relative squared output error of ``M`` (a StructuredMatrix or a dense array)."""
         dense = np.asarray(M if isinstance(M, np.ndarray) else M.to_dense(), dtype=np.float64)
-        if self._lower and dense.shape == self.W.shape:
+        if self._lower:
             # ((W − M) L)ᵀ = Lᵀ (W − M)ᵀ by a triangular product: half the multiply-adds of a full one
             R = scipy.linalg.blas.dtrmm(1.0, self.L.T, (self.W - dense).T, side=0, lower=0, overwrite_b=1)
         else:

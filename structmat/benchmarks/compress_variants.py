@@ -25,9 +25,9 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 __all__ = ["main", "SPLITS"]
 
@@ -138,9 +138,9 @@ def run_efficientnet(args) -> dict:
 
     Held out: the 1,000 validation images of ``split_indices(5000, 0.2, seed=0)``; calibration (the first
     ``--calibration``), distillation images (the next ``--distill-images``) and the distillation's validation images
-    (the next ``VALIDATION_IMAGES``) come from the 4,000 others in a seeded order. The measure is top-1 agreement with the dense model; distillation matches the logits (KL).
+    (the next ``VALIDATION_IMAGES``) come from the 4,000 others in a seeded order. The measure is top-1 agreement
+    with the dense model; distillation matches the logits (KL).
     """
-    import numpy as np
     import torch
 
     from structmat.benchmarks.compress_models import image_batches, top1_agreement
@@ -196,8 +196,6 @@ def run_efficientnet(args) -> dict:
 def run_fit_times(args) -> list[dict]:
     """CPU seconds and output error of one data-aware fit per family and share on the query, intermediate and
     output linears of one encoder layer (inputs: the calibration sentences); rows in ``fit_times.jsonl``."""
-    import numpy as np
-
     from structmat.approximators import approximate
     from structmat.compress import attention_mask_rows, collect_statistics, select_layers
     from structmat.metrics import output_error

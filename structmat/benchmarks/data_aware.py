@@ -8,9 +8,9 @@ dense head. Fit seconds are one-thread medians over ``repeats`` fits, wall clock
 meaningful on a machine shared with other jobs); ``stats_seconds`` (and ``stats_cpu_seconds``) is the time to form
 ``C``, which every data-aware fit of the cache shares: the median of ``repeats`` formations, timed like the fits (the
 first pass over fresh memory can cost several times the arithmetic on a virtual machine, and only one of the two
-sides would otherwise pay it). Each data-aware fit gets its own copy of the statistics,
-so the work a fit does on ``C`` (its eigendecomposition, say) is counted in that fit's time, not cached from the
-previous one. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
+sides would otherwise pay it). Each data-aware fit gets its own copy of the statistics, so the work a fit does on
+``C`` (its Cholesky factor or eigendecomposition, say) is counted in that fit's time, not cached from the previous
+one. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
 
 :func:`data_aware_summary` puts plain and data-aware side by side per family and share and checks the targets:
 held-out output error with inputs at most ``0.85 ×`` the plain fit's, and fit CPU time with inputs at most

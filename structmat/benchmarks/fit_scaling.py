@@ -6,8 +6,9 @@ CPU seconds over ``repeats`` fits (CPU seconds stay meaningful on a machine shar
 error; a 32×32 fit of every family runs first, untimed, so that compiling the Numba kernels is not counted in the
 smallest size. ``warmup`` untimed fits of the cell's own matrix may precede the timed ones: the first large fit in a
 process also pays for touching fresh memory, which on some virtual machines (the development machine among them:
-1.1 s for the first pass over a fresh 128 MB array, 12 ms for later ones) costs more than the fit's arithmetic. ``fit_time_exponents`` gives, per family, the exponent ``p`` of ``time ∝ n^p`` between the smallest and the
-largest size. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
+1.1 s for the first pass over a fresh 128 MB array, 12 ms for later ones) costs more than the fit's arithmetic.
+``fit_time_exponents`` gives, per family, the exponent ``p`` of ``time ∝ n^p`` between the smallest and the largest
+size. The CSV is rewritten after every cell and finished cells are skipped on a rerun.
 
 Run it as ``python -m structmat.benchmarks.fit_scaling -f monarch sss -n 512 1024 2048 4096 -o DIR``.
 """
