@@ -11,6 +11,8 @@ from structmat.layers import layer_from_matrix, native
 from structmat.layers.block_sparse import PANEL_MIN_BATCH, ROWS_MAX_BATCH
 from structmat.matrices.block_sparse import BlockSparse, block_grid
 
+from tests.layers._unaligned import assert_unaligned_inputs_match
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -85,12 +87,7 @@ def test_layer_fast_path_with_and_without_the_compiled_kernels(native_library, b
 def test_inputs_off_cache_line_boundaries(offset, rng):
     M = BlockSparse.random((45, 70), block_shape=(1, 8), density=0.3, seed=5)
     layer = layer_from_matrix(M, rng.standard_normal(45))
-    storage = torch.from_numpy(rng.standard_normal(3 * 70 + 16).astype(np.float32))
-    x = storage[offset:offset + 210].view(3, 70)
-    expected = x.double().numpy() @ M.to_dense().T + layer.bias.detach().double().numpy()
-    with torch.no_grad():
-        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
-        assert torch.equal(layer(x), layer(x.clone()))
+    assert_unaligned_inputs_match(layer, M, 3, offset, rng)
 
 
 @pytest.mark.parametrize("batch", [1, PANEL_MIN_BATCH])

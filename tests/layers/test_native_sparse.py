@@ -15,6 +15,8 @@ from structmat.layers.lowrank_sparse import LowRankSparseLinear
 from structmat.layers.sparse_product import PANEL_MIN_BATCH, ROWS_MAX_BATCH, SparseLinear, SparseProductLinear
 from structmat.matrices.sparse_product import SparseProduct
 
+from tests.layers._unaligned import assert_unaligned_inputs_match
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -138,12 +140,7 @@ def test_inputs_off_cache_line_boundaries(offset, rng):
     """The row kernels copy an input row that does not start on a 64-byte boundary; results do not depend on it."""
     M = _product()
     layer = SparseProductLinear.from_matrix(M, rng.standard_normal(40))
-    storage = torch.from_numpy(rng.standard_normal(2 * 50 + 16).astype(np.float32))
-    x = storage[offset:offset + 100].view(2, 50)
-    expected = x.double().numpy() @ M.to_dense().T + layer.bias.detach().double().numpy()
-    with torch.no_grad():
-        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5 * np.abs(expected).max())
-        assert torch.equal(layer(x), layer(x.clone()))
+    assert_unaligned_inputs_match(layer, M, 2, offset, rng)
 
 
 @pytest.mark.parametrize("batch", [1, PANEL_MIN_BATCH + 40])
